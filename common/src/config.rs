@@ -1,0 +1,270 @@
+//! Typed configuration of every daemon: TOML files into these structs, then command-line
+//! flags override single fields (each binary's `cli.rs`). Unknown keys are an error, so a
+//! typo never silently falls back to a default. Secrets are never inline: they are read from
+//! the file a `*_file` field names.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default port of the master.
+pub const DEFAULT_MASTER_PORT: u16 = 9420;
+/// Default chunk size: 64 MiB as in GFS and MooseFS; a file of up to one chunk costs one
+/// placement decision and one replica set.
+pub const DEFAULT_CHUNK_SIZE: u64 = 64 * 1024 * 1024;
+/// Default RPC deadline for one request.
+pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 5_000;
+/// Default time an operation keeps retrying an unreachable peer before failing with EIO.
+pub const DEFAULT_RETRY_WINDOW_MS: u64 = 15_000;
+/// How long a client session lives without a keepalive.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 30_000;
+/// Chunkserver heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
+/// A node that has not sent a heartbeat for this long is offline for placement.
+pub const DEFAULT_NODE_OFFLINE_MS: u64 = 5_000;
+/// Kernel attribute and entry cache time: the window in which another mount's change may
+/// be invisible. One second matches NFS's acregmin order of magnitude.
+pub const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1_000;
+
+/// Reads a TOML config file into `T`, with errors that name the file.
+pub fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config file {} is invalid: {}",
+            path.display(),
+            e.to_string().lines().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
+fn default_master_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_MASTER_PORT))
+}
+fn default_chunk_size() -> u64 {
+    DEFAULT_CHUNK_SIZE
+}
+fn default_n() -> u32 {
+    3
+}
+fn default_w() -> u32 {
+    3
+}
+fn default_r() -> u32 {
+    1
+}
+fn default_session_ttl() -> u64 {
+    DEFAULT_SESSION_TTL_MS
+}
+fn default_heartbeat() -> u64 {
+    DEFAULT_HEARTBEAT_MS
+}
+fn default_node_offline() -> u64 {
+    DEFAULT_NODE_OFFLINE_MS
+}
+fn default_true() -> bool {
+    true
+}
+fn default_rpc_timeout() -> u64 {
+    DEFAULT_RPC_TIMEOUT_MS
+}
+fn default_retry_window() -> u64 {
+    DEFAULT_RETRY_WINDOW_MS
+}
+fn default_attr_timeout() -> u64 {
+    DEFAULT_ATTR_TIMEOUT_MS
+}
+
+/// `mosaic-master` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// Address to listen on. Default 127.0.0.1:9420.
+    #[serde(default = "default_master_listen")]
+    pub listen: SocketAddr,
+    /// Directory holding `meta.db` (SQLite, WAL mode). Created by `mosaic-master init`.
+    pub state_dir: PathBuf,
+    /// Chunk size in bytes, fixed at `init` (a multiple of the 64 KiB block size).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u64,
+    /// Copies of every chunk (N). Default 3.
+    #[serde(default = "default_n")]
+    pub replicas: u32,
+    /// Acknowledgements a write needs (W). Default 3 (every replica).
+    #[serde(default = "default_w")]
+    pub write_quorum: u32,
+    /// Current replicas a read needs (R); W + R must exceed N. Default 1.
+    #[serde(default = "default_r")]
+    pub read_quorum: u32,
+    /// Client session lease in milliseconds. Default 30000.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_ms: u64,
+    /// Heartbeat interval chunkservers are told to use, in milliseconds. Default 1000.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a node gets no new chunks, in milliseconds. Default 5000.
+    #[serde(default = "default_node_offline")]
+    pub node_offline_ms: u64,
+    /// fsync the SQLite WAL at every commit (`synchronous=FULL`). Default true: an
+    /// acknowledged operation survives power loss, not just a crash of the master.
+    #[serde(default = "default_true")]
+    pub durable_commits: bool,
+}
+
+impl MasterConfig {
+    pub fn for_tests(state_dir: PathBuf) -> MasterConfig {
+        MasterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir,
+            chunk_size: 1024 * 1024,
+            replicas: 3,
+            write_quorum: 3,
+            read_quorum: 1,
+            session_ttl_ms: 10_000,
+            heartbeat_interval_ms: 200,
+            node_offline_ms: 2_000,
+            durable_commits: false,
+        }
+    }
+
+    pub fn policy(&self) -> crate::types::ReplicationPolicy {
+        crate::types::ReplicationPolicy {
+            n: self.replicas,
+            w: self.write_quorum,
+            r: self.read_quorum,
+        }
+    }
+}
+
+/// `mosaic-chunkserver` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkserverConfig {
+    /// Address to listen on; port 0 picks a free port. Default 127.0.0.1:0.
+    #[serde(default = "default_any_port")]
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this one; default: the bound address.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The master's address.
+    pub master: String,
+    /// Where chunks live. Holds `node.toml` (node and cluster id) after first registration.
+    pub data_dir: PathBuf,
+    /// Bytes this node offers; default: the free space of the data directory's filesystem.
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+    /// fdatasync every write before acknowledging it, not only writes flagged `sync`.
+    /// Default false: writes are in the page cache (safe from a crash of the process) and
+    /// made durable by the client's fsync/close, as on a local filesystem.
+    #[serde(default)]
+    pub sync_every_write: bool,
+}
+
+fn default_any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl ChunkserverConfig {
+    pub fn for_tests(master: String, data_dir: PathBuf) -> ChunkserverConfig {
+        ChunkserverConfig {
+            listen: default_any_port(),
+            advertise: None,
+            master,
+            data_dir,
+            capacity_bytes: Some(1 << 30),
+            sync_every_write: false,
+        }
+    }
+}
+
+/// `mosaic-mount` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// The master's address.
+    pub master: String,
+    /// File with the cluster's data key(s), made by `mosaic-master init`.
+    pub key_file: PathBuf,
+    /// Deadline of one RPC, in milliseconds. Default 5000.
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_ms: u64,
+    /// How long an operation retries unreachable peers before failing with EIO. Default 15000.
+    #[serde(default = "default_retry_window")]
+    pub retry_window_ms: u64,
+    /// Kernel attribute/entry cache time in milliseconds. Default 1000.
+    #[serde(default = "default_attr_timeout")]
+    pub attr_timeout_ms: u64,
+    /// Let other users access the mount (needs `user_allow_other` for non-root mounters).
+    #[serde(default)]
+    pub allow_other: bool,
+    /// Dirty bytes per open file buffered before a background flush starts. Default 8 MiB.
+    #[serde(default = "default_flush_threshold")]
+    pub flush_threshold_bytes: u64,
+}
+
+fn default_flush_threshold() -> u64 {
+    8 * 1024 * 1024
+}
+
+impl MountConfig {
+    pub fn for_tests(master: String, key_file: PathBuf) -> MountConfig {
+        MountConfig {
+            master,
+            key_file,
+            rpc_timeout_ms: 2_000,
+            retry_window_ms: 5_000,
+            attr_timeout_ms: 1_000,
+            allow_other: false,
+            flush_threshold_bytes: default_flush_threshold(),
+        }
+    }
+}
+
+/// `mosaic-sentinel` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The master's address.
+    pub master: String,
+    /// Probe interval in milliseconds. Default 1000.
+    #[serde(default = "default_heartbeat")]
+    pub probe_interval_ms: u64,
+    /// Silence after which a node is DEAD, in milliseconds. Default 10000.
+    #[serde(default = "default_dead_after")]
+    pub dead_after_ms: u64,
+}
+
+fn default_dead_after() -> u64 {
+    10_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<MasterConfig>("state_dir = '/x'\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let cfg: MasterConfig = toml::from_str("state_dir = '/x'\n").expect("parses");
+        assert_eq!(cfg.listen.port(), DEFAULT_MASTER_PORT);
+        assert_eq!(cfg.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert!(cfg.policy().validate().is_ok());
+        let cfg: MountConfig = toml::from_str("master = 'a:1'\nkey_file = '/k'\n").expect("parses");
+        assert_eq!(cfg.attr_timeout_ms, DEFAULT_ATTR_TIMEOUT_MS);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "(?s).{0,300}") {
+            let _ = toml::from_str::<MasterConfig>(&text);
+            let _ = toml::from_str::<ChunkserverConfig>(&text);
+            let _ = toml::from_str::<MountConfig>(&text);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The MosaicFS wire contract and shared primitives.
+//!
+//! Everything two MosaicFS processes must agree on lives here: identifier newtypes, the tarpc
+//! service traits and their request/response types, the typed RPC error with its errno mapping,
+//! the sealed block format (AES-256-GCM + BLAKE3), daemon configuration types and telemetry
+//! setup. This crate must never depend on `fuser` or `rusqlite`: it is linked into every process.
+
+pub mod block;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod rpc;
+pub mod telemetry;
+pub mod types;
+
+pub use error::{FsError, FsResult};
+pub use ids::{ChunkId, ClusterId, InodeId, NodeId, SessionId, Version};

@@ -1,0 +1,213 @@
+//! The tarpc services and the transport every process speaks.
+//!
+//! Framing: a 4-byte length prefix (tokio-util `LengthDelimitedCodec`) with an explicit
+//! maximum frame on both ends, and bincode bodies. A frame over the limit closes the
+//! connection before any allocation of the claimed size. The transport is generic over the
+//! byte stream, so TLS wraps the TCP stream without touching the services.
+
+use crate::types::*;
+use crate::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
+use futures::Future;
+use serde_bytes::ByteBuf;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tarpc::serde_transport::Transport;
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::LengthDelimitedCodec;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Sealed 64 KiB blocks one data request may carry: 64 blocks = 4 MiB of file data. Large
+/// enough that a 1 MiB FUSE write or a readahead window is one request; small enough that a
+/// frame never needs more than [`MAX_FRAME_BYTES`].
+pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+/// The largest frame either end accepts: 4 MiB of blocks plus their seal overhead and
+/// bincode framing, with room to spare. Set on both ends (tarpc's default is 8 MiB too, but
+/// we never rely on a default for a limit).
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// The master: namespace, chunk placement, versions and the node registry.
+#[tarpc::service]
+pub trait Master {
+    /// A client mounts: returns the cluster's parameters and a new session.
+    async fn hello(client_name: String) -> FsResult<MountInfo>;
+    /// Renews a session lease; `NotFound` when the session expired (the client re-hellos).
+    async fn keepalive(session: SessionId) -> FsResult<()>;
+    async fn goodbye(session: SessionId) -> FsResult<()>;
+
+    async fn lookup(parent: InodeId, name: ByteBuf) -> FsResult<Attr>;
+    async fn getattr(ino: InodeId) -> FsResult<Attr>;
+    async fn setattr(ino: InodeId, set: SetAttr, caller: Caller) -> FsResult<Attr>;
+    /// Creates a file, directory, symlink, fifo, socket or device node.
+    async fn create(parent: InodeId, name: ByteBuf, node: NewNode) -> FsResult<Attr>;
+    async fn unlink(parent: InodeId, name: ByteBuf) -> FsResult<()>;
+    async fn rmdir(parent: InodeId, name: ByteBuf) -> FsResult<()>;
+    async fn rename(
+        parent: InodeId,
+        name: ByteBuf,
+        new_parent: InodeId,
+        new_name: ByteBuf,
+        flags: RenameFlags,
+    ) -> FsResult<()>;
+    async fn link(ino: InodeId, new_parent: InodeId, new_name: ByteBuf) -> FsResult<Attr>;
+    async fn readlink(ino: InodeId) -> FsResult<ByteBuf>;
+    /// Entries with cookie greater than `after`, in cookie order, at most `limit`.
+    async fn readdir(ino: InodeId, after: u64, limit: u32, plus: bool) -> FsResult<DirPage>;
+    async fn statfs() -> FsResult<StatFs>;
+
+    async fn getxattr(ino: InodeId, name: ByteBuf) -> FsResult<ByteBuf>;
+    async fn setxattr(
+        ino: InodeId,
+        name: ByteBuf,
+        value: ByteBuf,
+        flags: XattrFlags,
+    ) -> FsResult<()>;
+    async fn listxattr(ino: InodeId) -> FsResult<Vec<ByteBuf>>;
+    async fn removexattr(ino: InodeId, name: ByteBuf) -> FsResult<()>;
+
+    /// Records that `session` holds `ino` open, so an unlinked file keeps its data.
+    async fn open(session: SessionId, ino: InodeId) -> FsResult<Attr>;
+    /// The session's last descriptor of `ino` closed; frees an unlinked inode's data.
+    async fn release(session: SessionId, ino: InodeId) -> FsResult<()>;
+
+    /// Current replicas of chunks `first..first+count` of a file (missing chunks are holes).
+    async fn chunk_map(ino: InodeId, first: u64, count: u64) -> FsResult<Vec<ChunkLoc>>;
+    /// Grants writes to chunks of a file at fresh versions, allocating chunks as needed.
+    async fn prepare_write(ino: InodeId, indexes: Vec<u64>) -> FsResult<Vec<WriteGrant>>;
+    /// Records written chunks, replicas that hold them, the new size and mtime.
+    async fn commit_write(commit: CommitWrite) -> FsResult<Attr>;
+    /// A replica failed a read (checksum, authentication or version): stop serving it.
+    async fn report_bad_replica(chunk: ChunkId, node: NodeId, reason: String) -> FsResult<()>;
+
+    async fn register_node(req: RegisterNode) -> FsResult<Registered>;
+    async fn heartbeat(node: NodeId, status: NodeStatus) -> FsResult<HeartbeatReply>;
+    /// A node's full inventory; the answer names replicas to delete (stale or unknown).
+    async fn report_chunks(node: NodeId, held: Vec<HeldChunk>) -> FsResult<HeartbeatReply>;
+
+    async fn cluster_summary() -> FsResult<ClusterSummary>;
+}
+
+/// A chunkserver: stores sealed blocks of chunks, verifies them on every read.
+#[tarpc::service]
+pub trait ChunkServer {
+    async fn write_blocks(req: WriteBlocks) -> FsResult<()>;
+    async fn read_blocks(req: ReadBlocks) -> FsResult<BlockData>;
+    /// fdatasync the named chunks (after unsynced writes).
+    async fn sync_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
+    async fn delete_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
+    async fn list_chunks() -> FsResult<Vec<HeldChunk>>;
+    async fn status() -> FsResult<NodeStatus>;
+}
+
+/// A tarpc context whose deadline is `timeout` from now.
+pub fn ctx(timeout: Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = Instant::now() + timeout;
+    ctx
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+/// Wraps any byte stream (TCP, TLS, in-memory duplex) in the framed bincode transport.
+pub fn transport<S, Item, SinkItem>(io: S) -> Transport<S, Item, SinkItem, Bincode<Item, SinkItem>>
+where
+    S: AsyncRead + AsyncWrite,
+    Item: for<'de> serde::Deserialize<'de>,
+    SinkItem: serde::Serialize,
+{
+    let framed = tarpc::tokio_util::codec::Framed::new(io, codec());
+    tarpc::serde_transport::new(framed, Bincode::default())
+}
+
+async fn tcp_connect(addr: &str, timeout: Duration) -> FsResult<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| FsError::TimedOut(format!("connect to {addr}")))?
+        .map_err(|e| FsError::Unavailable(format!("connect to {addr}: {e}")))?;
+    // Requests are small or already large; Nagle only adds latency.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| FsError::Unavailable(format!("set TCP_NODELAY for {addr}: {e}")))?;
+    Ok(stream)
+}
+
+/// Connects to a master. The returned client multiplexes requests over one connection.
+pub async fn connect_master(addr: &str, timeout: Duration) -> FsResult<MasterClient> {
+    let stream = tcp_connect(addr, timeout).await?;
+    Ok(MasterClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// Connects to a chunkserver.
+pub async fn connect_chunkserver(addr: &str, timeout: Duration) -> FsResult<ChunkServerClient> {
+    let stream = tcp_connect(addr, timeout).await?;
+    Ok(ChunkServerClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// Binds a listener; port 0 picks a free port (tests).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {addr}"))
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, handing each to `handle`
+/// (usually [`serve_connection!`]) in its own task.
+pub async fn serve<F, Fut>(listener: TcpListener, handle: F, shutdown: impl Future<Output = ()>)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                tracing::debug!(%peer, "connection accepted");
+                connections.spawn(handle(stream));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.abort_all();
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use futures;
+    pub use tarpc;
+    pub use tokio;
+}
+
+/// Serves one connection with a concrete tarpc service (`MyService.serve()`), each request
+/// in its own task so that blocking disk or CPU work on one never stalls the others.
+/// A macro because the service futures are only provably `Send` at the concrete type.
+#[macro_export]
+macro_rules! serve_connection {
+    ($stream:expr, $serve:expr) => {{
+        use $crate::rpc::__private::futures::StreamExt as _;
+        use $crate::rpc::__private::tarpc::server::Channel as _;
+        $crate::rpc::__private::tarpc::server::BaseChannel::with_defaults($crate::rpc::transport(
+            $stream,
+        ))
+        .execute($serve)
+        .for_each(|request| async move {
+            $crate::rpc::__private::tokio::spawn(request);
+        })
+    }};
+}

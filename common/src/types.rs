@@ -1,0 +1,496 @@
+//! Request and response types of the wire contract (serde, carried by bincode over tarpc).
+//!
+//! Names are raw bytes (Linux allows any byte but `/` and NUL); payloads are `bytes::Bytes`,
+//! which serialize as one length-prefixed byte string rather than a sequence of integers.
+
+use crate::{ChunkId, ClusterId, InodeId, NodeId, SessionId, Version};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest name a directory entry may have, as on ext4.
+pub const NAME_MAX: usize = 255;
+/// The longest symlink target, as Linux's PATH_MAX.
+pub const SYMLINK_MAX: usize = 4096;
+/// The longest xattr name and value, as Linux's XATTR_NAME_MAX / XATTR_SIZE_MAX.
+pub const XATTR_NAME_MAX: usize = 255;
+pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// The largest file size: 2^50 bytes keeps every offset well inside i64 and chunk indexes
+/// inside the SQLite integer range even with very small test chunk sizes.
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+/// Most entries one readdir page returns; bounds memory per request for huge directories.
+pub const READDIR_PAGE_MAX: u32 = 1024;
+
+/// A point in time with nanoseconds; `sec` may be negative (before 1970).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub fn now() -> Timespec {
+        Timespec::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(t: SystemTime) -> Timespec {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = d.subsec_nanos();
+                if nsec > 0 {
+                    sec -= 1;
+                    nsec = 1_000_000_000 - nsec;
+                }
+                Timespec { sec, nsec }
+            }
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.sec >= 0 {
+            UNIX_EPOCH + Duration::new(self.sec as u64, self.nsec)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs())
+                + Duration::from_nanos(self.nsec as u64)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl FileKind {
+    /// The S_IFMT bits of this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::File => libc::S_IFREG,
+            FileKind::Dir => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDev => libc::S_IFCHR,
+            FileKind::BlockDev => libc::S_IFBLK,
+        }
+    }
+
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Some(FileKind::File),
+            libc::S_IFDIR => Some(FileKind::Dir),
+            libc::S_IFLNK => Some(FileKind::Symlink),
+            libc::S_IFIFO => Some(FileKind::Fifo),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDev),
+            libc::S_IFBLK => Some(FileKind::BlockDev),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDev => "chardev",
+            FileKind::BlockDev => "blockdev",
+        }
+    }
+
+    pub fn from_str(text: &str) -> Option<FileKind> {
+        [
+            FileKind::File,
+            FileKind::Dir,
+            FileKind::Symlink,
+            FileKind::Fifo,
+            FileKind::Socket,
+            FileKind::CharDev,
+            FileKind::BlockDev,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// An inode's attributes as the master stores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub ino: InodeId,
+    pub kind: FileKind,
+    /// Permission bits only (07777); the kind is separate.
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub rdev: u32,
+}
+
+/// Who asks: the FUSE request's credentials. Ownership of new inodes and the rules that the
+/// kernel does not enforce for us (setgid inheritance, suid clearing) use them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub fn root() -> Caller {
+        Caller::default()
+    }
+}
+
+/// How one timestamp is set by utimensat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    Now,
+    At(Timespec),
+}
+
+/// A setattr request; `None` leaves a field alone (UTIME_OMIT for times).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// What to create in a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNode {
+    pub kind: FileKind,
+    /// Permission bits requested (07777), before the umask.
+    pub perm: u16,
+    pub umask: u16,
+    pub rdev: u32,
+    /// The target, for symlinks only.
+    pub symlink_target: Option<ByteBuf>,
+    /// O_EXCL semantics are the default: an existing name is EEXIST.
+    pub caller: Caller,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct XattrFlags {
+    pub create: bool,
+    pub replace: bool,
+}
+
+/// One directory entry. `cookie` is the entry's position: it only grows, so a listing that
+/// resumes after a cookie is stable while other entries come and go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: ByteBuf,
+    pub ino: InodeId,
+    pub kind: FileKind,
+    pub cookie: u64,
+    /// Filled for readdirplus.
+    pub attr: Option<Attr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirPage {
+    pub entries: Vec<DirEntry>,
+    /// True when the directory has no entries after the last one returned.
+    pub end: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+    pub name_max: u32,
+    pub block_size: u32,
+}
+
+/// What a client learns when it mounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    pub cluster_id: ClusterId,
+    pub session: SessionId,
+    /// Session lease: the client must call `keepalive` more often than this.
+    pub session_ttl_ms: u64,
+    pub chunk_size: u64,
+    /// The data key's check value; the client compares its own key's against it.
+    pub key_check: ByteBuf,
+    pub replication: ReplicationPolicy,
+}
+
+/// N copies of every chunk; a write needs W acknowledgements; a read R current replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationPolicy {
+    pub n: u32,
+    pub w: u32,
+    pub r: u32,
+}
+
+impl ReplicationPolicy {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.n == 0 || self.w == 0 || self.r == 0 {
+            return Err("replication n, w and r must be at least 1".into());
+        }
+        if self.w > self.n || self.r > self.n {
+            return Err(format!(
+                "w ({}) and r ({}) may not exceed n ({})",
+                self.w, self.r, self.n
+            ));
+        }
+        if self.w + self.r <= self.n {
+            return Err(format!(
+                "w + r must exceed n so every read meets the latest write (w={} r={} n={})",
+                self.w, self.r, self.n
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A chunkserver and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub node: NodeId,
+    pub addr: String,
+    /// Load figure from the node's latest status (lower is better); used to order reads.
+    pub load: u64,
+}
+
+/// Where a chunk's current data is, for reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkLoc {
+    pub index: u64,
+    pub chunk: ChunkId,
+    /// The newest confirmed version: replicas listed hold it.
+    pub version: Version,
+    /// Bytes of the chunk that hold data; everything after reads as zeros.
+    pub length: u64,
+    pub replicas: Vec<NodeAddr>,
+}
+
+/// Permission to write a chunk at a version, and the replicas to write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteGrant {
+    pub index: u64,
+    pub chunk: ChunkId,
+    pub version: Version,
+    pub length: u64,
+    pub replicas: Vec<NodeAddr>,
+}
+
+/// What the client reports after writing a chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCommit {
+    pub index: u64,
+    pub chunk: ChunkId,
+    pub version: Version,
+    /// The end of the written range, relative to the chunk start.
+    pub written_end: u64,
+    /// Replicas that acknowledged every write of this grant.
+    pub ok_nodes: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitWrite {
+    pub ino: InodeId,
+    pub chunks: Vec<ChunkCommit>,
+    /// The file size the writer saw after its writes; the master keeps the larger.
+    pub size: u64,
+    pub mtime: Timespec,
+    /// The writer is not the owner-root: clear setuid/setgid as the kernel would.
+    pub clear_suid: bool,
+}
+
+/// A chunkserver's self-report: sent with every heartbeat and answered to probes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeStatus {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub chunk_count: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// Checksum failures, I/O errors and rejected requests since start.
+    pub errors: u64,
+    /// Requests being served right now.
+    pub in_flight: u64,
+    /// Recent mean request latency in microseconds.
+    pub latency_us: u64,
+    /// Seconds since the process started (a restart shows as a drop).
+    pub uptime_s: u64,
+    /// True while the node is shutting down gracefully (planned maintenance).
+    pub draining: bool,
+}
+
+impl NodeStatus {
+    /// One number for routing: requests in flight weigh most, then latency.
+    pub fn load(&self) -> u64 {
+        self.in_flight * 1000 + self.latency_us
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    /// The id this data directory was given before, if any.
+    pub node: Option<NodeId>,
+    /// The cluster this data directory belongs to, if it was registered before.
+    pub cluster: Option<ClusterId>,
+    pub addr: String,
+    pub status: NodeStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub node: NodeId,
+    pub cluster: ClusterId,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// A replica a chunkserver holds, as it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldChunk {
+    pub chunk: ChunkId,
+    pub version: Version,
+}
+
+/// Orders the master piggybacks on a heartbeat answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HeartbeatReply {
+    /// Replicas this node must delete: unreferenced or stale.
+    pub delete: Vec<ChunkId>,
+    /// The master does not know this node (e.g. its database was replaced): register again.
+    pub reregister: bool,
+}
+
+/// The master's view of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: NodeId,
+    pub addr: String,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+    pub online: bool,
+    pub status: NodeStatus,
+    /// Replicas the master records on this node.
+    pub replicas: u64,
+}
+
+/// The master's summary of the cluster, for `status` and monitoring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    pub cluster_id: ClusterId,
+    pub replication: ReplicationPolicy,
+    pub files: u64,
+    pub dirs: u64,
+    pub chunks: u64,
+    pub under_replicated: u64,
+    pub lost: u64,
+    pub logical_bytes: u64,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// A write of consecutive sealed blocks into one chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBlocks {
+    pub chunk: ChunkId,
+    pub version: Version,
+    pub first_block: u32,
+    pub blocks: Vec<Bytes>,
+    /// fdatasync before answering.
+    pub sync: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadBlocks {
+    pub chunk: ChunkId,
+    /// The replica must hold at least this version, or answer `StaleVersion`.
+    pub min_version: Version,
+    pub first_block: u32,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockData {
+    pub version: Version,
+    /// `None` for a block never written (a hole: zeros).
+    pub blocks: Vec<Option<Bytes>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespec_round_trips_before_and_after_epoch() {
+        for ts in [
+            Timespec { sec: 0, nsec: 0 },
+            Timespec {
+                sec: 1_700_000_000,
+                nsec: 123_456_789,
+            },
+            Timespec {
+                sec: -1,
+                nsec: 500_000_000,
+            },
+            Timespec { sec: -100, nsec: 0 },
+        ] {
+            assert_eq!(Timespec::from_system(ts.to_system()), ts);
+        }
+    }
+
+    #[test]
+    fn replication_policy_rules() {
+        let ok = ReplicationPolicy { n: 3, w: 2, r: 2 };
+        assert!(ok.validate().is_ok());
+        assert!(ReplicationPolicy { n: 3, w: 3, r: 1 }.validate().is_ok());
+        assert!(ReplicationPolicy { n: 3, w: 1, r: 1 }.validate().is_err());
+        assert!(ReplicationPolicy { n: 3, w: 4, r: 1 }.validate().is_err());
+        assert!(ReplicationPolicy { n: 0, w: 0, r: 0 }.validate().is_err());
+    }
+
+    #[test]
+    fn file_kind_mode_round_trip() {
+        for kind in [
+            FileKind::File,
+            FileKind::Dir,
+            FileKind::Symlink,
+            FileKind::Fifo,
+            FileKind::Socket,
+            FileKind::CharDev,
+            FileKind::BlockDev,
+        ] {
+            assert_eq!(FileKind::from_mode(kind.mode_bits() | 0o644), Some(kind));
+            assert_eq!(FileKind::from_str(kind.as_str()), Some(kind));
+        }
+    }
+}
