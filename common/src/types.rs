@@ -374,6 +374,8 @@ pub struct Registered {
     pub node: NodeId,
     pub cluster: ClusterId,
     pub heartbeat_interval_ms: u64,
+    /// The cluster's chunk size: a chunk holds `chunk_size / BLOCK_SIZE` blocks.
+    pub chunk_size: u64,
 }
 
 /// A replica a chunkserver holds, as it reports it.
