@@ -1,1 +1,84 @@
-//! placeholder
+//! `mosaic-sentinel`: watches a MosaicFS cluster's chunkservers and reports its health.
+//!
+//! - [`monitor`]: the worker behind `mosaic-sentinel run` (probe loop, transitions);
+//! - [`health`]: the pure node-health rules (HEALTHY / SUSPECT / DEAD);
+//! - [`status`]: the typed status report and the cluster verdict behind `status`;
+//! - [`render`]: the table and JSON renderings of a report;
+//! - [`cluster`]: the narrow network boundary (master summary, node probes);
+//! - [`cli`]: flags and the two subcommands; `main.rs` only calls [`cli::main`].
+//!
+//! The sentinel never carries file data, and (for now) never changes the cluster: it
+//! observes and reports. Acting on DEAD nodes plugs in as a consumer of
+//! [`monitor::Sentinel::transitions`].
+
+pub mod cli;
+pub mod cluster;
+pub mod health;
+pub mod monitor;
+pub mod render;
+pub mod status;
+
+use anyhow::Context as _;
+use common::config::SentinelConfig;
+use std::future::Future;
+use std::time::Duration;
+
+pub use cluster::{Cluster, RpcCluster};
+pub use health::{HealthPolicy, NodeState};
+pub use monitor::{HealthView, Sentinel, Transition};
+pub use status::{StatusReport, Verdict};
+
+/// Deadline for the master's summary in `status`: long enough for a busy master, short
+/// enough that an admin is not left staring at a hung command.
+pub const STATUS_MASTER_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Silence after which `status` calls a failing node DEAD: the default of
+/// `SentinelConfig::dead_after_ms`, so `status` and `run` agree out of the box.
+pub const STATUS_DEAD_AFTER_MS: u64 = 10_000;
+
+/// The worker for `config`, talking to the real cluster. Subscribe to its outputs, then
+/// call [`Sentinel::run`].
+pub fn sentinel(config: &SentinelConfig) -> anyhow::Result<Sentinel<RpcCluster>> {
+    let interval = Duration::from_millis(config.probe_interval_ms);
+    let cluster = RpcCluster::new(
+        config.master.clone(),
+        monitor::MASTER_DEADLINE,
+        monitor::probe_deadline(interval),
+    );
+    Sentinel::new(config, cluster).context("check sentinel configuration")
+}
+
+/// Runs the health worker until `shutdown` resolves.
+pub async fn run(config: SentinelConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let sentinel = sentinel(&config)?;
+    tracing::info!(
+        master = %config.master,
+        probe_interval_ms = config.probe_interval_ms,
+        dead_after_ms = config.dead_after_ms,
+        "sentinel started"
+    );
+    sentinel.run(shutdown).await;
+    Ok(())
+}
+
+/// One status report of the cluster behind `master`: its summary plus one short probe of
+/// every node. `Err` means the master could not be reached (verdict UNAVAILABLE).
+pub async fn status(master: &str) -> Result<StatusReport, common::FsError> {
+    let config = SentinelConfig {
+        master: master.to_string(),
+        probe_interval_ms: common::config::DEFAULT_HEARTBEAT_MS,
+        dead_after_ms: STATUS_DEAD_AFTER_MS,
+    };
+    let interval = Duration::from_millis(config.probe_interval_ms);
+    let cluster = RpcCluster::new(
+        master.to_string(),
+        STATUS_MASTER_DEADLINE,
+        monitor::probe_deadline(interval),
+    );
+    status::fetch_report(&cluster, master, &HealthPolicy::from_config(&config)).await
+}
+
+/// The clock every judgement uses: tokio's, so tests with paused time control it.
+pub(crate) fn clock() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! `mosaic-sentinel` binary: all logic is in the library (`sentinel::cli`).
+
+fn main() -> std::process::ExitCode {
+    sentinel::cli::main()
+}

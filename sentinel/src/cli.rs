@@ -1,0 +1,358 @@
+//! Command line of `mosaic-sentinel`: `run` (the health worker) and `status` (one report, or
+//! a redrawn one with `--watch`). Flags override the TOML config file field by field.
+//!
+//! Exit statuses are part of the interface: `status` exits 0 when HEALTHY, 1 when DEGRADED,
+//! 2 when UNAVAILABLE or the master is unreachable; `run` exits 1 on a startup error.
+
+use crate::render::{render_json, render_table};
+use crate::status::{self, Verdict};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use common::config::{DEFAULT_HEARTBEAT_MS, SentinelConfig, load_toml};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How often `status --watch` redraws.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mosaic-sentinel",
+    version,
+    about = "Watch a MosaicFS cluster: probe chunkservers, judge their health, show the cluster's state",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe every chunkserver continuously and log every health change (HEALTHY, SUSPECT,
+    /// DEAD). Runs until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Show the cluster's state: a verdict, its reasons, a table of nodes, chunk counts.
+    /// Exit status: 0 HEALTHY, 1 DEGRADED, 2 UNAVAILABLE or master unreachable.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The master's address (host:port). Overrides `master` in the config file.
+    #[arg(long, env = "MOSAIC_MASTER", value_name = "ADDR")]
+    master: Option<String>,
+    /// Time between two probes of a node, in milliseconds [config default: 1000].
+    #[arg(long, value_name = "MS")]
+    probe_interval_ms: Option<u64>,
+    /// Silence after which a node that fails its probes is DEAD, in milliseconds
+    /// [config default: 10000].
+    #[arg(long, value_name = "MS")]
+    dead_after_ms: Option<u64>,
+    /// Readiness file: once the master has answered and the node list is known, the master
+    /// address the sentinel watches is written here (atomically).
+    #[arg(long, value_name = "PATH")]
+    addr_file: Option<PathBuf>,
+    /// TOML config file (`master`, `probe_interval_ms`, `dead_after_ms`); flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The master's address (host:port).
+    #[arg(
+        long,
+        env = "MOSAIC_MASTER",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9420"
+    )]
+    master: String,
+    /// Print JSON (a stable contract: `verdict`, `chunks.{total,under_replicated,lost}`,
+    /// `nodes[].{id,addr,state}`) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Redraw every second until Ctrl-C; the exit status is that of the last report.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            common::telemetry::init("info");
+            match run_command(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("mosaic-sentinel: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status(args) => {
+            // Logs would interleave with the table; RUST_LOG still turns them on.
+            common::telemetry::init("off");
+            ExitCode::from(status_command(args))
+        }
+    }
+}
+
+/// Merges the config file (if any) and the flags into one configuration.
+fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
+    let mut config = match &args.config {
+        Some(path) => load_toml::<SentinelConfig>(path)?,
+        None => SentinelConfig {
+            master: args.master.clone().ok_or_else(|| {
+                anyhow::anyhow!("--master ADDR is required (or a --config file that sets `master`)")
+            })?,
+            probe_interval_ms: DEFAULT_HEARTBEAT_MS,
+            dead_after_ms: crate::STATUS_DEAD_AFTER_MS,
+        },
+    };
+    if let Some(master) = &args.master {
+        config.master = master.clone();
+    }
+    if let Some(ms) = args.probe_interval_ms {
+        config.probe_interval_ms = ms;
+    }
+    if let Some(ms) = args.dead_after_ms {
+        config.dead_after_ms = ms;
+    }
+    Ok(config)
+}
+
+fn run_command(args: RunArgs) -> anyhow::Result<()> {
+    let config = run_config(&args)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let sentinel = crate::sentinel(&config)?;
+        tracing::info!(
+            master = %config.master,
+            probe_interval_ms = config.probe_interval_ms,
+            dead_after_ms = config.dead_after_ms,
+            "sentinel started"
+        );
+        let mut view = sentinel.view();
+        let announce = async {
+            if let Some(path) = &args.addr_file {
+                // Err only when the worker is gone, which the other branch reports.
+                if view.wait_for(|v| v.master_reached).await.is_ok() {
+                    write_atomically(path, &format!("{}\n", config.master))
+                        .with_context(|| format!("write addr file {}", path.display()))?;
+                    tracing::info!(path = %path.display(), "ready");
+                }
+            }
+            std::future::pending::<anyhow::Result<()>>().await
+        };
+        tokio::select! {
+            _ = sentinel.run(shutdown_signal()) => Ok(()),
+            err = announce => err,
+        }
+    })
+}
+
+/// Writes `text` to `path` through a temp file and a rename, so a reader never sees a
+/// half-written file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = int => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn status_command(args: StatusArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
+            return Verdict::Unavailable.exit_code();
+        }
+    };
+    runtime.block_on(async {
+        if !args.watch {
+            let (out, err, verdict) = one_status(&args).await;
+            emit(&out, &err);
+            return verdict.exit_code();
+        }
+        loop {
+            let (out, err, verdict) = one_status(&args).await;
+            if args.json {
+                emit(&out, &err);
+            } else {
+                // Clear the screen and home the cursor, then draw the whole report.
+                let footer = format!(
+                    "\n(refreshing every {}s; Ctrl-C to quit)\n",
+                    WATCH_INTERVAL.as_secs()
+                );
+                emit(&format!("\x1b[H\x1b[2J{out}{err}{footer}"), "");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                _ = tokio::signal::ctrl_c() => break verdict.exit_code(),
+            }
+        }
+    })
+}
+
+/// One report: (stdout text, stderr text, verdict).
+async fn one_status(args: &StatusArgs) -> (String, String, Verdict) {
+    match crate::status(&args.master).await {
+        Ok(report) => {
+            let out = if args.json {
+                render_json(&report)
+            } else {
+                render_table(&report)
+            };
+            (out, String::new(), report.verdict)
+        }
+        Err(err) => {
+            let (verdict, reasons) = status::verdict(
+                Some(&format!("{} ({err})", args.master)),
+                &status::ChunkCounts::default(),
+                &[],
+            );
+            let line = format!(
+                "mosaic-sentinel: {}: {}\n",
+                verdict.as_str(),
+                reasons.join("; ")
+            );
+            (String::new(), line, verdict)
+        }
+    }
+}
+
+/// Writes to stdout and stderr, ignoring a closed pipe (`status | head` must not panic).
+fn emit(out: &str, err: &str) {
+    if !out.is_empty() {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out.as_bytes());
+        let _ = stdout.flush();
+    }
+    if !err.is_empty() {
+        let _ = std::io::stderr().write_all(err.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("valid command line")
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_override_defaults() {
+        let Command::Run(args) = parse(&[
+            "mosaic-sentinel",
+            "run",
+            "--master",
+            "10.0.0.1:9420",
+            "--probe-interval-ms",
+            "250",
+        ])
+        .command
+        else {
+            panic!("run expected");
+        };
+        let config = run_config(&args).expect("valid");
+        assert_eq!(config.master, "10.0.0.1:9420");
+        assert_eq!(config.probe_interval_ms, 250);
+        assert_eq!(config.dead_after_ms, 10_000);
+    }
+
+    #[test]
+    fn run_flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("sentinel-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("sentinel.toml");
+        std::fs::write(&file, "master = 'a:1'\ndead_after_ms = 30000\n").expect("write");
+        let Command::Run(args) = parse(&[
+            "mosaic-sentinel",
+            "run",
+            "--config",
+            file.to_str().expect("utf-8 path"),
+            "--dead-after-ms",
+            "5000",
+        ])
+        .command
+        else {
+            panic!("run expected");
+        };
+        let config = run_config(&args).expect("valid");
+        assert_eq!(config.master, "a:1");
+        assert_eq!(config.probe_interval_ms, 1_000);
+        assert_eq!(config.dead_after_ms, 5_000);
+
+        std::fs::write(&file, "master = 'a:1'\nbogus = 1\n").expect("write");
+        let err = run_config(&args).expect_err("unknown key refused");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn run_needs_a_master() {
+        // Only meaningful when the environment does not provide one.
+        if std::env::var_os("MOSAIC_MASTER").is_some() {
+            return;
+        }
+        let Command::Run(args) = parse(&["mosaic-sentinel", "run"]).command else {
+            panic!("run expected");
+        };
+        let err = run_config(&args).expect_err("master required");
+        assert!(err.to_string().contains("--master"), "{err}");
+    }
+
+    #[test]
+    fn status_defaults_to_the_local_master() {
+        if std::env::var_os("MOSAIC_MASTER").is_some() {
+            return;
+        }
+        let Command::Status(args) = parse(&["mosaic-sentinel", "status", "--json"]).command else {
+            panic!("status expected");
+        };
+        assert_eq!(args.master, "127.0.0.1:9420");
+        assert!(args.json && !args.watch);
+    }
+}

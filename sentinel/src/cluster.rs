@@ -1,0 +1,120 @@
+//! The sentinel's one network boundary: what it asks the master and each chunkserver.
+//!
+//! [`Cluster`] is narrow on purpose (a summary from the master, a status probe of a node), so
+//! the worker and the status command run unchanged against the real tarpc implementation
+//! ([`RpcCluster`]) or an in-memory one in tests. This module never judges health; it only
+//! reports what the peers answered, with deadlines on every call.
+
+use crate::health::ProbeOutcome;
+use common::types::ClusterSummary;
+use common::{FsError, FsResult, NodeId, rpc};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the sentinel needs from the cluster.
+pub trait Cluster: Send + Sync {
+    /// The master's `cluster_summary`: nodes, counts of files and chunks.
+    fn summary(&self) -> impl Future<Output = FsResult<ClusterSummary>> + Send;
+    /// One `status()` probe of the chunkserver `node` at `addr`. Never hangs past the
+    /// implementation's probe deadline.
+    fn probe(&self, node: NodeId, addr: &str) -> impl Future<Output = ProbeOutcome> + Send;
+}
+
+/// The real cluster over tarpc. Keeps one connection per peer and reconnects after any
+/// failure, so a steady probe loop does not open a TCP connection per probe.
+pub struct RpcCluster {
+    master_addr: String,
+    master_timeout: Duration,
+    probe_timeout: Duration,
+    master: tokio::sync::Mutex<Option<rpc::MasterClient>>,
+    nodes: Mutex<HashMap<NodeId, (String, rpc::ChunkServerClient)>>,
+}
+
+impl RpcCluster {
+    /// `master_timeout` bounds connect + `cluster_summary`; `probe_timeout` bounds connect +
+    /// `status()` of one node.
+    pub fn new(master_addr: String, master_timeout: Duration, probe_timeout: Duration) -> Self {
+        RpcCluster {
+            master_addr,
+            master_timeout,
+            probe_timeout,
+            master: tokio::sync::Mutex::new(None),
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn master_addr(&self) -> &str {
+        &self.master_addr
+    }
+
+    fn cached_node(&self, node: NodeId, addr: &str) -> Option<rpc::ChunkServerClient> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match nodes.get(&node) {
+            // A node that restarted on another address gets a fresh connection.
+            Some((cached_addr, client)) if cached_addr == addr => Some(client.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_node(&self, node: NodeId, entry: Option<(String, rpc::ChunkServerClient)>) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match entry {
+            Some(entry) => nodes.insert(node, entry),
+            None => nodes.remove(&node),
+        };
+    }
+
+    async fn probe_inner(&self, node: NodeId, addr: &str) -> FsResult<common::types::NodeStatus> {
+        let client = match self.cached_node(node, addr) {
+            Some(client) => client,
+            None => {
+                let client = rpc::connect_chunkserver(addr, self.probe_timeout).await?;
+                self.set_node(node, Some((addr.to_string(), client.clone())));
+                client
+            }
+        };
+        client.status(rpc::ctx(self.probe_timeout)).await?
+    }
+}
+
+impl Cluster for RpcCluster {
+    async fn summary(&self) -> FsResult<ClusterSummary> {
+        // Holding the async lock across the call is fine: summaries are requested one at a
+        // time by a single worker or the status command.
+        let mut master = self.master.lock().await;
+        let client = match master.as_ref() {
+            Some(client) => client.clone(),
+            None => {
+                let client = rpc::connect_master(&self.master_addr, self.master_timeout).await?;
+                *master = Some(client.clone());
+                client
+            }
+        };
+        let result = match client.cluster_summary(rpc::ctx(self.master_timeout)).await {
+            Ok(answer) => answer,
+            Err(rpc_err) => Err(FsError::from(rpc_err)),
+        };
+        if matches!(result, Err(ref e) if e.is_retryable()) {
+            // The connection may be broken: start over next time.
+            *master = None;
+        }
+        result
+    }
+
+    async fn probe(&self, node: NodeId, addr: &str) -> ProbeOutcome {
+        // The outer timeout is a backstop: connect and the RPC each carry their own deadline.
+        let bound = self.probe_timeout.saturating_mul(2);
+        let result = tokio::time::timeout(bound, self.probe_inner(node, addr))
+            .await
+            .unwrap_or_else(|_| Err(FsError::TimedOut(format!("probe of {addr}"))));
+        match result {
+            Ok(status) => ProbeOutcome::Answered(status),
+            Err(err) => {
+                self.set_node(node, None);
+                ProbeOutcome::Failed(err)
+            }
+        }
+    }
+}
