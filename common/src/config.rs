@@ -208,6 +208,19 @@ fn default_flush_threshold() -> u64 {
 }
 
 impl MountConfig {
+    /// Defaults for everything but the two required fields.
+    pub fn for_cli(master: String, key_file: PathBuf) -> MountConfig {
+        MountConfig {
+            master,
+            key_file,
+            rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
+            retry_window_ms: DEFAULT_RETRY_WINDOW_MS,
+            attr_timeout_ms: DEFAULT_ATTR_TIMEOUT_MS,
+            allow_other: false,
+            flush_threshold_bytes: default_flush_threshold(),
+        }
+    }
+
     pub fn for_tests(master: String, key_file: PathBuf) -> MountConfig {
         MountConfig {
             master,

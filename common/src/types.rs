@@ -115,7 +115,7 @@ impl FileKind {
         }
     }
 
-    pub fn from_str(text: &str) -> Option<FileKind> {
+    pub fn parse(text: &str) -> Option<FileKind> {
         [
             FileKind::File,
             FileKind::Dir,
@@ -492,7 +492,7 @@ mod tests {
             FileKind::BlockDev,
         ] {
             assert_eq!(FileKind::from_mode(kind.mode_bits() | 0o644), Some(kind));
-            assert_eq!(FileKind::from_str(kind.as_str()), Some(kind));
+            assert_eq!(FileKind::parse(kind.as_str()), Some(kind));
         }
     }
 }

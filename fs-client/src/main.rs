@@ -1,1 +1,60 @@
-fn main() {}
+//! `mosaic-mount` entry point: parse, optionally detach, mount.
+
+use clap::Parser;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+fn main() {
+    common::telemetry::init("info");
+    let plan = match fs_client::cli::Cli::parse().plan() {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("mosaic-mount: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let ready_pipe = if plan.background { detach() } else { None };
+    let result = fs_client::mount(plan.config, &plan.mountpoint, || {
+        if let Some(fd) = &ready_pipe {
+            let mut pipe = std::fs::File::from(fd.try_clone().expect("dup the ready pipe"));
+            let _ = pipe.write_all(b"1");
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("mosaic-mount: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Forks before any thread exists. The parent waits until the child reports the mount live
+/// (exit 0) or dies (exit 1), as mount(8) expects of a helper; the child continues.
+fn detach() -> Option<OwnedFd> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe() writes two descriptors into the array we own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        eprintln!("mosaic-mount: cannot create a pipe to detach; staying in the foreground");
+        return None;
+    }
+    // SAFETY: the descriptors were just created and are owned by nothing else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: called from main before the runtime or any other thread starts.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("mosaic-mount: fork failed; staying in the foreground");
+            None
+        }
+        0 => {
+            drop(read_end);
+            // SAFETY: setsid has no memory-safety preconditions.
+            unsafe { libc::setsid() };
+            Some(write_end)
+        }
+        _child => {
+            drop(write_end);
+            let mut byte = [0u8; 1];
+            let mounted = matches!(std::fs::File::from(read_end).read(&mut byte), Ok(1));
+            std::process::exit(if mounted { 0 } else { 1 });
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! File data: the write-behind buffer of an open file, flushing it to chunkservers, and
+//! reading blocks back.
+//!
+//! Write path: `write` copies into the dirty map and returns. Past `flush_threshold` a
+//! background flush starts; past twice that, writers wait. A flush takes the whole dirty
+//! map, asks the master for write grants (cached until the file closes), seals blocks
+//! (reading the old block first when a block is only partly written), sends them to every
+//! replica in parallel in requests of up to 4 MiB, and commits. Only one flush per file runs
+//! at a time, so writes reach chunkservers in the order the application made them.
+//!
+//! Read path: chunk locations come from the master (cached until the file is reopened or
+//! written); blocks are read from the least-loaded current replica, verified and decrypted,
+//! and this mount's unflushed bytes are laid over them.
+
+use super::ClientCore;
+use super::buffer::{DirtyBlock, DirtyMap};
+use bytes::Bytes;
+use common::block::{BLOCK_SIZE, ChunkSealer};
+use common::rpc::MAX_BLOCKS_PER_REQUEST;
+use common::types::*;
+use common::{ChunkId, FsError, FsResult, InodeId, NodeId, Version};
+use futures::future::join_all;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Attempts per replica request before that replica is dropped from a write.
+const WRITE_ATTEMPTS: usize = 2;
+/// Re-grants after a `StaleVersion` (another writer raced us) before giving up.
+const REGRANT_ATTEMPTS: usize = 3;
+/// Chunks asked for in one `chunk_map` call beyond what a read needs: sequential readers
+/// then need one master round trip per this many chunks.
+const MAP_PREFETCH: u64 = 16;
+
+#[derive(Clone, Debug)]
+struct GrantState {
+    grant: WriteGrant,
+    /// Replicas that acknowledged every write under this grant so far.
+    ok: Vec<NodeId>,
+    /// End of the bytes written under this grant, relative to the chunk.
+    written_end: u64,
+    /// Written since the last fdatasync of the replicas.
+    unsynced: bool,
+}
+
+impl GrantState {
+    fn ok_addrs(&self) -> Vec<NodeAddr> {
+        self.grant
+            .replicas
+            .iter()
+            .filter(|r| self.ok.contains(&r.node))
+            .cloned()
+            .collect()
+    }
+}
+
+struct FileState {
+    handles: u32,
+    /// The master's latest attributes.
+    attr: Attr,
+    dirty: DirtyMap,
+    /// Blocks a flush is shipping right now; reads lay them under `dirty`.
+    flushing: Option<Arc<DirtyMap>>,
+    /// File size including unflushed writes.
+    size: u64,
+    /// mtime of the latest unflushed write.
+    mtime: Option<Timespec>,
+    clear_suid: bool,
+    grants: HashMap<u64, GrantState>,
+    /// Chunk locations by index; `None` is a hole.
+    map: HashMap<u64, Option<ChunkLoc>>,
+    /// An error from a background flush, reported by the next flush/fsync/close.
+    error: Option<FsError>,
+    background: bool,
+}
+
+impl FileState {
+    fn pending(&self) -> bool {
+        !self.dirty.is_empty() || self.flushing.is_some() || self.mtime.is_some()
+    }
+}
+
+/// One file open in this mount (any number of handles).
+pub struct OpenFile {
+    ino: InodeId,
+    state: Mutex<FileState>,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl OpenFile {
+    pub fn new(attr: Attr) -> OpenFile {
+        OpenFile {
+            ino: attr.ino,
+            state: Mutex::new(FileState {
+                handles: 0,
+                size: attr.size,
+                attr,
+                dirty: DirtyMap::default(),
+                flushing: None,
+                mtime: None,
+                clear_suid: false,
+                grants: HashMap::new(),
+                map: HashMap::new(),
+                error: None,
+                background: false,
+            }),
+            flush_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A new handle: revalidate from the master's fresh attributes.
+    pub fn opened(&self, attr: &Attr) {
+        let mut st = self.state.lock();
+        st.handles += 1;
+        // Close-to-open: forget cached locations, another mount may have written.
+        st.map.clear();
+        if st.pending() {
+            st.size = st.size.max(attr.size);
+        } else {
+            st.size = attr.size;
+            st.grants.clear();
+        }
+        st.attr = attr.clone();
+    }
+
+    pub fn handles(&self) -> u32 {
+        self.state.lock().handles
+    }
+
+    /// A handle closed; true when it was the last.
+    pub fn closed(&self) -> bool {
+        let mut st = self.state.lock();
+        st.handles = st.handles.saturating_sub(1);
+        st.handles == 0
+    }
+
+    pub fn adjust_attr(&self, attr: &mut Attr) {
+        let st = self.state.lock();
+        if st.pending() {
+            attr.size = attr.size.max(st.size);
+            if let Some(mtime) = st.mtime {
+                attr.mtime = mtime;
+                attr.ctime = attr.ctime.max(mtime);
+            }
+        }
+    }
+
+    pub fn last_attr(&self) -> Option<Attr> {
+        let mut attr = self.state.lock().attr.clone();
+        self.adjust_attr(&mut attr);
+        Some(attr)
+    }
+
+    pub fn after_setattr(&self, attr: &Attr, size_changed: bool) {
+        let mut st = self.state.lock();
+        st.attr = attr.clone();
+        if size_changed {
+            st.size = attr.size;
+            st.dirty.truncate(attr.size);
+            // Grants carry chunk lengths from before the truncate.
+            st.grants.clear();
+            st.map.clear();
+        }
+    }
+
+    /// Buffers a write if there is room; `None` when the writer must wait for a flush.
+    pub fn try_buffer(
+        self: &Arc<Self>,
+        core: &Arc<ClientCore>,
+        append: bool,
+        offset: u64,
+        data: &[u8],
+        caller_uid: u32,
+    ) -> Option<FsResult<u32>> {
+        let threshold = core.config().flush_threshold;
+        let mut st = self.state.lock();
+        if st.dirty.bytes >= threshold.saturating_mul(2) {
+            return None;
+        }
+        let offset = if append { st.size } else { offset };
+        let end = match offset.checked_add(data.len() as u64) {
+            Some(end) if end <= MAX_FILE_SIZE => end,
+            _ => return Some(Err(FsError::FileTooBig)),
+        };
+        st.dirty.write(offset, data);
+        st.size = st.size.max(end);
+        st.mtime = Some(Timespec::now());
+        if caller_uid != 0 && u32::from(st.attr.perm) & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            st.clear_suid = true;
+        }
+        if st.dirty.bytes >= threshold && !st.background {
+            st.background = true;
+            let (file, core) = (self.clone(), core.clone());
+            tokio::spawn(async move {
+                let result = file.flush_inner(&core, false).await;
+                let mut st = file.state.lock();
+                st.background = false;
+                if let Err(e) = result {
+                    tracing::warn!(ino = ?file.ino, error = %e, "background flush failed");
+                    st.error = Some(e);
+                }
+            });
+        }
+        Some(Ok(data.len() as u32))
+    }
+
+    pub async fn write(
+        self: &Arc<Self>,
+        core: &Arc<ClientCore>,
+        append: bool,
+        offset: u64,
+        data: &[u8],
+        caller_uid: u32,
+    ) -> FsResult<u32> {
+        loop {
+            if let Some(result) = self.try_buffer(core, append, offset, data, caller_uid) {
+                return result;
+            }
+            self.flush_inner(core, false).await?;
+        }
+    }
+
+    /// Pushes and commits everything buffered; with `sync`, replicas fdatasync first.
+    /// Reports a background flush's failure if there was one.
+    pub async fn flush(&self, core: &ClientCore, sync: bool) -> FsResult<()> {
+        self.flush_inner(core, sync).await?;
+        match self.state.lock().error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_inner(&self, core: &ClientCore, sync: bool) -> FsResult<()> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let (snapshot, size, mtime, clear_suid) = {
+            let mut st = self.state.lock();
+            let needs_sync = sync && st.grants.values().any(|g| g.unsynced);
+            if !st.pending() && !needs_sync {
+                return Ok(());
+            }
+            let snapshot = Arc::new(std::mem::take(&mut st.dirty));
+            st.flushing = Some(snapshot.clone());
+            (snapshot, st.size, st.mtime, st.clear_suid)
+        };
+        let result = self
+            .push(core, &snapshot, sync, size, mtime, clear_suid)
+            .await;
+        let mut st = self.state.lock();
+        st.flushing = None;
+        match result {
+            Ok((attr, written)) => {
+                for index in written {
+                    st.map.remove(&index);
+                }
+                if st.dirty.is_empty() {
+                    st.mtime = None;
+                }
+                if clear_suid {
+                    st.clear_suid = false;
+                }
+                st.size = st.size.max(attr.size);
+                st.attr = attr;
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the bytes: a later flush may succeed when the replicas are back.
+                // Newer writes win over the failed snapshot's.
+                let newer = std::mem::take(&mut st.dirty);
+                let mut restored = Arc::try_unwrap(snapshot).unwrap_or_else(|a| DirtyMap {
+                    blocks: a.blocks.clone(),
+                    bytes: a.bytes,
+                });
+                restored.absorb_newer(newer);
+                st.dirty = restored;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ships `snapshot` and commits it. Returns the committed attributes and the chunk
+    /// indexes written.
+    async fn push(
+        &self,
+        core: &ClientCore,
+        snapshot: &DirtyMap,
+        sync: bool,
+        size: u64,
+        mtime: Option<Timespec>,
+        clear_suid: bool,
+    ) -> FsResult<(Attr, Vec<u64>)> {
+        let chunk_size = core.mount_info().chunk_size;
+        let blocks_per_chunk = chunk_size / BLOCK_SIZE as u64;
+        let mut by_chunk: BTreeMap<u64, Vec<(u32, &DirtyBlock)>> = BTreeMap::new();
+        for (block, dirty) in &snapshot.blocks {
+            by_chunk
+                .entry(block / blocks_per_chunk)
+                .or_default()
+                .push(((block % blocks_per_chunk) as u32, dirty));
+        }
+        let indexes: Vec<u64> = by_chunk.keys().copied().collect();
+        self.ensure_grants(core, &indexes).await?;
+        let commits = join_all(
+            by_chunk
+                .iter()
+                .map(|(index, blocks)| self.write_chunk(core, *index, blocks)),
+        )
+        .await
+        .into_iter()
+        .collect::<FsResult<Vec<ChunkCommit>>>()?;
+        if sync {
+            self.sync_replicas(core).await?;
+        }
+        let commit = CommitWrite {
+            ino: self.ino,
+            chunks: commits,
+            size,
+            mtime: mtime.unwrap_or_else(Timespec::now),
+            clear_suid,
+        };
+        let attr = core
+            .meta()
+            .call("commit_write", |c, cx| {
+                let commit = commit.clone();
+                async move { c.commit_write(cx, commit).await }
+            })
+            .await?;
+        Ok((attr, indexes))
+    }
+
+    async fn ensure_grants(&self, core: &ClientCore, indexes: &[u64]) -> FsResult<()> {
+        let missing: Vec<u64> = {
+            let st = self.state.lock();
+            indexes
+                .iter()
+                .copied()
+                .filter(|i| !st.grants.contains_key(i))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let ino = self.ino;
+        let grants = core
+            .meta()
+            .call("prepare_write", |c, cx| {
+                let missing = missing.clone();
+                async move { c.prepare_write(cx, ino, missing).await }
+            })
+            .await?;
+        let mut st = self.state.lock();
+        for grant in grants {
+            let ok = grant.replicas.iter().map(|r| r.node).collect();
+            st.grants.insert(
+                grant.index,
+                GrantState {
+                    grant,
+                    ok,
+                    written_end: 0,
+                    unsynced: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Seals and sends one chunk's dirty blocks to every replica of its grant.
+    async fn write_chunk(
+        &self,
+        core: &ClientCore,
+        index: u64,
+        blocks: &[(u32, &DirtyBlock)],
+    ) -> FsResult<ChunkCommit> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_chunk_once(core, index, blocks).await {
+                Err(FsError::StaleVersion { held, used }) if attempt < REGRANT_ATTEMPTS => {
+                    tracing::debug!(ino = ?self.ino, index, ?held, ?used, "grant outdated; asking again");
+                    self.state.lock().grants.remove(&index);
+                    self.ensure_grants(core, &[index]).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_chunk_once(
+        &self,
+        core: &ClientCore,
+        index: u64,
+        blocks: &[(u32, &DirtyBlock)],
+    ) -> FsResult<ChunkCommit> {
+        let gs = self
+            .state
+            .lock()
+            .grants
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| FsError::internal("write grant vanished"))?;
+        let grant = &gs.grant;
+        let valid_len = grant.length.max(gs.written_end);
+        // Partly written blocks that overlap existing data need the old bytes first.
+        let need_base: Vec<u32> = blocks
+            .iter()
+            .filter(|(b, d)| !d.is_full() && u64::from(*b) * (BLOCK_SIZE as u64) < valid_len)
+            .map(|(b, _)| *b)
+            .collect();
+        let mut bases: HashMap<u32, Vec<u8>> = HashMap::new();
+        if !need_base.is_empty() {
+            let loc = ChunkLoc {
+                index,
+                chunk: grant.chunk,
+                version: Version(0),
+                length: valid_len,
+                replicas: gs.ok_addrs(),
+            };
+            for run in runs(&need_base) {
+                let plain = read_chunk_blocks(core, &loc, run.0, run.1).await?;
+                for (i, data) in plain.into_iter().enumerate() {
+                    bases.insert(run.0 + i as u32, data);
+                }
+            }
+        }
+        let version = grant.version;
+        let sealer = ChunkSealer::new(core.keys().current(), grant.chunk);
+        let mut written_end = gs.written_end;
+        let mut sealed: Vec<(u32, Bytes)> = Vec::with_capacity(blocks.len());
+        for (b, dirty) in blocks {
+            let image = match bases.remove(b) {
+                Some(mut base) => {
+                    dirty.overlay(&mut base);
+                    base
+                }
+                None if dirty.is_full() => dirty.data.clone(),
+                None => dirty.data[..dirty.end()].to_vec(),
+            };
+            written_end = written_end.max(u64::from(*b) * BLOCK_SIZE as u64 + image.len() as u64);
+            sealed.push((*b, sealer.seal(*b, version, &image)));
+        }
+        let requests: Vec<WriteBlocks> = runs(&sealed.iter().map(|(b, _)| *b).collect::<Vec<_>>())
+            .into_iter()
+            .map(|(first, count)| {
+                let start = sealed.iter().position(|(b, _)| *b == first).unwrap_or(0);
+                WriteBlocks {
+                    chunk: grant.chunk,
+                    version,
+                    first_block: first,
+                    blocks: sealed[start..start + count as usize]
+                        .iter()
+                        .map(|(_, bytes)| bytes.clone())
+                        .collect(),
+                    sync: false,
+                }
+            })
+            .collect();
+        let targets = gs.ok_addrs();
+        let outcomes = join_all(targets.iter().map(|node| {
+            let requests = requests.clone();
+            async move {
+                let sends = requests
+                    .into_iter()
+                    .map(|req| send_with_retry(core, node, req));
+                let results = join_all(sends).await;
+                (
+                    node.node,
+                    results.into_iter().collect::<FsResult<Vec<()>>>(),
+                )
+            }
+        }))
+        .await;
+        let mut ok = Vec::new();
+        for (node, result) in outcomes {
+            match result {
+                Ok(_) => ok.push(node),
+                Err(e @ FsError::StaleVersion { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(ino = ?self.ino, chunk = ?grant.chunk, ?node, error = %e, "replica failed a write; dropping it from this write");
+                }
+            }
+        }
+        let needed = core.mount_info().replication.w as usize;
+        if ok.len() < needed {
+            return Err(FsError::Unavailable(format!(
+                "chunk {:?}: only {} of {} required replicas acknowledged the write",
+                grant.chunk,
+                ok.len(),
+                needed
+            )));
+        }
+        let mut st = self.state.lock();
+        if let Some(live) = st.grants.get_mut(&index) {
+            live.ok = ok.clone();
+            live.written_end = written_end;
+            live.unsynced = true;
+        }
+        Ok(ChunkCommit {
+            index,
+            chunk: grant.chunk,
+            version,
+            written_end,
+            ok_nodes: ok,
+        })
+    }
+
+    /// fdatasync every replica holding unsynced writes of this file: one request per node.
+    async fn sync_replicas(&self, core: &ClientCore) -> FsResult<()> {
+        let mut per_node: HashMap<NodeId, (NodeAddr, Vec<ChunkId>)> = HashMap::new();
+        let mut synced = Vec::new();
+        {
+            let st = self.state.lock();
+            for (index, gs) in &st.grants {
+                if !gs.unsynced {
+                    continue;
+                }
+                synced.push(*index);
+                for node in gs.ok_addrs() {
+                    per_node
+                        .entry(node.node)
+                        .or_insert_with(|| (node.clone(), Vec::new()))
+                        .1
+                        .push(gs.grant.chunk);
+                }
+            }
+        }
+        let results = join_all(
+            per_node
+                .into_values()
+                .map(|(node, chunks)| async move { core.data().sync_chunks(&node, chunks).await }),
+        )
+        .await;
+        // A replica that cannot sync cannot be counted as durable: fail the fsync.
+        results.into_iter().collect::<FsResult<Vec<()>>>()?;
+        let mut st = self.state.lock();
+        for index in synced {
+            if let Some(gs) = st.grants.get_mut(&index) {
+                gs.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `size` bytes at `offset`, this mount's unflushed writes included.
+    pub async fn read(
+        &self,
+        core: &ClientCore,
+        ino: InodeId,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        let file_size = self.state.lock().size;
+        if offset >= file_size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = file_size.min(offset + u64::from(size));
+        let chunk_size = core.mount_info().chunk_size;
+        let first_chunk = offset / chunk_size;
+        let last_chunk = (end - 1) / chunk_size;
+        self.ensure_map(core, ino, first_chunk, last_chunk).await?;
+        let locs: Vec<(u64, Option<ChunkLoc>)> = {
+            let st = self.state.lock();
+            (first_chunk..=last_chunk)
+                .map(|i| (i, st.map.get(&i).cloned().flatten()))
+                .collect()
+        };
+        let fetched = join_all(locs.iter().map(|(index, loc)| {
+            let chunk_start = index * chunk_size;
+            let from = offset.max(chunk_start) - chunk_start;
+            let to = end.min(chunk_start + chunk_size) - chunk_start;
+            let first_block = (from / BLOCK_SIZE as u64) as u32;
+            let last_block = ((to - 1) / BLOCK_SIZE as u64) as u32;
+            async move {
+                let blocks = match loc {
+                    Some(loc) => {
+                        read_chunk_blocks(core, loc, first_block, last_block - first_block + 1)
+                            .await?
+                    }
+                    None => vec![Vec::new(); (last_block - first_block + 1) as usize],
+                };
+                Ok::<_, FsError>((*index, first_block, blocks))
+            }
+        }))
+        .await;
+        let mut out = vec![0u8; (end - offset) as usize];
+        let st = self.state.lock();
+        let blocks_per_chunk = chunk_size / BLOCK_SIZE as u64;
+        for result in fetched {
+            let (index, first_block, blocks) = result?;
+            for (i, mut image) in blocks.into_iter().enumerate() {
+                let file_block = index * blocks_per_chunk + u64::from(first_block) + i as u64;
+                if let Some(flushing) = &st.flushing
+                    && let Some(d) = flushing.blocks.get(&file_block)
+                {
+                    d.overlay(&mut image);
+                }
+                if let Some(d) = st.dirty.blocks.get(&file_block) {
+                    d.overlay(&mut image);
+                }
+                let block_start = file_block * BLOCK_SIZE as u64;
+                let copy_from = offset.max(block_start);
+                let copy_to = end.min(block_start + BLOCK_SIZE as u64);
+                let src_from = (copy_from - block_start) as usize;
+                let src_to = ((copy_to - block_start) as usize).min(image.len());
+                if src_from < src_to {
+                    let dst = (copy_from - offset) as usize;
+                    out[dst..dst + (src_to - src_from)].copy_from_slice(&image[src_from..src_to]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ensure_map(
+        &self,
+        core: &ClientCore,
+        ino: InodeId,
+        first: u64,
+        last: u64,
+    ) -> FsResult<()> {
+        let missing_from = {
+            let st = self.state.lock();
+            (first..=last).find(|i| !st.map.contains_key(i))
+        };
+        let Some(from) = missing_from else {
+            return Ok(());
+        };
+        let count = (last - from + 1).max(MAP_PREFETCH);
+        let locs = core
+            .meta()
+            .call("chunk_map", |c, cx| async move {
+                c.chunk_map(cx, ino, from, count).await
+            })
+            .await?;
+        let mut st = self.state.lock();
+        for i in from..from + count {
+            st.map.entry(i).or_insert(None);
+        }
+        for loc in locs {
+            st.map.insert(loc.index, Some(loc));
+        }
+        Ok(())
+    }
+}
+
+/// Sends one write request, retrying a transient failure once.
+async fn send_with_retry(core: &ClientCore, node: &NodeAddr, req: WriteBlocks) -> FsResult<()> {
+    let mut last = FsError::internal("no attempt made");
+    for _ in 0..WRITE_ATTEMPTS {
+        match core.data().write_blocks(node, req.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// Reads and decrypts `count` blocks from `first` of a chunk, trying replicas in order.
+/// Each returned block is its plaintext cut at the chunk's length (empty for a hole).
+async fn read_chunk_blocks(
+    core: &ClientCore,
+    loc: &ChunkLoc,
+    first: u32,
+    count: u32,
+) -> FsResult<Vec<Vec<u8>>> {
+    if loc.replicas.is_empty() {
+        return Err(FsError::Unavailable(format!(
+            "chunk {:?} has no current replica",
+            loc.chunk
+        )));
+    }
+    let mut last_err = FsError::internal("no replica tried");
+    for replica in &loc.replicas {
+        match read_from_replica(core, replica, loc, first, count).await {
+            Ok(blocks) => return Ok(blocks),
+            Err(e) => {
+                if matches!(e, FsError::Corrupt(_) | FsError::StaleVersion { .. }) {
+                    let (chunk, node, reason) = (loc.chunk, replica.node, e.to_string());
+                    tracing::warn!(?chunk, ?node, %reason, "bad replica; reporting it");
+                    let _ = core
+                        .meta()
+                        .call("report_bad_replica", |c, cx| {
+                            let reason = reason.clone();
+                            async move { c.report_bad_replica(cx, chunk, node, reason).await }
+                        })
+                        .await;
+                } else {
+                    tracing::debug!(chunk = ?loc.chunk, node = ?replica.node, error = %e, "replica read failed; trying the next");
+                }
+                last_err = e;
+            }
+        }
+    }
+    Err(match last_err {
+        e @ FsError::TimedOut(_) => e,
+        e => FsError::Unavailable(format!(
+            "chunk {:?}: no replica could serve the read: {e}",
+            loc.chunk
+        )),
+    })
+}
+
+async fn read_from_replica(
+    core: &ClientCore,
+    replica: &NodeAddr,
+    loc: &ChunkLoc,
+    first: u32,
+    count: u32,
+) -> FsResult<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut next = first;
+    while next < first + count {
+        let n = (first + count - next).min(MAX_BLOCKS_PER_REQUEST);
+        let answer = core
+            .data()
+            .read_blocks(
+                replica,
+                ReadBlocks {
+                    chunk: loc.chunk,
+                    min_version: loc.version,
+                    first_block: next,
+                    count: n,
+                },
+            )
+            .await?;
+        if answer.blocks.len() != n as usize {
+            return Err(FsError::Corrupt(format!(
+                "asked for {n} blocks, got {}",
+                answer.blocks.len()
+            )));
+        }
+        for (i, block) in answer.blocks.into_iter().enumerate() {
+            let index = next + i as u32;
+            let block_start = u64::from(index) * BLOCK_SIZE as u64;
+            let valid = loc
+                .length
+                .saturating_sub(block_start)
+                .min(BLOCK_SIZE as u64) as usize;
+            let mut plain = Vec::new();
+            if let Some(sealed) = block
+                && valid > 0
+            {
+                common::block::open_into(core.keys(), loc.chunk, index, &sealed, &mut plain)?;
+                plain.truncate(valid);
+            }
+            out.push(plain);
+        }
+        next += n;
+    }
+    Ok(out)
+}
+
+/// Splits sorted block numbers into runs of consecutive numbers, each at most
+/// `MAX_BLOCKS_PER_REQUEST` long: (first, count).
+fn runs(blocks: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &b in blocks {
+        match out.last_mut() {
+            Some((first, count)) if *first + *count == b && *count < MAX_BLOCKS_PER_REQUEST => {
+                *count += 1
+            }
+            _ => out.push((b, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_gaps_and_limits() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[1, 2, 3, 7, 8]), vec![(1, 3), (7, 2)]);
+        let long: Vec<u32> = (0..130).collect();
+        assert_eq!(runs(&long), vec![(0, 64), (64, 64), (128, 2)]);
+    }
+}

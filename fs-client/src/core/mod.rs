@@ -1,0 +1,577 @@
+//! The client core: POSIX operations as plain async methods, with no FUSE types.
+//!
+//! The FUSE adapter (`fuse.rs`) only translates arguments and replies; everything that
+//! decides anything lives here so that it can be tested without a kernel. Namespace
+//! operations go straight to the master (it is the truth); file data goes through the
+//! per-inode write buffer (`buffer.rs`) and the data path (`io.rs`).
+
+mod buffer;
+mod io;
+
+use crate::data::DataPlane;
+use crate::meta::MetaConn;
+use common::block::KeyRing;
+use common::types::*;
+use common::{FsError, FsResult, InodeId, SessionId};
+use parking_lot::Mutex;
+use serde_bytes::ByteBuf;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Tunables of the core, from the mount configuration.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub rpc_timeout: Duration,
+    pub retry_window: Duration,
+    /// Dirty bytes per file before a background flush starts; twice this blocks writers.
+    pub flush_threshold: u64,
+}
+
+/// What an open file handle remembers.
+#[derive(Clone, Debug)]
+struct Handle {
+    ino: InodeId,
+    append: bool,
+}
+
+/// Result of `open`/`create`.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub fh: u64,
+    pub attr: Attr,
+    /// The file did not change since this mount last saw it: the kernel may keep its cache.
+    pub keep_cache: bool,
+}
+
+pub struct ClientCore {
+    meta: MetaConn,
+    data: Arc<dyn DataPlane>,
+    keys: KeyRing,
+    info: Mutex<MountInfo>,
+    config: CoreConfig,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// Files with at least one open handle in this mount.
+    open: Mutex<HashMap<InodeId, Arc<io::OpenFile>>>,
+    /// (mtime, size) last seen per inode, to decide whether the kernel may keep its cache.
+    seen: Mutex<HashMap<InodeId, (Timespec, u64)>>,
+}
+
+/// Validates a name the kernel hands us before it goes to the master.
+fn name_arg(name: &[u8]) -> FsResult<ByteBuf> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(ByteBuf::from(name.to_vec()))
+}
+
+impl ClientCore {
+    /// Says hello to the master and checks that our key is the cluster's key.
+    pub async fn connect(
+        meta: MetaConn,
+        data: Arc<dyn DataPlane>,
+        keys: KeyRing,
+        config: CoreConfig,
+        client_name: String,
+    ) -> FsResult<Arc<ClientCore>> {
+        let info = meta
+            .call("hello", |c, cx| {
+                let name = client_name.clone();
+                async move { c.hello(cx, name).await }
+            })
+            .await?;
+        if info.key_check.as_slice() != keys.key_check().as_slice() {
+            return Err(FsError::WrongCluster(
+                "the data key does not match this cluster's key (key check value differs)".into(),
+            ));
+        }
+        Ok(Arc::new(ClientCore {
+            meta,
+            data,
+            keys,
+            info: Mutex::new(info),
+            config,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            open: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn mount_info(&self) -> MountInfo {
+        self.info.lock().clone()
+    }
+
+    fn session(&self) -> SessionId {
+        self.info.lock().session
+    }
+
+    /// Renews the session lease; when the master forgot the session (it expired, or the
+    /// master's database was restored) a new one is made and open files are re-registered.
+    pub async fn keepalive(&self) -> FsResult<()> {
+        let session = self.session();
+        match self
+            .meta
+            .call("keepalive", |c, cx| async move {
+                c.keepalive(cx, session).await
+            })
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(FsError::NotFound) => {
+                let info = self
+                    .meta
+                    .call("hello", |c, cx| async move {
+                        c.hello(cx, "re-hello".into()).await
+                    })
+                    .await?;
+                let session = info.session;
+                *self.info.lock() = info;
+                let open: Vec<(InodeId, u32)> = self
+                    .open
+                    .lock()
+                    .iter()
+                    .map(|(ino, f)| (*ino, f.handles()))
+                    .collect();
+                for (ino, count) in open {
+                    for _ in 0..count {
+                        self.meta
+                            .call(
+                                "open",
+                                |c, cx| async move { c.open(cx, session, ino).await },
+                            )
+                            .await?;
+                    }
+                }
+                tracing::warn!(?session, "session had expired; re-registered open files");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the session (unmount).
+    pub async fn goodbye(&self) {
+        let session = self.session();
+        if let Err(e) = self
+            .meta
+            .call(
+                "goodbye",
+                |c, cx| async move { c.goodbye(cx, session).await },
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not end the session cleanly");
+        }
+    }
+
+    /// Overlays what this mount knows and the master does not yet: buffered size and mtime.
+    fn local_view(&self, mut attr: Attr) -> Attr {
+        if let Some(file) = self.open.lock().get(&attr.ino).cloned() {
+            file.adjust_attr(&mut attr);
+        }
+        attr
+    }
+
+    fn remember(&self, attr: &Attr) {
+        self.seen.lock().insert(attr.ino, (attr.mtime, attr.size));
+    }
+
+    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
+        let name = name_arg(name)?;
+        let attr = self
+            .meta
+            .call("lookup", |c, cx| {
+                let name = name.clone();
+                async move { c.lookup(cx, parent, name).await }
+            })
+            .await?;
+        Ok(self.local_view(attr))
+    }
+
+    pub async fn getattr(&self, ino: InodeId) -> FsResult<Attr> {
+        let attr = self
+            .meta
+            .call("getattr", |c, cx| async move { c.getattr(cx, ino).await })
+            .await?;
+        Ok(self.local_view(attr))
+    }
+
+    pub async fn setattr(&self, ino: InodeId, set: SetAttr, caller: Caller) -> FsResult<Attr> {
+        let file = self.open.lock().get(&ino).cloned();
+        if let Some(size) = set.size {
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            // Pending writes must land first, so the truncate applies after them, as the
+            // application ordered it.
+            if let Some(file) = &file {
+                file.flush(self, false).await?;
+            }
+        }
+        let attr = self
+            .meta
+            .call("setattr", |c, cx| {
+                let (set, caller) = (set.clone(), caller.clone());
+                async move { c.setattr(cx, ino, set, caller).await }
+            })
+            .await?;
+        if let Some(file) = &file {
+            file.after_setattr(&attr, set.size.is_some());
+        }
+        Ok(self.local_view(attr))
+    }
+
+    async fn create_node(&self, parent: InodeId, name: &[u8], node: NewNode) -> FsResult<Attr> {
+        let name = name_arg(name)?;
+        self.meta
+            .call("create", |c, cx| {
+                let (name, node) = (name.clone(), node.clone());
+                async move { c.create(cx, parent, name, node).await }
+            })
+            .await
+    }
+
+    /// mknod/mkdir: any kind of node but a symlink (see [`ClientCore::symlink`]).
+    pub async fn mknod(&self, parent: InodeId, name: &[u8], node: NewNode) -> FsResult<Attr> {
+        self.create_node(parent, name, node).await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if target.len() > SYMLINK_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let node = NewNode {
+            kind: FileKind::Symlink,
+            perm: 0o777,
+            umask: 0,
+            rdev: 0,
+            symlink_target: Some(ByteBuf::from(target.to_vec())),
+            caller,
+        };
+        self.create_node(parent, name, node).await
+    }
+
+    /// Creates a regular file and opens it.
+    pub async fn create(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        perm: u16,
+        umask: u16,
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<Opened> {
+        let node = NewNode {
+            kind: FileKind::File,
+            perm,
+            umask,
+            rdev: 0,
+            symlink_target: None,
+            caller,
+        };
+        let attr = self.create_node(parent, name, node).await?;
+        self.open(attr.ino, flags).await
+    }
+
+    pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
+        let name = name_arg(name)?;
+        self.meta
+            .call("unlink", |c, cx| {
+                let name = name.clone();
+                async move { c.unlink(cx, parent, name).await }
+            })
+            .await
+    }
+
+    pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
+        let name = name_arg(name)?;
+        self.meta
+            .call("rmdir", |c, cx| {
+                let name = name.clone();
+                async move { c.rmdir(cx, parent, name).await }
+            })
+            .await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> FsResult<()> {
+        let (name, new_name) = (name_arg(name)?, name_arg(new_name)?);
+        self.meta
+            .call("rename", |c, cx| {
+                let (name, new_name) = (name.clone(), new_name.clone());
+                async move {
+                    c.rename(cx, parent, name, new_parent, new_name, flags)
+                        .await
+                }
+            })
+            .await
+    }
+
+    pub async fn link(&self, ino: InodeId, new_parent: InodeId, new_name: &[u8]) -> FsResult<Attr> {
+        let new_name = name_arg(new_name)?;
+        let attr = self
+            .meta
+            .call("link", |c, cx| {
+                let new_name = new_name.clone();
+                async move { c.link(cx, ino, new_parent, new_name).await }
+            })
+            .await?;
+        Ok(self.local_view(attr))
+    }
+
+    pub async fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>> {
+        let target = self
+            .meta
+            .call("readlink", |c, cx| async move { c.readlink(cx, ino).await })
+            .await?;
+        Ok(target.into_vec())
+    }
+
+    /// One page of a directory after `after` (a cookie; 0 = from the start).
+    pub async fn readdir(&self, ino: InodeId, after: u64, plus: bool) -> FsResult<DirPage> {
+        let mut page = self
+            .meta
+            .call("readdir", |c, cx| async move {
+                c.readdir(cx, ino, after, READDIR_PAGE_MAX, plus).await
+            })
+            .await?;
+        if plus {
+            for entry in &mut page.entries {
+                if let Some(attr) = entry.attr.take() {
+                    entry.attr = Some(self.local_view(attr));
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    pub async fn statfs(&self) -> FsResult<StatFs> {
+        self.meta
+            .call("statfs", |c, cx| async move { c.statfs(cx).await })
+            .await
+    }
+
+    pub async fn getxattr(&self, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
+        let name = ByteBuf::from(name.to_vec());
+        let value = self
+            .meta
+            .call("getxattr", |c, cx| {
+                let name = name.clone();
+                async move { c.getxattr(cx, ino, name).await }
+            })
+            .await?;
+        Ok(value.into_vec())
+    }
+
+    pub async fn setxattr(
+        &self,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> FsResult<()> {
+        let (name, value) = (ByteBuf::from(name.to_vec()), ByteBuf::from(value.to_vec()));
+        self.meta
+            .call("setxattr", |c, cx| {
+                let (name, value) = (name.clone(), value.clone());
+                async move { c.setxattr(cx, ino, name, value, flags).await }
+            })
+            .await
+    }
+
+    pub async fn listxattr(&self, ino: InodeId) -> FsResult<Vec<Vec<u8>>> {
+        let names = self
+            .meta
+            .call(
+                "listxattr",
+                |c, cx| async move { c.listxattr(cx, ino).await },
+            )
+            .await?;
+        Ok(names.into_iter().map(|n| n.into_vec()).collect())
+    }
+
+    pub async fn removexattr(&self, ino: InodeId, name: &[u8]) -> FsResult<()> {
+        let name = ByteBuf::from(name.to_vec());
+        self.meta
+            .call("removexattr", |c, cx| {
+                let name = name.clone();
+                async move { c.removexattr(cx, ino, name).await }
+            })
+            .await
+    }
+
+    /// Opens a file: registers the open with the master (so an unlink keeps the data) and
+    /// revalidates attributes (close-to-open consistency).
+    pub async fn open(&self, ino: InodeId, flags: i32) -> FsResult<Opened> {
+        let session = self.session();
+        let attr = self
+            .meta
+            .call(
+                "open",
+                |c, cx| async move { c.open(cx, session, ino).await },
+            )
+            .await?;
+        let file = {
+            let mut open = self.open.lock();
+            open.entry(ino)
+                .or_insert_with(|| Arc::new(io::OpenFile::new(attr.clone())))
+                .clone()
+        };
+        file.opened(&attr);
+        let keep_cache = self.seen.lock().get(&ino) == Some(&(attr.mtime, attr.size));
+        let attr = self.local_view(attr);
+        self.remember(&attr);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            },
+        );
+        Ok(Opened {
+            fh,
+            attr,
+            keep_cache,
+        })
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<(Handle, Arc<io::OpenFile>)> {
+        let handle = self
+            .handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let file = self
+            .open
+            .lock()
+            .get(&handle.ino)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        Ok((handle, file))
+    }
+
+    /// Buffers a write without waiting, when the buffer has room. `None`: call
+    /// [`ClientCore::write`], which may wait for a flush.
+    pub fn try_write_now(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        caller_uid: u32,
+    ) -> Option<FsResult<u32>> {
+        let (handle, file) = match self.handle(fh) {
+            Ok(pair) => pair,
+            Err(e) => return Some(Err(e)),
+        };
+        file.try_buffer(self, handle.append, offset, data, caller_uid)
+    }
+
+    pub async fn write(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        caller_uid: u32,
+    ) -> FsResult<u32> {
+        let (handle, file) = self.handle(fh)?;
+        file.write(self, handle.append, offset, data, caller_uid)
+            .await
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (handle, file) = self.handle(fh)?;
+        file.read(self, handle.ino, offset, size).await
+    }
+
+    /// close(2) of one descriptor: pushes buffered data and commits it, so that another
+    /// mount that opens the file afterwards sees it.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let (_, file) = self.handle(fh)?;
+        file.flush(self, false).await
+    }
+
+    /// fsync: data on the replicas' disks and metadata committed before returning.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let (_, file) = self.handle(fh)?;
+        file.flush(self, true).await
+    }
+
+    /// The last reference to a handle is gone.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handles.lock().remove(&fh).ok_or(FsError::BadHandle)?;
+        let ino = handle.ino;
+        let file = self.open.lock().get(&ino).cloned();
+        let mut result = Ok(());
+        if let Some(file) = file {
+            result = file.flush(self, false).await;
+            if file.closed() {
+                let mut open = self.open.lock();
+                // Another open may have raced in; only drop the state when still unused.
+                if open.get(&ino).is_some_and(|f| f.handles() == 0) {
+                    open.remove(&ino);
+                }
+            }
+            if let Some(attr) = file.last_attr() {
+                self.remember(&attr);
+            }
+        }
+        let session = self.session();
+        self.meta
+            .call("release", |c, cx| async move {
+                c.release(cx, session, ino).await
+            })
+            .await?;
+        result
+    }
+
+    pub(crate) fn data(&self) -> &Arc<dyn DataPlane> {
+        &self.data
+    }
+
+    pub(crate) fn meta(&self) -> &MetaConn {
+        &self.meta
+    }
+
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub(crate) fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+}
+
+/// Keeps the session alive until the core is dropped.
+pub fn spawn_keepalive(core: &Arc<ClientCore>) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(core);
+    let ttl = Duration::from_millis(core.mount_info().session_ttl_ms.max(300));
+    tokio::spawn(async move {
+        // Three renewals per lease: one lost keepalive never expires a session.
+        let mut tick = tokio::time::interval(ttl / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { break };
+            if let Err(e) = core.keepalive().await {
+                tracing::warn!(error = %e, "session keepalive failed");
+            }
+        }
+    })
+}
