@@ -371,16 +371,22 @@ impl OpenFile {
         blocks: &[(u32, &DirtyBlock)],
     ) -> FsResult<ChunkCommit> {
         let mut attempt = 0;
+        let mut retry = Retry::new(core);
         loop {
             attempt += 1;
             match self.write_chunk_once(core, index, blocks).await {
                 Err(FsError::StaleVersion { held, used }) if attempt < REGRANT_ATTEMPTS => {
                     tracing::debug!(ino = ?self.ino, index, ?held, ?used, "grant outdated; asking again");
-                    self.state.lock().grants.remove(&index);
-                    self.ensure_grants(core, &[index]).await?;
+                }
+                Err(e @ (FsError::Unavailable(_) | FsError::TimedOut(_))) => {
+                    // Too few replicas took the write. Wait and ask the master again: it
+                    // grants only replicas that are current and online.
+                    retry.wait_or_fail(e).await?;
                 }
                 other => return other,
             }
+            self.state.lock().grants.remove(&index);
+            self.ensure_grants(core, &[index]).await?;
         }
     }
 
@@ -637,6 +643,37 @@ impl OpenFile {
         for loc in locs {
             st.map.insert(loc.index, Some(loc));
         }
+        Ok(())
+    }
+}
+
+/// Back-off between attempts of one operation, bounded by the mount's retry window.
+struct Retry {
+    give_up: std::time::Instant,
+    backoff: std::time::Duration,
+}
+
+/// First pause before retrying a data operation; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+/// Longest pause: a returning node is noticed within about this long.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1000);
+
+impl Retry {
+    fn new(core: &ClientCore) -> Retry {
+        Retry {
+            give_up: std::time::Instant::now() + core.config().retry_window,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// Sleeps before the next attempt, or returns `err` when the window is used up.
+    async fn wait_or_fail(&mut self, err: FsError) -> FsResult<()> {
+        if std::time::Instant::now() + self.backoff >= self.give_up {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, backoff = ?self.backoff, "retrying");
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Ok(())
     }
 }
