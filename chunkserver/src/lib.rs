@@ -1,1 +1,153 @@
-//! placeholder
+//! `mosaic-chunkserver`: stores AES-GCM-sealed blocks as opaque bytes with a BLAKE3
+//! checksum each, verified on every read. It never sees keys or plaintext and never decides
+//! placement: the master tells it what to delete, clients tell it what to write.
+//!
+//! Start-up reads as one phase per log line: open the data directory, bind, register with
+//! the master, record `node.toml`, report the inventory, then serve and heartbeat.
+//! [`start`] returns once the node is registered and serving; [`run`] also waits for a
+//! shutdown signal and stops gracefully (a last heartbeat marked draining, then stop
+//! serving). The store and the RPC service can be built without a master
+//! ([`store::Store::open`], [`service::ChunkService::new`]) for tests.
+
+pub mod cli;
+pub mod identity;
+mod node;
+pub mod service;
+pub mod stats;
+pub mod store;
+
+use anyhow::Context as _;
+use common::NodeId;
+use common::config::ChunkserverConfig;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started chunkserver: registered with the master and serving.
+pub struct RunningChunkserver {
+    /// The advertised address clients connect to.
+    pub addr: String,
+    /// The node id the master assigned (kept across restarts in `node.toml`).
+    pub node: NodeId,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningChunkserver {
+    /// Graceful stop: a last heartbeat with `draining`, then stop serving. Errors are
+    /// logged; use [`RunningChunkserver::stop`] to receive them.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.stop().await {
+            tracing::error!(error = %format!("{e:#}"), "chunkserver stopped with an error");
+        }
+    }
+
+    /// Graceful stop, returning how the node's workers ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_tx.send(true);
+        joined(self.task.await)
+    }
+
+    /// Serves until `shutdown` resolves (then stops gracefully) or the node fails.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let RunningChunkserver {
+            stop_tx, mut task, ..
+        } = self;
+        tokio::select! {
+            _ = shutdown => {}
+            ended = &mut task => return joined(ended),
+        }
+        let _ = stop_tx.send(true);
+        joined(task.await)
+    }
+}
+
+fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.context("chunkserver task failed")?
+}
+
+/// Opens the data directory, binds, registers with the master (waiting for it as long as it
+/// takes), reports the inventory and starts serving. Returns once clients can connect.
+pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserver> {
+    let dir = config.data_dir.clone();
+    let opts = store::StoreOptions {
+        data_dir: dir.clone(),
+        capacity_bytes: config.capacity_bytes,
+        sync_every_write: config.sync_every_write,
+        chunk_size: None,
+    };
+    let (identity, (store, bad_rx)) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("create data directory {}", opts.data_dir.display()))?;
+        let identity = identity::load(&opts.data_dir)?;
+        anyhow::Ok((identity, store::Store::open(opts)?))
+    })
+    .await
+    .context("join data directory opener")??;
+    let status = store.status();
+    tracing::info!(dir = %dir.display(), node = ?identity.map(|i| i.node),
+        chunks = status.chunk_count, used_bytes = status.used_bytes,
+        capacity_bytes = status.capacity_bytes, "data directory opened");
+
+    let listener = common::rpc::bind(config.listen).await?;
+    let bound = listener.local_addr().context("read the bound address")?;
+    let addr = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    tracing::info!(listen = %bound, advertise = %addr, "listening");
+
+    let agent = Arc::new(node::Agent::new(
+        config.master.clone(),
+        store.clone(),
+        addr.clone(),
+        identity,
+    ));
+    tracing::info!(master = %config.master, "registering");
+    agent.join().await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (serve_stop_tx, serve_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service::serve(
+        listener,
+        service::ChunkService::new(store),
+        async {
+            let _ = serve_stop_rx.await;
+        },
+    ));
+    let reporter = tokio::spawn(agent.clone().report_bad_loop(bad_rx, stop_rx.clone()));
+    let node = agent.node();
+    let task = tokio::spawn(async move {
+        // The heartbeat loop ends on stop (after the draining heartbeat) or when the node
+        // must be refused; either way serving stops after it.
+        let ended = agent.heartbeat_loop(stop_rx).await;
+        let _ = serve_stop_tx.send(());
+        let _ = server.await;
+        reporter.abort();
+        let _ = reporter.await;
+        tracing::info!("chunkserver stopped");
+        ended
+    });
+    tracing::info!(node = ?node, addr = %addr, "serving");
+    Ok(RunningChunkserver {
+        addr,
+        node,
+        stop_tx,
+        task,
+    })
+}
+
+/// [`start`], then serve until `shutdown` resolves and stop gracefully.
+pub async fn run(
+    config: ChunkserverConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    // A shutdown while still waiting for the master ends the start-up, too.
+    let running = tokio::select! {
+        started = start(config) => started?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    running.run_until(shutdown).await
+}
