@@ -27,7 +27,7 @@ pub mod tree;
 pub mod wait;
 
 pub use cluster::{ClusterOptions, TestCluster};
-pub use mount::{FuseGuard, Mount, MountFailed, MountOptions, require_fuse};
+pub use mount::{FuseGuard, Mount, MountFailed, MountOptions, MountedCluster, require_fuse};
 pub use shell::{sh, sh_in, sh_output};
 pub use wait::{log_tail, wait_for, wait_until, wait_until_logged};
 

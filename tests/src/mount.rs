@@ -348,6 +348,33 @@ impl Drop for Mount {
     }
 }
 
+/// What most mount tests start from: the FUSE lock, a default cluster and one mount.
+/// Fields drop in declaration order: the mount first, then the cluster, then the lock.
+pub struct MountedCluster {
+    pub mount: Mount,
+    pub cluster: crate::TestCluster,
+    pub fuse: FuseGuard,
+}
+
+impl MountedCluster {
+    /// `None` when FUSE is unavailable and not required (the test then returns early).
+    pub fn start(test: &str, opts: crate::ClusterOptions) -> Option<MountedCluster> {
+        let fuse = require_fuse(test)?;
+        let mut cluster = crate::TestCluster::start(opts);
+        let mount = cluster.mount(MountOptions::default());
+        Some(MountedCluster {
+            mount,
+            cluster,
+            fuse,
+        })
+    }
+
+    /// The mountpoint.
+    pub fn path(&self) -> &Path {
+        self.mount.path()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
