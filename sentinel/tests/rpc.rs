@@ -1,13 +1,16 @@
 //! The sentinel's real network boundary ([`sentinel::RpcCluster`]) and the `status` binary
-//! against servers on 127.0.0.1:0: a minimal chunkserver that answers `status()`, a port
-//! nobody listens on, and a chunkserver that stops mid-way.
+//! against servers on 127.0.0.1:0: a minimal chunkserver that answers `status()`, a minimal
+//! master that answers `cluster_summary()`, a port nobody listens on, and a chunkserver that
+//! stops mid-way.
 
-use common::rpc::{self, ChunkServer};
-use common::types::{BlockData, HeldChunk, NodeStatus, ReadBlocks, WriteBlocks};
-use common::{ChunkId, FsError, FsResult, NodeId};
+use common::rpc::{self, ChunkServer, Master};
+use common::types::*;
+use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId};
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
+use serde_bytes::ByteBuf;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tarpc::context::Context;
 
@@ -162,4 +165,226 @@ fn run_refuses_bad_intervals_with_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("dead_after_ms (1500)"), "{stderr}");
+}
+
+/// A master that only answers `cluster_summary` (with whatever the test put in it); every
+/// other call is refused.
+#[derive(Clone)]
+struct SummaryOnly(Arc<Mutex<ClusterSummary>>);
+
+fn refused<T>() -> FsResult<T> {
+    Err(FsError::NotSupported)
+}
+
+impl Master for SummaryOnly {
+    async fn hello(self, _: Context, _: String) -> FsResult<MountInfo> {
+        refused()
+    }
+    async fn keepalive(self, _: Context, _: SessionId) -> FsResult<()> {
+        refused()
+    }
+    async fn goodbye(self, _: Context, _: SessionId) -> FsResult<()> {
+        refused()
+    }
+    async fn lookup(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
+        refused()
+    }
+    async fn getattr(self, _: Context, _: InodeId) -> FsResult<Attr> {
+        refused()
+    }
+    async fn setattr(self, _: Context, _: InodeId, _: SetAttr, _: Caller) -> FsResult<Attr> {
+        refused()
+    }
+    async fn create(self, _: Context, _: InodeId, _: ByteBuf, _: NewNode) -> FsResult<Attr> {
+        refused()
+    }
+    async fn unlink(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+        refused()
+    }
+    async fn rmdir(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+        refused()
+    }
+    async fn rename(
+        self,
+        _: Context,
+        _: InodeId,
+        _: ByteBuf,
+        _: InodeId,
+        _: ByteBuf,
+        _: RenameFlags,
+    ) -> FsResult<()> {
+        refused()
+    }
+    async fn link(self, _: Context, _: InodeId, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
+        refused()
+    }
+    async fn readlink(self, _: Context, _: InodeId) -> FsResult<ByteBuf> {
+        refused()
+    }
+    async fn readdir(self, _: Context, _: InodeId, _: u64, _: u32, _: bool) -> FsResult<DirPage> {
+        refused()
+    }
+    async fn statfs(self, _: Context) -> FsResult<StatFs> {
+        refused()
+    }
+    async fn getxattr(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<ByteBuf> {
+        refused()
+    }
+    async fn setxattr(
+        self,
+        _: Context,
+        _: InodeId,
+        _: ByteBuf,
+        _: ByteBuf,
+        _: XattrFlags,
+    ) -> FsResult<()> {
+        refused()
+    }
+    async fn listxattr(self, _: Context, _: InodeId) -> FsResult<Vec<ByteBuf>> {
+        refused()
+    }
+    async fn removexattr(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+        refused()
+    }
+    async fn open(self, _: Context, _: SessionId, _: InodeId) -> FsResult<Attr> {
+        refused()
+    }
+    async fn release(self, _: Context, _: SessionId, _: InodeId) -> FsResult<()> {
+        refused()
+    }
+    async fn chunk_map(self, _: Context, _: InodeId, _: u64, _: u64) -> FsResult<Vec<ChunkLoc>> {
+        refused()
+    }
+    async fn prepare_write(self, _: Context, _: InodeId, _: Vec<u64>) -> FsResult<Vec<WriteGrant>> {
+        refused()
+    }
+    async fn commit_write(self, _: Context, _: CommitWrite) -> FsResult<Attr> {
+        refused()
+    }
+    async fn report_bad_replica(
+        self,
+        _: Context,
+        _: ChunkId,
+        _: NodeId,
+        _: String,
+    ) -> FsResult<()> {
+        refused()
+    }
+    async fn register_node(self, _: Context, _: RegisterNode) -> FsResult<Registered> {
+        refused()
+    }
+    async fn heartbeat(self, _: Context, _: NodeId, _: NodeStatus) -> FsResult<HeartbeatReply> {
+        refused()
+    }
+    async fn report_chunks(
+        self,
+        _: Context,
+        _: NodeId,
+        _: Vec<HeldChunk>,
+    ) -> FsResult<HeartbeatReply> {
+        refused()
+    }
+    async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
+        Ok(self.0.lock().expect("summary lock").clone())
+    }
+}
+
+fn node_info(id: u64, addr: &str) -> NodeInfo {
+    NodeInfo {
+        node: NodeId(id),
+        addr: addr.to_string(),
+        last_seen_ms: 200,
+        online: true,
+        status: NodeStatus::default(),
+        replicas: 4,
+    }
+}
+
+/// Serves `SummaryOnly` on a loopback port; returns its address and the summary to edit.
+async fn start_master(nodes: Vec<NodeInfo>) -> (String, Arc<Mutex<ClusterSummary>>) {
+    let summary = Arc::new(Mutex::new(ClusterSummary {
+        cluster_id: ClusterId([7; 16]),
+        replication: ReplicationPolicy { n: 3, w: 3, r: 1 },
+        files: 3,
+        dirs: 1,
+        chunks: 4,
+        under_replicated: 0,
+        lost: 0,
+        logical_bytes: 4096,
+        nodes,
+    }));
+    let listener = rpc::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address").to_string();
+    let served = summary.clone();
+    tokio::spawn(rpc::serve(
+        listener,
+        move |stream| common::serve_connection!(stream, SummaryOnly(served.clone()).serve()),
+        std::future::pending(),
+    ));
+    (addr, summary)
+}
+
+/// Runs `mosaic-sentinel status` off the async threads; returns (exit code, stdout, stderr).
+async fn status_binary(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mosaic-sentinel"))
+            .arg("status")
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run mosaic-sentinel")
+    })
+    .await
+    .expect("join");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_binary_reports_verdicts_and_exit_codes() {
+    let (cs1, _stop1) = start_chunkserver().await;
+    let (cs2, _stop2) = start_chunkserver().await;
+    let (master, summary) = start_master(vec![node_info(1, &cs1), node_info(2, &cs2)]).await;
+
+    let (code, out, err) = status_binary(&["--master", &master, "--json"]).await;
+    assert_eq!(code, Some(0), "healthy cluster: {out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+    assert_eq!(json["verdict"], "HEALTHY");
+    assert_eq!(json["chunks"]["total"], 4);
+    assert_eq!(json["nodes"][0]["id"], "n1");
+    assert_eq!(json["nodes"][0]["addr"], cs1.as_str());
+    assert_eq!(json["nodes"][1]["state"], "HEALTHY");
+    assert_eq!(json["nodes"][1]["chunks"], 4);
+
+    let (code, out, _) = status_binary(&["--master", &master]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("verdict: HEALTHY\n"), "{out}");
+    assert!(out.contains(&cs2), "{out}");
+
+    // A node whose port is closed, heard from recently: SUSPECT, cluster DEGRADED.
+    summary
+        .lock()
+        .expect("summary lock")
+        .nodes
+        .push(node_info(3, &closed_port()));
+    let (code, out, _) = status_binary(&["--master", &master, "--json"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(json["verdict"], "DEGRADED");
+    assert_eq!(json["nodes"][2]["state"], "SUSPECT");
+
+    // Lost chunks make the cluster UNAVAILABLE.
+    summary.lock().expect("summary lock").lost = 1;
+    let (code, out, _) = status_binary(&["--master", &master]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("verdict: UNAVAILABLE\n  - 1 chunks lost"),
+        "{out}"
+    );
 }
