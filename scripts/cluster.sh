@@ -163,8 +163,9 @@ stop() { # name: TERM, wait up to STOP_TIMEOUT, then KILL
 mount_type() {
     local escaped
     escaped=$(printf '%s' "$1" | sed -e 's/\\/\\134/g' -e 's/ /\\040/g' -e 's/\t/\\011/g')
-    awk -v m="$escaped" '
-        $5 == m { for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break } }
+    # Passed through the environment: awk -v would turn the \040 escapes back into spaces.
+    MOUNT_PATH="$escaped" awk '
+        $5 == ENVIRON["MOUNT_PATH"] { for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break } }
         END { if (t != "") print t }' /proc/self/mountinfo
 }
 
