@@ -49,7 +49,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Option<NodeIdentity>> {
         )
     };
     let file: NodeFile = toml::from_str(&text)
-        .map_err(|e| unreadable(e.to_string().lines().collect::<Vec<_>>().join(" ")))?;
+        .map_err(|e| unreadable(e.to_string().lines().next().unwrap_or("").to_string()))?;
     let cluster = ClusterId::from_hex(&file.cluster).ok_or_else(|| {
         unreadable(format!(
             "cluster id {:?} is not 32 hex digits",
