@@ -1,1 +1,306 @@
-//! placeholder
+//! `mosaic-master`: the MosaicFS metadata server. It owns the namespace, inodes, xattrs,
+//! the chunk table with versions, replica locations, the node registry, client sessions,
+//! placement and garbage-collection orders. It never carries file data and never sees a key:
+//! it keeps only the data key's check value.
+//!
+//! Entry points: [`init_cluster`] (the `init` subcommand) creates a state directory;
+//! [`start`] opens it and serves until [`RunningMaster::shutdown`]; [`run`] wraps both for a
+//! daemon with a shutdown future. Tests call these in-process.
+
+pub mod placement;
+pub mod registry;
+pub mod service;
+pub mod sessions;
+pub mod store;
+
+use anyhow::Context as _;
+use common::ClusterId;
+use common::block::{BLOCK_SIZE, DataKey, KeyRing};
+use common::config::MasterConfig;
+use common::rpc::Master as _;
+use common::types::Timespec;
+use service::MasterService;
+use std::fs::{DirBuilder, OpenOptions};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{ClusterRecord, MetaStore, SqliteStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The metadata database's file name inside the state directory.
+pub const DB_FILE: &str = "meta.db";
+/// The default key file name inside the state directory.
+pub const KEY_FILE: &str = "data.key";
+/// The largest chunk size `init` accepts: 1 GiB. Larger chunks make each re-replication and
+/// each placement decision coarse, and the chunk's block table large, for no gain.
+pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+/// Longest pause of the session reaper: an expired lease is acted on within this time.
+const REAPER_MAX_PERIOD: Duration = Duration::from_secs(1);
+/// Shortest pause of the session reaper, so a tiny test TTL does not make it spin.
+const REAPER_MIN_PERIOD: Duration = Duration::from_millis(20);
+
+fn check_chunk_size(chunk_size: u64) -> anyhow::Result<()> {
+    if chunk_size == 0 || chunk_size % BLOCK_SIZE as u64 != 0 || chunk_size > MAX_CHUNK_SIZE {
+        anyhow::bail!(
+            "chunk size {chunk_size} must be a positive multiple of the {BLOCK_SIZE}-byte block \
+             size, at most {MAX_CHUNK_SIZE}"
+        );
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync directory {}", dir.display()))
+}
+
+/// Creates a cluster: the state directory (0700) with `meta.db`, a new random data key in
+/// `key_file` (0600, never overwritten) and its check value in the database.
+pub fn init_cluster(
+    state_dir: &Path,
+    key_file: &Path,
+    chunk_size: u64,
+) -> anyhow::Result<ClusterId> {
+    check_chunk_size(chunk_size)?;
+    refuse_existing_db(state_dir)?;
+    create_state_dir(state_dir)?;
+    let keys = KeyRing::single(DataKey::random(0));
+    // The key file first, with O_EXCL: overwriting a key would make every file of the
+    // cluster that used it unreadable.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_file)
+        .with_context(|| {
+            format!(
+                "create key file {} (it must not exist yet: a key is never overwritten)",
+                key_file.display()
+            )
+        })?;
+    let created = file
+        .write_all(keys.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write key file {}", key_file.display()))
+        .and_then(|()| sync_dir(key_file.parent().unwrap_or(Path::new("."))))
+        .and_then(|()| init_cluster_with_keys(state_dir, &keys, chunk_size));
+    if created.is_err() {
+        // No half-made cluster: without the database the key is useless, and leaving it
+        // would make the retry fail on O_EXCL.
+        let _ = std::fs::remove_file(key_file);
+    }
+    created
+}
+
+/// Creates a cluster whose key check value comes from `keys` (tests hold the ring in memory).
+pub fn init_cluster_with_keys(
+    state_dir: &Path,
+    keys: &KeyRing,
+    chunk_size: u64,
+) -> anyhow::Result<ClusterId> {
+    check_chunk_size(chunk_size)?;
+    refuse_existing_db(state_dir)?;
+    create_state_dir(state_dir)?;
+    let db = state_dir.join(DB_FILE);
+    let tmp = state_dir.join(format!("{DB_FILE}.init-tmp"));
+    // A leftover of an init that crashed before publishing: never a live database.
+    for leftover in [
+        tmp.clone(),
+        state_dir.join(format!("{DB_FILE}.init-tmp-journal")),
+    ] {
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", leftover.display())),
+        }
+    }
+    let cluster = ClusterRecord {
+        id: ClusterId::random(),
+        chunk_size,
+        key_check: keys.key_check().to_vec(),
+    };
+    SqliteStore::create(&tmp, &cluster, Timespec::now())?;
+    // Publish atomically and without clobbering: hard_link fails if meta.db appeared.
+    std::fs::hard_link(&tmp, &db)
+        .with_context(|| format!("publish {} (does it exist already?)", db.display()))?;
+    std::fs::remove_file(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
+    sync_dir(state_dir)?;
+    Ok(cluster.id)
+}
+
+fn refuse_existing_db(state_dir: &Path) -> anyhow::Result<()> {
+    let db = state_dir.join(DB_FILE);
+    if db.exists() {
+        anyhow::bail!(
+            "{} already exists: this state directory already holds a cluster; refusing to \
+             overwrite it",
+            db.display()
+        );
+    }
+    Ok(())
+}
+
+fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("create state directory {}", state_dir.display()))
+}
+
+/// A master serving in the background. Dropping it also stops it (the tasks see the
+/// shutdown channel close), but [`RunningMaster::shutdown`] waits for them to finish.
+pub struct RunningMaster {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningMaster {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(addr = %self.addr, "master stopped");
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn check_config(config: &MasterConfig) -> anyhow::Result<()> {
+    config
+        .policy()
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid replication policy: {e}"))?;
+    for (name, value) in [
+        ("session_ttl_ms", config.session_ttl_ms),
+        ("heartbeat_interval_ms", config.heartbeat_interval_ms),
+        ("node_offline_ms", config.node_offline_ms),
+    ] {
+        if value == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    Ok(())
+}
+
+/// Opens the state directory and starts serving on `config.listen`. Refuses a missing,
+/// foreign, corrupt or newer `meta.db` with a one-line error naming the file and the fix.
+pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
+    check_config(&config)?;
+    let db = config.state_dir.join(DB_FILE);
+    let durable = config.durable_commits;
+    let setup_config = config.clone();
+    let service = tokio::task::spawn_blocking(move || -> anyhow::Result<MasterService> {
+        let store = SqliteStore::open(&db, durable)?;
+        let cluster = store.cluster().clone();
+        tracing::info!(db = %db.display(), cluster = %cluster.id, chunk_size = cluster.chunk_size,
+            durable_commits = durable, "metadata database opened");
+        if setup_config.chunk_size != cluster.chunk_size {
+            tracing::warn!(
+                configured = setup_config.chunk_size,
+                recorded = cluster.chunk_size,
+                "chunk_size in the config is ignored: it is fixed at init"
+            );
+        }
+        let store: Arc<dyn MetaStore> = Arc::new(store);
+        let freed = store.free_orphans().context("free orphaned inodes")?;
+        if freed.inodes > 0 {
+            tracing::info!(
+                inodes = freed.inodes,
+                replicas_queued = freed.replicas_queued,
+                "orphaned inodes freed"
+            );
+        }
+        let service =
+            MasterService::new(store, &setup_config).context("load nodes and sessions")?;
+        Ok(service)
+    })
+    .await
+    .context("open the metadata database")??;
+
+    let listener = common::rpc::bind(config.listen).await?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    let policy = config.policy();
+    tracing::info!(%addr, n = policy.n, w = policy.w, r = policy.r, "master listening");
+
+    let (stop, stop_rx) = watch::channel(false);
+    let server = {
+        let svc = service.clone();
+        let stop_rx = stop_rx.clone();
+        tokio::spawn(common::rpc::serve(
+            listener,
+            move |stream| {
+                let svc = svc.clone();
+                common::serve_connection!(stream, svc.serve())
+            },
+            stopped(stop_rx),
+        ))
+    };
+    let period = (Duration::from_millis(config.session_ttl_ms) / 4)
+        .clamp(REAPER_MIN_PERIOD, REAPER_MAX_PERIOD);
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = stopped(stop_rx);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => service.reap_expired_sessions().await,
+            }
+        }
+    });
+    Ok(RunningMaster {
+        addr,
+        stop,
+        tasks: vec![server, reaper],
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops cleanly.
+pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let master = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    master.shutdown().await;
+    Ok(())
+}
+
+/// Writes `addr` to `path` atomically (temp file + rename), so a reader never sees a
+/// partial address: scripts and tests poll this file as the readiness signal.
+pub fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("address file {} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(addr.to_string().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

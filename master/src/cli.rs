@@ -1,0 +1,141 @@
+//! The `mosaic-master` command line: `init` creates a cluster's state directory and data
+//! key; `run` serves it. Flags override single fields of the TOML config. Nothing here is
+//! needed by tests: they call the library directly.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use common::config::{DEFAULT_CHUNK_SIZE, MasterConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mosaic-master",
+    version,
+    about = "MosaicFS metadata server: namespace, chunk placement and versions, node registry",
+    long_about = "MosaicFS metadata server.\n\n\
+        Create a cluster once with `mosaic-master init --state DIR`, which also writes the \
+        cluster's data key (give that file to every client, never to chunkservers), then \
+        serve it with `mosaic-master run --state DIR`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new cluster: the state directory with meta.db and a new random data key.
+    Init(InitArgs),
+    /// Serve the cluster's metadata until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// State directory to create (mode 0700); must not hold a meta.db yet.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Where to write the new data key (mode 0600, never overwritten). Default: DIR/data.key.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Chunk size in bytes: a positive multiple of 65536, fixed for the cluster's lifetime.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file (fields of MasterConfig: listen, state_dir, replicas, ...).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State directory made by `init` (overrides state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:9420; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Copies of every chunk (N).
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// Acknowledgements a write needs (W).
+    #[arg(long, value_name = "W")]
+    pub write_quorum: Option<u32>,
+    /// Current replicas a read needs (R); W + R must exceed N.
+    #[arg(long, value_name = "R")]
+    pub read_quorum: Option<u32>,
+    /// Once listening, write the bound address here (atomically): a readiness signal.
+    #[arg(long, value_name = "PATH")]
+    pub addr_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The config file (or defaults) with the flags applied.
+    pub fn config(&self) -> anyhow::Result<MasterConfig> {
+        let mut config = match (&self.config, &self.state) {
+            (Some(path), _) => common::config::load_toml::<MasterConfig>(path)?,
+            (None, Some(state)) => {
+                // Deserialize a minimal table so the defaults are exactly the config file's.
+                let mut table = toml::Table::new();
+                let state = state
+                    .to_str()
+                    .with_context(|| format!("state directory {} is not UTF-8", state.display()))?;
+                table.insert("state_dir".into(), toml::Value::String(state.into()));
+                toml::Value::Table(table)
+                    .try_into()
+                    .context("build the default configuration")?
+            }
+            (None, None) => anyhow::bail!("give --state DIR or --config FILE"),
+        };
+        if let Some(state) = &self.state {
+            config.state_dir = state.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(n) = self.replicas {
+            config.replicas = n;
+        }
+        if let Some(w) = self.write_quorum {
+            config.write_quorum = w;
+        }
+        if let Some(r) = self.read_quorum {
+            config.read_quorum = r;
+        }
+        Ok(config)
+    }
+}
+
+pub fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let key_file = args
+        .key_file
+        .clone()
+        .unwrap_or_else(|| args.state.join(master::KEY_FILE));
+    let cluster = master::init_cluster(&args.state, &key_file, args.chunk_size)?;
+    println!("cluster id: {cluster}");
+    println!("data key:   {}", key_file.display());
+    Ok(())
+}
+
+/// Serves until SIGINT or SIGTERM; announces the bound address in `--addr-file`.
+pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = args.config()?;
+    // Signal handlers first, so a SIGTERM right after readiness is never lost.
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let master = master::start(config).await?;
+    if let Some(path) = &args.addr_file {
+        master::write_addr_file(path, master.addr)?;
+    }
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    master.shutdown().await;
+    if let Some(path) = &args.addr_file {
+        // The address is no longer served: readiness must not outlive the process.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Replica placement: which nodes receive a new chunk. A pure function of the node views,
+//! table-tested; it never looks at the clock or the database.
+//!
+//! Rule: online, not draining, at least `min_free` bytes free, not excluded; most free space
+//! first so that nodes fill evenly; ties broken by node id so the choice is deterministic.
+
+use crate::registry::NodeView;
+use common::{FsError, NodeId};
+
+pub fn choose_replicas(
+    nodes: &[NodeView],
+    count: usize,
+    exclude: &[NodeId],
+    min_free: u64,
+) -> Vec<NodeId> {
+    let mut candidates: Vec<&NodeView> = nodes
+        .iter()
+        .filter(|n| {
+            n.online
+                && !n.status.draining
+                && n.free_bytes() >= min_free
+                && !exclude.contains(&n.node)
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.free_bytes()
+            .cmp(&a.free_bytes())
+            .then(a.node.cmp(&b.node))
+    });
+    candidates.into_iter().take(count).map(|n| n.node).collect()
+}
+
+/// Why fewer than `needed` nodes could be chosen: `NoSpace` when enough nodes are up but
+/// too full (the application sees ENOSPC), else `Unavailable` (EIO, retryable).
+pub fn shortfall(nodes: &[NodeView], needed: usize, chosen: usize) -> FsError {
+    let up = nodes
+        .iter()
+        .filter(|n| n.online && !n.status.draining)
+        .count();
+    if up >= needed {
+        FsError::NoSpace
+    } else {
+        FsError::Unavailable(format!(
+            "a write needs {needed} chunkservers, {up} are online ({chosen} with space)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::types::NodeStatus;
+
+    fn node(id: u64, online: bool, free: u64, draining: bool) -> NodeView {
+        NodeView {
+            node: NodeId(id),
+            addr: format!("127.0.0.1:{id}"),
+            online,
+            last_seen: None,
+            status: NodeStatus {
+                capacity_bytes: 1_000,
+                used_bytes: 1_000 - free,
+                draining,
+                ..NodeStatus::default()
+            },
+        }
+    }
+
+    #[test]
+    fn placement_table() {
+        struct Case {
+            nodes: Vec<NodeView>,
+            count: usize,
+            exclude: Vec<u64>,
+            min_free: u64,
+            want: Vec<u64>,
+        }
+        let cases = [
+            // Most free first.
+            Case {
+                nodes: vec![
+                    node(1, true, 100, false),
+                    node(2, true, 500, false),
+                    node(3, true, 300, false),
+                ],
+                count: 2,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![2, 3],
+            },
+            // Ties broken by id.
+            Case {
+                nodes: vec![
+                    node(3, true, 200, false),
+                    node(1, true, 200, false),
+                    node(2, true, 200, false),
+                ],
+                count: 3,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![1, 2, 3],
+            },
+            // Offline, draining and full nodes are skipped.
+            Case {
+                nodes: vec![
+                    node(1, false, 900, false),
+                    node(2, true, 900, true),
+                    node(3, true, 50, false),
+                    node(4, true, 400, false),
+                ],
+                count: 3,
+                exclude: vec![],
+                min_free: 100,
+                want: vec![4],
+            },
+            // Excluded nodes are skipped.
+            Case {
+                nodes: vec![
+                    node(1, true, 900, false),
+                    node(2, true, 800, false),
+                    node(3, true, 700, false),
+                ],
+                count: 2,
+                exclude: vec![1],
+                min_free: 0,
+                want: vec![2, 3],
+            },
+            // Fewer candidates than asked: all of them.
+            Case {
+                nodes: vec![node(1, true, 900, false)],
+                count: 3,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![1],
+            },
+            Case {
+                nodes: vec![],
+                count: 3,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![],
+            },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let exclude: Vec<NodeId> = case.exclude.iter().map(|&id| NodeId(id)).collect();
+            let got = choose_replicas(&case.nodes, case.count, &exclude, case.min_free);
+            let want: Vec<NodeId> = case.want.iter().map(|&id| NodeId(id)).collect();
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn shortfall_tells_full_from_down() {
+        let full = [
+            node(1, true, 0, false),
+            node(2, true, 0, false),
+            node(3, true, 0, false),
+        ];
+        assert_eq!(shortfall(&full, 3, 0), FsError::NoSpace);
+        let down = [node(1, true, 900, false), node(2, false, 900, false)];
+        assert!(matches!(shortfall(&down, 2, 1), FsError::Unavailable(_)));
+    }
+}

@@ -1,0 +1,504 @@
+//! The master's tarpc service: a thin layer over the metadata store. Each request gets one
+//! tracing span with its ids, runs its store call on a blocking thread (SQLite blocks), and
+//! answers only after the store's transaction committed. No filesystem rule lives here:
+//! validation and semantics are in `store` (and its engine-independent `rules`); node
+//! liveness in `registry`; session leases in `sessions`.
+
+use crate::registry::{NodeView, Registry};
+use crate::sessions::Leases;
+use crate::store::{Freed, GC_BATCH, MetaStore};
+use common::config::MasterConfig;
+use common::rpc::Master;
+use common::types::{
+    Attr, Caller, ChunkLoc, ClusterSummary, CommitWrite, DirPage, HeartbeatReply, HeldChunk,
+    MountInfo, NewNode, NodeInfo, NodeStatus, RegisterNode, Registered, RenameFlags,
+    ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
+};
+use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
+use parking_lot::Mutex;
+use serde_bytes::ByteBuf;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tarpc::context::Context;
+use tracing::{Instrument as _, Span, info_span};
+
+/// statfs block size: the unit `df` counts in; independent of the 64 KiB data block.
+const STATFS_BLOCK_SIZE: u32 = 4096;
+/// Longest chunkserver address accepted at registration (a host name and port).
+const ADDR_MAX: usize = 512;
+/// Longest client-supplied reason logged with a bad-replica report.
+const REASON_MAX: usize = 256;
+
+struct Inner {
+    store: Arc<dyn MetaStore>,
+    registry: Mutex<Registry>,
+    leases: Mutex<Leases>,
+    policy: ReplicationPolicy,
+    session_ttl_ms: u64,
+    heartbeat_interval_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct MasterService {
+    inner: Arc<Inner>,
+}
+
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl MasterService {
+    /// Builds the service over an opened store: known nodes start offline until they
+    /// heartbeat, and every persisted session gets a fresh lease (clients that were alive
+    /// before a master restart keep their open files). Blocking: reads the store.
+    pub fn new(store: Arc<dyn MetaStore>, config: &MasterConfig) -> FsResult<MasterService> {
+        let now = Instant::now();
+        let mut registry = Registry::new(Duration::from_millis(config.node_offline_ms));
+        for (node, addr) in store.list_nodes()? {
+            registry.load(node, addr);
+        }
+        let mut leases = Leases::new(Duration::from_millis(config.session_ttl_ms));
+        for session in store.list_sessions()? {
+            leases.grant(session, now);
+        }
+        Ok(MasterService {
+            inner: Arc::new(Inner {
+                store,
+                registry: Mutex::new(registry),
+                leases: Mutex::new(leases),
+                policy: config.policy(),
+                session_ttl_ms: config.session_ttl_ms,
+                heartbeat_interval_ms: config.heartbeat_interval_ms,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.inner.store
+    }
+
+    /// Runs a store call on a blocking thread inside `span`. Database failures are logged
+    /// here, once; ordinary answers (ENOENT and friends) are not errors of the master.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        span: Span,
+        f: impl FnOnce(&dyn MetaStore) -> FsResult<T> + Send + 'static,
+    ) -> FsResult<T> {
+        let store = Arc::clone(&self.inner.store);
+        let inner_span = span.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _entered = inner_span.enter();
+            f(&*store)
+        })
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|e| Err(FsError::internal(format!("store task failed: {e}"))));
+        if let Err(err @ (FsError::Io(_) | FsError::Internal(_))) = &result {
+            span.in_scope(|| tracing::error!(error = %err, "metadata store failure"));
+        }
+        result
+    }
+
+    fn views(&self) -> Vec<NodeView> {
+        self.inner.registry.lock().views(Instant::now())
+    }
+
+    /// Ends every session whose lease ran out: releases its open files and frees inodes
+    /// that were only kept for it. Called periodically by the reaper task.
+    pub async fn reap_expired_sessions(&self) {
+        let expired = self.inner.leases.lock().take_expired(Instant::now());
+        for session in expired {
+            let span = info_span!("session_expired", %session);
+            // A failure is logged by `blocking`; the session row then stays and gets a fresh
+            // lease (and a second chance to expire) at the next master start.
+            if let Ok(Freed {
+                inodes,
+                replicas_queued,
+            }) = self.blocking(span, move |s| s.end_session(session)).await
+            {
+                tracing::info!(%session, inodes, replicas_queued, "session lease expired");
+            }
+        }
+    }
+}
+
+impl Master for MasterService {
+    async fn hello(self, _: Context, client_name: String) -> FsResult<MountInfo> {
+        let span = info_span!("hello", client = %client_name);
+        let session = self
+            .blocking(span.clone(), move |s| {
+                s.create_session(&client_name, Timespec::now())
+            })
+            .await?;
+        self.inner.leases.lock().grant(session, Instant::now());
+        span.in_scope(|| tracing::info!(%session, "session opened"));
+        let cluster = self.inner.store.cluster();
+        Ok(MountInfo {
+            cluster_id: cluster.id,
+            session,
+            session_ttl_ms: self.inner.session_ttl_ms,
+            chunk_size: cluster.chunk_size,
+            key_check: ByteBuf::from(cluster.key_check.clone()),
+            replication: self.inner.policy,
+        })
+    }
+
+    async fn keepalive(self, _: Context, session: SessionId) -> FsResult<()> {
+        if self.inner.leases.lock().renew(session, Instant::now()) {
+            Ok(())
+        } else {
+            Err(FsError::NotFound)
+        }
+    }
+
+    async fn goodbye(self, _: Context, session: SessionId) -> FsResult<()> {
+        let span = info_span!("goodbye", %session);
+        self.inner.leases.lock().remove(session);
+        self.blocking(span, move |s| s.end_session(session)).await?;
+        Ok(())
+    }
+
+    async fn lookup(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<Attr> {
+        let span = info_span!("lookup", %parent, name = %lossy(&name));
+        self.blocking(span, move |s| s.lookup(parent, &name)).await
+    }
+
+    async fn getattr(self, _: Context, ino: InodeId) -> FsResult<Attr> {
+        let span = info_span!("getattr", %ino);
+        self.blocking(span, move |s| s.getattr(ino)).await
+    }
+
+    async fn setattr(
+        self,
+        _: Context,
+        ino: InodeId,
+        set: SetAttr,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        // Permission checks are the kernel's (default_permissions); the master applies.
+        let span = info_span!("setattr", %ino, uid = caller.uid, gid = caller.gid);
+        self.blocking(span, move |s| s.setattr(ino, &set, Timespec::now()))
+            .await
+    }
+
+    async fn create(
+        self,
+        _: Context,
+        parent: InodeId,
+        name: ByteBuf,
+        node: NewNode,
+    ) -> FsResult<Attr> {
+        let span = info_span!("create", %parent, name = %lossy(&name), kind = node.kind.as_str(),
+            uid = node.caller.uid);
+        self.blocking(span, move |s| {
+            s.create(parent, &name, &node, Timespec::now())
+        })
+        .await
+    }
+
+    async fn unlink(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<()> {
+        let span = info_span!("unlink", %parent, name = %lossy(&name));
+        self.blocking(span, move |s| s.unlink(parent, &name, Timespec::now()))
+            .await
+    }
+
+    async fn rmdir(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<()> {
+        let span = info_span!("rmdir", %parent, name = %lossy(&name));
+        self.blocking(span, move |s| s.rmdir(parent, &name, Timespec::now()))
+            .await
+    }
+
+    async fn rename(
+        self,
+        _: Context,
+        parent: InodeId,
+        name: ByteBuf,
+        new_parent: InodeId,
+        new_name: ByteBuf,
+        flags: RenameFlags,
+    ) -> FsResult<()> {
+        let span = info_span!("rename", %parent, name = %lossy(&name), %new_parent,
+            new_name = %lossy(&new_name), ?flags);
+        self.blocking(span, move |s| {
+            s.rename(parent, &name, new_parent, &new_name, flags, Timespec::now())
+        })
+        .await
+    }
+
+    async fn link(
+        self,
+        _: Context,
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: ByteBuf,
+    ) -> FsResult<Attr> {
+        let span = info_span!("link", %ino, %new_parent, new_name = %lossy(&new_name));
+        self.blocking(span, move |s| {
+            s.link(ino, new_parent, &new_name, Timespec::now())
+        })
+        .await
+    }
+
+    async fn readlink(self, _: Context, ino: InodeId) -> FsResult<ByteBuf> {
+        let span = info_span!("readlink", %ino);
+        self.blocking(span, move |s| s.readlink(ino).map(ByteBuf::from))
+            .await
+    }
+
+    async fn readdir(
+        self,
+        _: Context,
+        ino: InodeId,
+        after: u64,
+        limit: u32,
+        plus: bool,
+    ) -> FsResult<DirPage> {
+        let span = info_span!("readdir", %ino, after, limit, plus);
+        self.blocking(span, move |s| s.readdir(ino, after, limit, plus))
+            .await
+    }
+
+    async fn statfs(self, _: Context) -> FsResult<StatFs> {
+        let span = info_span!("statfs");
+        let views = self.views();
+        let files = self.blocking(span, |s| s.inode_count()).await?;
+        let online = views.iter().filter(|v| v.online);
+        let (total_bytes, free_bytes) = online.fold((0u64, 0u64), |(t, f), v| {
+            (
+                t.saturating_add(v.status.capacity_bytes),
+                f.saturating_add(v.free_bytes()),
+            )
+        });
+        Ok(StatFs {
+            total_bytes,
+            free_bytes,
+            files,
+            name_max: common::types::NAME_MAX as u32,
+            block_size: STATFS_BLOCK_SIZE,
+        })
+    }
+
+    async fn getxattr(self, _: Context, ino: InodeId, name: ByteBuf) -> FsResult<ByteBuf> {
+        let span = info_span!("getxattr", %ino, name = %lossy(&name));
+        self.blocking(span, move |s| s.getxattr(ino, &name).map(ByteBuf::from))
+            .await
+    }
+
+    async fn setxattr(
+        self,
+        _: Context,
+        ino: InodeId,
+        name: ByteBuf,
+        value: ByteBuf,
+        flags: XattrFlags,
+    ) -> FsResult<()> {
+        let span = info_span!("setxattr", %ino, name = %lossy(&name), len = value.len(), ?flags);
+        self.blocking(span, move |s| {
+            s.setxattr(ino, &name, &value, flags, Timespec::now())
+        })
+        .await
+    }
+
+    async fn listxattr(self, _: Context, ino: InodeId) -> FsResult<Vec<ByteBuf>> {
+        let span = info_span!("listxattr", %ino);
+        self.blocking(span, move |s| {
+            s.listxattr(ino)
+                .map(|names| names.into_iter().map(ByteBuf::from).collect())
+        })
+        .await
+    }
+
+    async fn removexattr(self, _: Context, ino: InodeId, name: ByteBuf) -> FsResult<()> {
+        let span = info_span!("removexattr", %ino, name = %lossy(&name));
+        self.blocking(span, move |s| s.removexattr(ino, &name, Timespec::now()))
+            .await
+    }
+
+    async fn open(self, _: Context, session: SessionId, ino: InodeId) -> FsResult<Attr> {
+        let span = info_span!("open", %session, %ino);
+        self.blocking(span, move |s| s.open(session, ino)).await
+    }
+
+    async fn release(self, _: Context, session: SessionId, ino: InodeId) -> FsResult<()> {
+        let span = info_span!("release", %session, %ino);
+        self.blocking(span, move |s| s.release(session, ino)).await
+    }
+
+    async fn chunk_map(
+        self,
+        _: Context,
+        ino: InodeId,
+        first: u64,
+        count: u64,
+    ) -> FsResult<Vec<ChunkLoc>> {
+        let span = info_span!("chunk_map", %ino, first, count);
+        let views = self.views();
+        self.blocking(span, move |s| s.chunk_map(ino, first, count, &views))
+            .await
+    }
+
+    async fn prepare_write(
+        self,
+        _: Context,
+        ino: InodeId,
+        indexes: Vec<u64>,
+    ) -> FsResult<Vec<WriteGrant>> {
+        let span = info_span!("prepare_write", %ino, chunks = indexes.len());
+        let views = self.views();
+        let policy = self.inner.policy;
+        self.blocking(span, move |s| {
+            s.prepare_write(ino, &indexes, &views, policy)
+        })
+        .await
+    }
+
+    async fn commit_write(self, _: Context, commit: CommitWrite) -> FsResult<Attr> {
+        let span = info_span!("commit_write", ino = %commit.ino, chunks = commit.chunks.len(),
+            size = commit.size);
+        let quorum = self.inner.policy.w;
+        self.blocking(span, move |s| {
+            s.commit_write(&commit, quorum, Timespec::now())
+        })
+        .await
+    }
+
+    async fn report_bad_replica(
+        self,
+        _: Context,
+        chunk: ChunkId,
+        node: NodeId,
+        reason: String,
+    ) -> FsResult<()> {
+        let reason: String = reason.chars().take(REASON_MAX).collect();
+        let span = info_span!("report_bad_replica", %chunk, %node);
+        let known = self
+            .blocking(span.clone(), move |s| s.mark_bad_replica(chunk, node))
+            .await?;
+        span.in_scope(|| tracing::warn!(known, reason = %reason, "replica reported bad"));
+        Ok(())
+    }
+
+    async fn register_node(self, _: Context, req: RegisterNode) -> FsResult<Registered> {
+        let span = info_span!("register_node", node = ?req.node, addr = %req.addr);
+        let cluster = self.inner.store.cluster().id;
+        if let Some(theirs) = req.cluster.filter(|&theirs| theirs != cluster) {
+            return Err(FsError::WrongCluster(format!(
+                "this chunkserver's data directory belongs to cluster {theirs}, but this master \
+                 serves cluster {cluster}: point it at its own master or give it an empty data \
+                 directory"
+            )));
+        }
+        if req.addr.is_empty() || req.addr.len() > ADDR_MAX {
+            return Err(FsError::Invalid(format!(
+                "chunkserver address must be 1..={ADDR_MAX} bytes"
+            )));
+        }
+        let addr = req.addr.clone();
+        let requested = req.node;
+        let node = self
+            .blocking(span.clone(), move |s| {
+                s.register_node(requested, &addr, Timespec::now())
+            })
+            .await?;
+        self.inner
+            .registry
+            .lock()
+            .registered(node, req.addr, req.status, Instant::now());
+        span.in_scope(|| tracing::info!(%node, "chunkserver registered"));
+        Ok(Registered {
+            node,
+            cluster,
+            heartbeat_interval_ms: self.inner.heartbeat_interval_ms,
+            chunk_size: self.inner.store.cluster().chunk_size,
+        })
+    }
+
+    async fn heartbeat(
+        self,
+        _: Context,
+        node: NodeId,
+        status: NodeStatus,
+    ) -> FsResult<HeartbeatReply> {
+        let known = self
+            .inner
+            .registry
+            .lock()
+            .heartbeat(node, status, Instant::now());
+        if !known {
+            return Ok(HeartbeatReply {
+                delete: Vec::new(),
+                reregister: true,
+            });
+        }
+        let span = info_span!("heartbeat", %node);
+        let delete = self
+            .blocking(span.clone(), move |s| s.take_gc(node, GC_BATCH))
+            .await?;
+        if !delete.is_empty() {
+            span.in_scope(|| tracing::debug!(deletions = delete.len(), "garbage handed out"));
+        }
+        Ok(HeartbeatReply {
+            delete,
+            reregister: false,
+        })
+    }
+
+    async fn report_chunks(
+        self,
+        _: Context,
+        node: NodeId,
+        held: Vec<HeldChunk>,
+    ) -> FsResult<HeartbeatReply> {
+        if !self.inner.registry.lock().knows(node) {
+            return Ok(HeartbeatReply {
+                delete: Vec::new(),
+                reregister: true,
+            });
+        }
+        let span = info_span!("report_chunks", %node, held = held.len());
+        let delete = self
+            .blocking(span.clone(), move |s| s.reconcile_chunks(node, &held))
+            .await?;
+        span.in_scope(|| tracing::info!(deletions = delete.len(), "chunk inventory reconciled"));
+        Ok(HeartbeatReply {
+            delete,
+            reregister: false,
+        })
+    }
+
+    async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
+        let span = info_span!("cluster_summary");
+        let views = self.views();
+        let online: HashSet<NodeId> = views.iter().filter(|v| v.online).map(|v| v.node).collect();
+        let goal = self.inner.policy.n;
+        let counts = self
+            .blocking(span, move |s| s.summary(&online, goal))
+            .await?;
+        let nodes = views
+            .into_iter()
+            .map(|v| NodeInfo {
+                replicas: counts.replicas_per_node.get(&v.node).copied().unwrap_or(0),
+                node: v.node,
+                addr: v.addr,
+                // Never heard since the master started: as long ago as can be said.
+                last_seen_ms: v.last_seen.map_or(u64::MAX, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                }),
+                online: v.online,
+                status: v.status,
+            })
+            .collect();
+        Ok(ClusterSummary {
+            cluster_id: self.inner.store.cluster().id,
+            replication: self.inner.policy,
+            files: counts.files,
+            dirs: counts.dirs,
+            chunks: counts.chunks,
+            under_replicated: counts.under_replicated,
+            lost: counts.lost,
+            logical_bytes: counts.logical_bytes,
+            nodes,
+        })
+    }
+}

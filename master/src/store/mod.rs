@@ -1,0 +1,152 @@
+//! The master's metadata store: the one narrow interface between the RPC service and the
+//! database. All SQL lives behind [`MetaStore`]; the service never sees a connection, so a
+//! second engine (e.g. a replicated one for high availability) plugs in by implementing
+//! this trait and reusing the engine-independent rules in [`rules`].
+//!
+//! Contract for every implementation: each mutating call is one atomic, durable transaction
+//! (durable as configured: `durable_commits`), and returns only after it committed, so the
+//! service can answer the client as soon as the call returns. Errors are typed `FsError`s;
+//! a database failure maps to `FsError::Io`. Calls block: the service runs them on a
+//! blocking thread.
+
+pub mod rules;
+pub mod schema;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[cfg(test)]
+mod tests;
+
+use crate::registry::NodeView;
+use common::types::{
+    Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, RenameFlags, ReplicationPolicy,
+    SetAttr, Timespec, WriteGrant, XattrFlags,
+};
+use common::{ChunkId, ClusterId, FsResult, InodeId, NodeId, SessionId};
+use std::collections::{HashMap, HashSet};
+
+/// Most chunk indexes one `prepare_write` may name, and most chunks one `chunk_map`
+/// returns: 1024 chunks of 64 MiB is 64 GiB, far more than a client asks at once, while the
+/// work per request (one transaction) stays bounded.
+pub const MAX_CHUNKS_PER_REQUEST: u64 = 1024;
+/// Most deletions handed to one node with one heartbeat reply: bounds the reply size and
+/// the node's work per beat; the rest follow with the next beats.
+pub const GC_BATCH: usize = 1000;
+
+/// The cluster's identity, fixed at init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRecord {
+    pub id: ClusterId,
+    pub chunk_size: u64,
+    pub key_check: Vec<u8>,
+}
+
+/// Counts for `cluster_summary`, computed by the store from the node set it is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SummaryCounts {
+    pub files: u64,
+    pub dirs: u64,
+    /// Committed chunks (confirmed version > 0).
+    pub chunks: u64,
+    pub under_replicated: u64,
+    pub lost: u64,
+    pub logical_bytes: u64,
+    pub replicas_per_node: HashMap<NodeId, u64>,
+}
+
+/// What a freed inode or session left behind, for logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Freed {
+    pub inodes: u64,
+    pub replicas_queued: u64,
+}
+
+pub trait MetaStore: Send + Sync + 'static {
+    fn cluster(&self) -> &ClusterRecord;
+
+    // Sessions and open files.
+    fn create_session(&self, client: &str, now: Timespec) -> FsResult<SessionId>;
+    fn list_sessions(&self) -> FsResult<Vec<SessionId>>;
+    /// Ends a session: drops its open files and frees inodes nobody holds any more.
+    fn end_session(&self, session: SessionId) -> FsResult<Freed>;
+    /// Frees every unlinked inode that no session holds (after a crash or expiry).
+    fn free_orphans(&self) -> FsResult<Freed>;
+    fn open(&self, session: SessionId, ino: InodeId) -> FsResult<Attr>;
+    fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()>;
+
+    // Namespace.
+    fn lookup(&self, parent: InodeId, name: &[u8]) -> FsResult<Attr>;
+    fn getattr(&self, ino: InodeId) -> FsResult<Attr>;
+    fn setattr(&self, ino: InodeId, set: &SetAttr, now: Timespec) -> FsResult<Attr>;
+    fn create(&self, parent: InodeId, name: &[u8], node: &NewNode, now: Timespec)
+    -> FsResult<Attr>;
+    fn unlink(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()>;
+    fn rmdir(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()>;
+    fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: RenameFlags,
+        now: Timespec,
+    ) -> FsResult<()>;
+    fn link(
+        &self,
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: &[u8],
+        now: Timespec,
+    ) -> FsResult<Attr>;
+    fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>>;
+    fn readdir(&self, ino: InodeId, after: u64, limit: u32, plus: bool) -> FsResult<DirPage>;
+    fn inode_count(&self) -> FsResult<u64>;
+
+    // Extended attributes.
+    fn getxattr(&self, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>>;
+    fn setxattr(
+        &self,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        now: Timespec,
+    ) -> FsResult<()>;
+    fn listxattr(&self, ino: InodeId) -> FsResult<Vec<Vec<u8>>>;
+    fn removexattr(&self, ino: InodeId, name: &[u8], now: Timespec) -> FsResult<()>;
+
+    // File data placement and versions.
+    fn chunk_map(
+        &self,
+        ino: InodeId,
+        first: u64,
+        count: u64,
+        nodes: &[NodeView],
+    ) -> FsResult<Vec<ChunkLoc>>;
+    fn prepare_write(
+        &self,
+        ino: InodeId,
+        indexes: &[u64],
+        nodes: &[NodeView],
+        policy: ReplicationPolicy,
+    ) -> FsResult<Vec<WriteGrant>>;
+    fn commit_write(
+        &self,
+        commit: &CommitWrite,
+        write_quorum: u32,
+        now: Timespec,
+    ) -> FsResult<Attr>;
+    /// Marks a replica bad; returns false when the store has no such replica.
+    fn mark_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+
+    // Chunkservers.
+    /// Records a node (a known id keeps it; `None` allocates one) at `addr`.
+    fn register_node(&self, node: Option<NodeId>, addr: &str, now: Timespec) -> FsResult<NodeId>;
+    fn list_nodes(&self) -> FsResult<Vec<(NodeId, String)>>;
+    /// Hands out (and removes from the queue) up to `max` replica deletions for `node`.
+    fn take_gc(&self, node: NodeId, max: usize) -> FsResult<Vec<ChunkId>>;
+    /// Compares a node's full inventory with the replica table; returns what it must delete.
+    fn reconcile_chunks(&self, node: NodeId, held: &[HeldChunk]) -> FsResult<Vec<ChunkId>>;
+    fn summary(&self, online: &HashSet<NodeId>, replicas_goal: u32) -> FsResult<SummaryCounts>;
+}

@@ -1,0 +1,1677 @@
+//! The SQLite metadata engine: one connection in WAL mode behind a mutex, one immediate
+//! transaction per operation. This file is the only place in the master that speaks SQL.
+//!
+//! Durability: with `durable_commits` the connection runs `synchronous=FULL`, so a commit
+//! has fsynced the WAL before the call returns; with NORMAL a commit survives a crash of the
+//! master process but not a power loss. Either way the service replies only after commit.
+
+use super::rules::{self, LINK_MAX};
+use super::{
+    ClusterRecord, Freed, GC_BATCH, MAX_CHUNKS_PER_REQUEST, MetaStore, SummaryCounts, schema,
+};
+use crate::placement;
+use crate::registry::NodeView;
+use anyhow::Context as _;
+use common::block::BLOCK_SIZE;
+use common::types::{
+    Attr, ChunkLoc, CommitWrite, DirEntry, DirPage, FileKind, HeldChunk, MAX_FILE_SIZE, NewNode,
+    NodeAddr, READDIR_PAGE_MAX, RenameFlags, ReplicationPolicy, SetAttr, TimeSet, Timespec,
+    WriteGrant, XattrFlags,
+};
+use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
+use parking_lot::Mutex;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, TransactionBehavior, params};
+use serde_bytes::ByteBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a statement waits for a lock held by another connection (an admin's sqlite3
+/// shell, a backup) before failing: long enough to ride out a checkpoint.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest client name stored with a session; it is only for humans.
+const CLIENT_NAME_MAX: usize = 256;
+/// Deepest directory chain a rename loop check walks before declaring the tree corrupt.
+const MAX_TREE_DEPTH: usize = 1 << 20;
+
+/// Internal error: either a filesystem answer or a database failure, so that `?` works on
+/// both inside one transaction. Converted to `FsError` at the trait boundary.
+#[derive(Debug)]
+enum Error {
+    Fs(FsError),
+    Db(rusqlite::Error),
+}
+
+impl From<FsError> for Error {
+    fn from(e: FsError) -> Self {
+        Error::Fs(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<Error> for FsError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Fs(e) => e,
+            Error::Db(e) => FsError::Io(format!("metadata database: {e}")),
+        }
+    }
+}
+
+type R<T> = Result<T, Error>;
+
+macro_rules! attr_cols {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "ino, ",
+            $p,
+            "kind, ",
+            $p,
+            "perm, ",
+            $p,
+            "uid, ",
+            $p,
+            "gid, ",
+            $p,
+            "size, ",
+            $p,
+            "nlink, ",
+            $p,
+            "atime_sec, ",
+            $p,
+            "atime_nsec, ",
+            $p,
+            "mtime_sec, ",
+            $p,
+            "mtime_nsec, ",
+            $p,
+            "ctime_sec, ",
+            $p,
+            "ctime_nsec, ",
+            $p,
+            "rdev"
+        )
+    };
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    cluster: ClusterRecord,
+}
+
+impl SqliteStore {
+    /// Creates a new metadata database at `path` (which must not exist): the schema, the
+    /// cluster row and the root directory (inode 1, 0755 root:root).
+    pub fn create(path: &Path, cluster: &ClusterRecord, now: Timespec) -> anyhow::Result<()> {
+        if path.exists() {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite it",
+                path.display()
+            );
+        }
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("create {}", path.display()))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .context("set synchronous=FULL")?;
+        schema::migrate(&mut conn).context("create the schema")?;
+        let tx = conn.transaction().context("begin init transaction")?;
+        tx.execute(
+            "INSERT INTO cluster (singleton, magic, cluster_id, chunk_size, key_check, created_sec)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+            params![
+                schema::MAGIC,
+                &cluster.id.0[..],
+                cluster.chunk_size as i64,
+                &cluster.key_check,
+                now.sec
+            ],
+        )
+        .context("write the cluster row")?;
+        tx.execute(
+            concat!(
+                "INSERT INTO inodes (",
+                attr_cols!(""),
+                ") VALUES (1, 'dir', 493, 0, 0, 0, 2, ?1, ?2, ?1, ?2, ?1, ?2, 0)"
+            ),
+            params![now.sec, now.nsec],
+        )
+        .context("create the root directory")?;
+        tx.commit().context("commit init")?;
+        conn.close()
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("close {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Opens an existing metadata database, refusing (with a one-line error naming the file
+    /// and the fix) anything that is missing, not ours, corrupt or newer than this binary.
+    pub fn open(path: &Path, durable_commits: bool) -> anyhow::Result<SqliteStore> {
+        let state_dir = path.parent().unwrap_or(Path::new("."));
+        if !path.exists() {
+            anyhow::bail!(
+                "metadata database {} does not exist: run `mosaic-master init --state {}` first",
+                path.display(),
+                state_dir.display()
+            );
+        }
+        let refuse = |what: String| {
+            anyhow::anyhow!(
+                "{} {what}; the master refuses to start rather than damage data: restore it \
+                 from a backup, or move it aside and run `mosaic-master init --state {}`",
+                path.display(),
+                state_dir.display()
+            )
+        };
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| refuse(format!("cannot be opened ({e})")))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("set the busy timeout")?;
+        let version = schema::user_version(&conn)
+            .map_err(|e| refuse(format!("is corrupt or not a SQLite database ({e})")))?;
+        if version == 0 {
+            return Err(refuse(
+                "is not a MosaicFS metadata database (no schema)".into(),
+            ));
+        }
+        if version > schema::latest_version() {
+            anyhow::bail!(
+                "{} has schema version {version}, newer than this mosaic-master understands \
+                 ({}): run a newer mosaic-master",
+                path.display(),
+                schema::latest_version()
+            );
+        }
+        // A full-file structural check at start-up: a truncated or damaged file must stop
+        // the master here, not fail halfway through some client's rename. It reads the
+        // whole file once (hundreds of MB/s), which is cheap next to serving a corrupt one.
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| refuse(format!("is corrupt ({e})")))?;
+        if check != "ok" {
+            return Err(refuse(format!("is corrupt (quick_check: {check})")));
+        }
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .context("set journal_mode=WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!("{}: SQLite refused WAL mode (got {mode})", path.display());
+        }
+        let sync = if durable_commits { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", sync)
+            .context("set synchronous")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .context("enable foreign keys")?;
+        schema::migrate(&mut conn).map_err(|e| refuse(format!("could not be migrated ({e})")))?;
+
+        let row = conn
+            .query_row(
+                "SELECT magic, cluster_id, chunk_size, key_check FROM cluster WHERE singleton = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| refuse(format!("is not a MosaicFS metadata database ({e})")))?;
+        let Some((magic, id, chunk_size, key_check)) = row else {
+            return Err(refuse("has no cluster record (init never finished)".into()));
+        };
+        if magic != schema::MAGIC {
+            return Err(refuse("is not a MosaicFS metadata database".into()));
+        }
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| refuse("has a malformed cluster id".into()))?;
+        let chunk_size = u64::try_from(chunk_size).unwrap_or(0);
+        if chunk_size == 0 || chunk_size % BLOCK_SIZE as u64 != 0 {
+            return Err(refuse(format!(
+                "records an invalid chunk size {chunk_size}"
+            )));
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            cluster: ClusterRecord {
+                id: ClusterId(id),
+                chunk_size,
+                key_check,
+            },
+        })
+    }
+
+    /// Test hook: runs raw SQL to set up states no RPC can reach (e.g. 65000 links).
+    #[cfg(test)]
+    pub(crate) fn exec_for_tests(&self, sql: &str) {
+        self.conn.lock().execute_batch(sql).expect("test SQL");
+    }
+
+    /// Test hook: one integer from a query.
+    #[cfg(test)]
+    pub(crate) fn query_for_tests(&self, sql: &str) -> i64 {
+        self.conn
+            .lock()
+            .query_row(sql, [], |r| r.get(0))
+            .expect("test query")
+    }
+
+    /// Runs `f` in one immediate transaction and commits; any error rolls everything back.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::from)?;
+        let out = f(&tx)?;
+        // After this returns the operation is durable as configured (see module docs).
+        tx.commit().map_err(Error::from)?;
+        Ok(out)
+    }
+
+    /// Runs read-only `f`. The single connection is held, so no write interleaves.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
+        let conn = self.conn.lock();
+        Ok(f(&conn)?)
+    }
+}
+
+// ---- row helpers -------------------------------------------------------------------------
+
+fn conversion(at: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(at, Type::Text, what.into())
+}
+
+fn ts(row: &Row, at: usize) -> rusqlite::Result<Timespec> {
+    Ok(Timespec {
+        sec: row.get(at)?,
+        nsec: row.get::<_, i64>(at + 1)?.clamp(0, 999_999_999) as u32,
+    })
+}
+
+fn attr_at(row: &Row, at: usize) -> rusqlite::Result<Attr> {
+    let kind: String = row.get(at + 1)?;
+    let kind = FileKind::parse(&kind)
+        .ok_or_else(|| conversion(at + 1, format!("unknown inode kind {kind:?}")))?;
+    Ok(Attr {
+        ino: InodeId(row.get::<_, i64>(at)? as u64),
+        kind,
+        perm: row.get::<_, i64>(at + 2)? as u16,
+        uid: row.get::<_, i64>(at + 3)? as u32,
+        gid: row.get::<_, i64>(at + 4)? as u32,
+        size: row.get::<_, i64>(at + 5)? as u64,
+        nlink: row.get::<_, i64>(at + 6)? as u32,
+        atime: ts(row, at + 7)?,
+        mtime: ts(row, at + 9)?,
+        ctime: ts(row, at + 11)?,
+        rdev: row.get::<_, i64>(at + 13)? as u32,
+    })
+}
+
+fn find_attr(c: &Connection, ino: InodeId) -> R<Option<Attr>> {
+    Ok(c.prepare_cached(concat!(
+        "SELECT ",
+        attr_cols!(""),
+        " FROM inodes WHERE ino = ?1"
+    ))?
+    .query_row([ino.0 as i64], |r| attr_at(r, 0))
+    .optional()?)
+}
+
+fn get_attr(c: &Connection, ino: InodeId) -> R<Attr> {
+    find_attr(c, ino)?.ok_or(Error::Fs(FsError::NotFound))
+}
+
+fn write_attr(c: &Connection, a: &Attr) -> R<()> {
+    c.prepare_cached(
+        "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, nlink = ?6,
+             atime_sec = ?7, atime_nsec = ?8, mtime_sec = ?9, mtime_nsec = ?10,
+             ctime_sec = ?11, ctime_nsec = ?12, rdev = ?13
+         WHERE ino = ?1",
+    )?
+    .execute(params![
+        a.ino.0 as i64,
+        a.perm,
+        a.uid,
+        a.gid,
+        a.size as i64,
+        a.nlink,
+        a.atime.sec,
+        a.atime.nsec,
+        a.mtime.sec,
+        a.mtime.nsec,
+        a.ctime.sec,
+        a.ctime.nsec,
+        a.rdev
+    ])?;
+    Ok(())
+}
+
+/// A directory that exists and is not unlinked; creating in a removed directory is ENOENT.
+fn require_dir(c: &Connection, ino: InodeId) -> R<Attr> {
+    let a = get_attr(c, ino)?;
+    if a.kind != FileKind::Dir {
+        return Err(FsError::NotDir.into());
+    }
+    if a.nlink == 0 {
+        return Err(FsError::NotFound.into());
+    }
+    Ok(a)
+}
+
+fn add_nlink(c: &Connection, ino: InodeId, delta: i64) -> R<()> {
+    c.prepare_cached("UPDATE inodes SET nlink = max(nlink + ?2, 0) WHERE ino = ?1")?
+        .execute(params![ino.0 as i64, delta])?;
+    Ok(())
+}
+
+fn set_ctime(c: &Connection, ino: InodeId, now: Timespec) -> R<()> {
+    c.prepare_cached("UPDATE inodes SET ctime_sec = ?2, ctime_nsec = ?3 WHERE ino = ?1")?
+        .execute(params![ino.0 as i64, now.sec, now.nsec])?;
+    Ok(())
+}
+
+/// A directory's content changed: mtime and ctime.
+fn touch_dir(c: &Connection, ino: InodeId, now: Timespec) -> R<()> {
+    c.prepare_cached(
+        "UPDATE inodes SET mtime_sec = ?2, mtime_nsec = ?3, ctime_sec = ?2, ctime_nsec = ?3
+         WHERE ino = ?1",
+    )?
+    .execute(params![ino.0 as i64, now.sec, now.nsec])?;
+    Ok(())
+}
+
+fn find_entry(c: &Connection, parent: InodeId, name: &[u8]) -> R<Option<InodeId>> {
+    Ok(
+        c.prepare_cached("SELECT ino FROM dentries WHERE parent = ?1 AND name = ?2")?
+            .query_row(params![parent.0 as i64, name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|i| InodeId(i as u64)),
+    )
+}
+
+fn next_cookie(c: &Connection) -> R<i64> {
+    Ok(c.prepare_cached(
+        "UPDATE counters SET value = value + 1 WHERE name = 'dentry_cookie' RETURNING value",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+/// Adds an entry at a fresh cookie: it sorts after every entry that existed before.
+fn insert_entry(c: &Connection, parent: InodeId, name: &[u8], ino: InodeId) -> R<()> {
+    let cookie = next_cookie(c)?;
+    c.prepare_cached("INSERT INTO dentries (parent, name, cookie, ino) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![parent.0 as i64, name, cookie, ino.0 as i64])?;
+    Ok(())
+}
+
+fn delete_entry(c: &Connection, parent: InodeId, name: &[u8]) -> R<()> {
+    c.prepare_cached("DELETE FROM dentries WHERE parent = ?1 AND name = ?2")?
+        .execute(params![parent.0 as i64, name])?;
+    Ok(())
+}
+
+fn has_children(c: &Connection, dir: InodeId) -> R<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM dentries WHERE parent = ?1)")?
+            .query_row([dir.0 as i64], |r| r.get(0))?,
+    )
+}
+
+/// The directory holding `dir`'s entry (directories have exactly one).
+fn dir_parent(c: &Connection, dir: InodeId) -> R<Option<InodeId>> {
+    Ok(
+        c.prepare_cached("SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1")?
+            .query_row([dir.0 as i64], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|i| InodeId(i as u64)),
+    )
+}
+
+/// True when `dir` is `ancestor` or lies below it.
+fn is_within(c: &Connection, dir: InodeId, ancestor: InodeId) -> R<bool> {
+    let mut cur = dir;
+    for _ in 0..MAX_TREE_DEPTH {
+        if cur == ancestor {
+            return Ok(true);
+        }
+        if cur == InodeId::ROOT {
+            return Ok(false);
+        }
+        match dir_parent(c, cur)? {
+            Some(parent) => cur = parent,
+            None => return Ok(false),
+        }
+    }
+    Err(FsError::internal(format!(
+        "directory chain above {dir:?} does not reach the root"
+    ))
+    .into())
+}
+
+fn is_open(c: &Connection, ino: InodeId) -> R<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM open_files WHERE ino = ?1)")?
+            .query_row([ino.0 as i64], |r| r.get(0))?,
+    )
+}
+
+/// Queues every replica of `ino`'s chunks with index >= `first` for deletion and drops the
+/// chunk rows. Returns the number of replicas queued.
+fn drop_chunks(c: &Connection, ino: InodeId, first: u64) -> R<u64> {
+    let first = first.min(i64::MAX as u64) as i64;
+    let queued = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO gc_queue (chunk, node)
+             SELECT r.chunk, r.node FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+             WHERE ch.ino = ?1 AND ch.idx >= ?2",
+        )?
+        .execute(params![ino.0 as i64, first])?;
+    c.prepare_cached(
+        "DELETE FROM replicas WHERE chunk IN (SELECT id FROM chunks WHERE ino = ?1 AND idx >= ?2)",
+    )?
+    .execute(params![ino.0 as i64, first])?;
+    c.prepare_cached("DELETE FROM chunks WHERE ino = ?1 AND idx >= ?2")?
+        .execute(params![ino.0 as i64, first])?;
+    Ok(queued as u64)
+}
+
+/// Deletes an inode nobody references (no name, no open descriptor) with everything it owns.
+fn free_inode(c: &Connection, ino: InodeId) -> R<Freed> {
+    let queued = drop_chunks(c, ino, 0)?;
+    for sql in [
+        "DELETE FROM xattrs WHERE ino = ?1",
+        "DELETE FROM symlinks WHERE ino = ?1",
+        "DELETE FROM open_files WHERE ino = ?1",
+        "DELETE FROM inodes WHERE ino = ?1",
+    ] {
+        c.prepare_cached(sql)?.execute([ino.0 as i64])?;
+    }
+    tracing::debug!(ino = %ino, replicas_queued = queued, "inode freed");
+    Ok(Freed {
+        inodes: 1,
+        replicas_queued: queued,
+    })
+}
+
+/// Frees `ino` if it has no name left and no session holds it open.
+fn free_if_unused(c: &Connection, ino: InodeId) -> R<Freed> {
+    match find_attr(c, ino)? {
+        Some(a) if a.nlink == 0 && a.ino != InodeId::ROOT && !is_open(c, ino)? => {
+            free_inode(c, ino)
+        }
+        _ => Ok(Freed::default()),
+    }
+}
+
+fn resolve_time(t: TimeSet, now: Timespec) -> R<Timespec> {
+    match t {
+        TimeSet::Now => Ok(now),
+        TimeSet::At(ts) if ts.nsec < 1_000_000_000 => Ok(ts),
+        TimeSet::At(ts) => {
+            Err(FsError::Invalid(format!("nanoseconds {} out of range", ts.nsec)).into())
+        }
+    }
+}
+
+struct ChunkRow {
+    id: ChunkId,
+    ino: InodeId,
+    idx: u64,
+    version: u64,
+    confirmed: u64,
+    length: u64,
+}
+
+fn chunk_row(r: &Row) -> rusqlite::Result<ChunkRow> {
+    Ok(ChunkRow {
+        id: ChunkId(r.get::<_, i64>(0)? as u64),
+        ino: InodeId(r.get::<_, i64>(1)? as u64),
+        idx: r.get::<_, i64>(2)? as u64,
+        version: r.get::<_, i64>(3)? as u64,
+        confirmed: r.get::<_, i64>(4)? as u64,
+        length: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+const CHUNK_COLS: &str = "id, ino, idx, version, confirmed, length";
+
+fn chunk_by_id(c: &Connection, id: ChunkId) -> R<Option<ChunkRow>> {
+    Ok(
+        c.prepare_cached(&format!("SELECT {CHUNK_COLS} FROM chunks WHERE id = ?1"))?
+            .query_row([id.0 as i64], chunk_row)
+            .optional()?,
+    )
+}
+
+/// Replicas holding the chunk's confirmed version and not reported bad, with addresses.
+fn current_replicas(c: &Connection, chunk: ChunkId, confirmed: u64) -> R<Vec<(NodeId, String)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.node, n.addr FROM replicas r JOIN nodes n ON n.id = r.node
+         WHERE r.chunk = ?1 AND r.version = ?2 AND r.bad = 0",
+    )?;
+    let rows = stmt.query_map(params![chunk.0 as i64, confirmed as i64], |r| {
+        Ok((NodeId(r.get::<_, i64>(0)? as u64), r.get::<_, String>(1)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Orders replicas for readers and writers: online first, then least loaded, then by id.
+fn ordered_addrs(
+    replicas: Vec<(NodeId, String)>,
+    views: &HashMap<NodeId, &NodeView>,
+) -> Vec<NodeAddr> {
+    let mut out: Vec<(bool, NodeAddr)> = replicas
+        .into_iter()
+        .map(|(node, addr)| match views.get(&node) {
+            Some(v) => (
+                v.online,
+                NodeAddr {
+                    node,
+                    addr: v.addr.clone(),
+                    load: v.status.load(),
+                },
+            ),
+            None => (
+                false,
+                NodeAddr {
+                    node,
+                    addr,
+                    load: u64::MAX,
+                },
+            ),
+        })
+        .collect();
+    out.sort_by(|(a_on, a), (b_on, b)| {
+        b_on.cmp(a_on)
+            .then(a.load.cmp(&b.load))
+            .then(a.node.cmp(&b.node))
+    });
+    out.into_iter().map(|(_, a)| a).collect()
+}
+
+fn view_map(nodes: &[NodeView]) -> HashMap<NodeId, &NodeView> {
+    nodes.iter().map(|v| (v.node, v)).collect()
+}
+
+/// A regular file for data operations: directories are EISDIR, other kinds EINVAL.
+fn require_file(c: &Connection, ino: InodeId) -> R<Attr> {
+    let a = get_attr(c, ino)?;
+    match a.kind {
+        FileKind::File => Ok(a),
+        FileKind::Dir => Err(FsError::IsDir.into()),
+        other => Err(FsError::Invalid(format!("{} has no data chunks", other.as_str())).into()),
+    }
+}
+
+fn session_exists(c: &Connection, session: SessionId) -> R<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)")?
+            .query_row([session.0 as i64], |r| r.get(0))?,
+    )
+}
+
+// ---- operations --------------------------------------------------------------------------
+
+impl SqliteStore {
+    fn create_tx(
+        &self,
+        c: &Connection,
+        parent: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        now: Timespec,
+    ) -> R<Attr> {
+        rules::check_name(name)?;
+        let p = require_dir(c, parent)?;
+        if rules::is_dot(name) || find_entry(c, parent, name)?.is_some() {
+            return Err(FsError::Exists.into());
+        }
+        let (perm, uid, gid) = rules::new_owner(node, &p);
+        let target = match node.kind {
+            FileKind::Symlink => Some(rules::check_symlink_target(
+                node.symlink_target.as_deref().map(|t| &t[..]),
+            )?),
+            _ => None,
+        };
+        let rdev = match node.kind {
+            FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo | FileKind::Socket => node.rdev,
+            _ => 0,
+        };
+        let is_dir = node.kind == FileKind::Dir;
+        let size = target.map_or(0, |t| t.len() as u64);
+        let ino: i64 = c
+            .prepare_cached(
+                "INSERT INTO inodes (kind, perm, uid, gid, size, nlink, atime_sec, atime_nsec,
+                     mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, rdev)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, ?8, ?7, ?8, ?9) RETURNING ino",
+            )?
+            .query_row(
+                params![
+                    node.kind.as_str(),
+                    perm,
+                    uid,
+                    gid,
+                    size as i64,
+                    if is_dir { 2 } else { 1 },
+                    now.sec,
+                    now.nsec,
+                    rdev
+                ],
+                |r| r.get(0),
+            )?;
+        let ino = InodeId(ino as u64);
+        if let Some(target) = target {
+            c.prepare_cached("INSERT INTO symlinks (ino, target) VALUES (?1, ?2)")?
+                .execute(params![ino.0 as i64, target])?;
+        }
+        insert_entry(c, parent, name, ino)?;
+        if is_dir {
+            add_nlink(c, parent, 1)?;
+        }
+        touch_dir(c, parent, now)?;
+        get_attr(c, ino)
+    }
+
+    fn unlink_tx(&self, c: &Connection, parent: InodeId, name: &[u8], now: Timespec) -> R<()> {
+        rules::check_name(name)?;
+        require_dir(c, parent)?;
+        if rules::is_dot(name) {
+            return Err(FsError::IsDir.into());
+        }
+        let ino = find_entry(c, parent, name)?.ok_or(FsError::NotFound)?;
+        let a = get_attr(c, ino)?;
+        if a.kind == FileKind::Dir {
+            return Err(FsError::IsDir.into());
+        }
+        delete_entry(c, parent, name)?;
+        add_nlink(c, ino, -1)?;
+        set_ctime(c, ino, now)?;
+        touch_dir(c, parent, now)?;
+        free_if_unused(c, ino)?;
+        Ok(())
+    }
+
+    fn rmdir_tx(&self, c: &Connection, parent: InodeId, name: &[u8], now: Timespec) -> R<()> {
+        rules::check_name(name)?;
+        require_dir(c, parent)?;
+        match name {
+            b"." => return Err(FsError::Invalid("cannot remove '.'".into()).into()),
+            b".." => return Err(FsError::NotEmpty.into()),
+            _ => {}
+        }
+        let ino = find_entry(c, parent, name)?.ok_or(FsError::NotFound)?;
+        let a = get_attr(c, ino)?;
+        if a.kind != FileKind::Dir {
+            return Err(FsError::NotDir.into());
+        }
+        if has_children(c, ino)? {
+            return Err(FsError::NotEmpty.into());
+        }
+        delete_entry(c, parent, name)?;
+        // An empty directory has no name left at all ("." and ".." go with it).
+        c.prepare_cached("UPDATE inodes SET nlink = 0 WHERE ino = ?1")?
+            .execute([ino.0 as i64])?;
+        set_ctime(c, ino, now)?;
+        add_nlink(c, parent, -1)?;
+        touch_dir(c, parent, now)?;
+        free_if_unused(c, ino)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_tx(
+        &self,
+        c: &Connection,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: RenameFlags,
+        now: Timespec,
+    ) -> R<()> {
+        rules::check_name(name)?;
+        rules::check_name(new_name)?;
+        if flags.exchange && flags.noreplace {
+            return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE".into()).into());
+        }
+        if rules::is_dot(name) || rules::is_dot(new_name) {
+            return Err(FsError::Invalid("cannot rename '.' or '..'".into()).into());
+        }
+        require_dir(c, parent)?;
+        require_dir(c, new_parent)?;
+        let src = find_entry(c, parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = find_entry(c, new_parent, new_name)?;
+        if dst == Some(src) {
+            // POSIX: both names refer to the same inode, so rename does nothing.
+            return Ok(());
+        }
+        if flags.noreplace && dst.is_some() {
+            return Err(FsError::Exists.into());
+        }
+        let src_attr = get_attr(c, src)?;
+        let src_is_dir = src_attr.kind == FileKind::Dir;
+        // A directory may not move into itself or its own subtree.
+        if src_is_dir && is_within(c, new_parent, src)? {
+            return Err(FsError::Invalid("cannot move a directory into itself".into()).into());
+        }
+
+        if flags.exchange {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            let dst_is_dir = get_attr(c, dst)?.kind == FileKind::Dir;
+            if dst_is_dir && is_within(c, parent, dst)? {
+                return Err(FsError::Invalid("cannot move a directory into itself".into()).into());
+            }
+            c.prepare_cached("UPDATE dentries SET ino = ?3 WHERE parent = ?1 AND name = ?2")?
+                .execute(params![parent.0 as i64, name, dst.0 as i64])?;
+            c.prepare_cached("UPDATE dentries SET ino = ?3 WHERE parent = ?1 AND name = ?2")?
+                .execute(params![new_parent.0 as i64, new_name, src.0 as i64])?;
+            if parent != new_parent {
+                // Each directory's ".." now points at the other parent.
+                let delta = i64::from(dst_is_dir) - i64::from(src_is_dir);
+                add_nlink(c, parent, delta)?;
+                add_nlink(c, new_parent, -delta)?;
+            }
+            set_ctime(c, src, now)?;
+            set_ctime(c, dst, now)?;
+            touch_dir(c, parent, now)?;
+            touch_dir(c, new_parent, now)?;
+            return Ok(());
+        }
+
+        if let Some(dst) = dst {
+            let dst_attr = get_attr(c, dst)?;
+            let dst_is_dir = dst_attr.kind == FileKind::Dir;
+            if dst_is_dir && is_within(c, parent, dst)? {
+                // The target is an ancestor of the source: it cannot be empty.
+                return Err(FsError::NotEmpty.into());
+            }
+            match (src_is_dir, dst_is_dir) {
+                (true, false) => return Err(FsError::NotDir.into()),
+                (false, true) => return Err(FsError::IsDir.into()),
+                (true, true) if has_children(c, dst)? => return Err(FsError::NotEmpty.into()),
+                _ => {}
+            }
+            delete_entry(c, new_parent, new_name)?;
+            if dst_is_dir {
+                c.prepare_cached("UPDATE inodes SET nlink = 0 WHERE ino = ?1")?
+                    .execute([dst.0 as i64])?;
+                add_nlink(c, new_parent, -1)?;
+            } else {
+                add_nlink(c, dst, -1)?;
+            }
+            set_ctime(c, dst, now)?;
+            free_if_unused(c, dst)?;
+        }
+
+        delete_entry(c, parent, name)?;
+        insert_entry(c, new_parent, new_name, src)?;
+        if src_is_dir && parent != new_parent {
+            add_nlink(c, parent, -1)?;
+            add_nlink(c, new_parent, 1)?;
+        }
+        set_ctime(c, src, now)?;
+        touch_dir(c, parent, now)?;
+        touch_dir(c, new_parent, now)?;
+        Ok(())
+    }
+
+    fn link_tx(
+        &self,
+        c: &Connection,
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: &[u8],
+        now: Timespec,
+    ) -> R<Attr> {
+        rules::check_name(new_name)?;
+        require_dir(c, new_parent)?;
+        let a = get_attr(c, ino)?;
+        if rules::is_dot(new_name) || find_entry(c, new_parent, new_name)?.is_some() {
+            return Err(FsError::Exists.into());
+        }
+        if a.kind == FileKind::Dir {
+            return Err(FsError::NotPermitted.into());
+        }
+        if a.nlink == 0 {
+            // Linux refuses to give an unlinked (open-only) inode a new name.
+            return Err(FsError::NotFound.into());
+        }
+        if a.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks.into());
+        }
+        insert_entry(c, new_parent, new_name, ino)?;
+        add_nlink(c, ino, 1)?;
+        set_ctime(c, ino, now)?;
+        touch_dir(c, new_parent, now)?;
+        get_attr(c, ino)
+    }
+
+    fn setattr_tx(&self, c: &Connection, ino: InodeId, set: &SetAttr, now: Timespec) -> R<Attr> {
+        let mut a = get_attr(c, ino)?;
+        let mut changed = false;
+        if let Some(size) = set.size {
+            match a.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(FsError::IsDir.into()),
+                other => {
+                    return Err(
+                        FsError::Invalid(format!("cannot truncate a {}", other.as_str())).into(),
+                    );
+                }
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig.into());
+            }
+            self.trim_chunks(c, ino, size)?;
+            if size != a.size && set.mtime.is_none() {
+                a.mtime = now;
+            }
+            a.size = size;
+            changed = true;
+        }
+        if let Some(mode) = set.mode {
+            a.perm = rules::chmod_bits(mode);
+            changed = true;
+        }
+        if let Some(uid) = set.uid {
+            a.uid = uid;
+            changed = true;
+        }
+        if let Some(gid) = set.gid {
+            a.gid = gid;
+            changed = true;
+        }
+        if rules::chown_clears_suid(a.kind, set.uid, set.gid, set.mode) {
+            a.perm = rules::clear_suid(a.perm);
+        }
+        if let Some(t) = set.atime {
+            a.atime = resolve_time(t, now)?;
+            changed = true;
+        }
+        if let Some(t) = set.mtime {
+            a.mtime = resolve_time(t, now)?;
+            changed = true;
+        }
+        if changed {
+            a.ctime = now;
+            write_attr(c, &a)?;
+        }
+        Ok(a)
+    }
+
+    /// Truncate is pure metadata: chunks wholly past the new end are dropped (their
+    /// replicas queued for deletion) and the last kept chunk's length is cut, so the bytes
+    /// past it read as zeros even though they may still sit on disk.
+    fn trim_chunks(&self, c: &Connection, ino: InodeId, size: u64) -> R<()> {
+        let chunk_size = self.cluster.chunk_size;
+        let keep = size.div_ceil(chunk_size);
+        drop_chunks(c, ino, keep)?;
+        if keep > 0 {
+            let last = keep - 1;
+            let end = size - last * chunk_size;
+            c.prepare_cached(
+                "UPDATE chunks SET length = min(length, ?3) WHERE ino = ?1 AND idx = ?2",
+            )?
+            .execute(params![ino.0 as i64, last as i64, end as i64])?;
+        }
+        Ok(())
+    }
+
+    fn prepare_write_tx(
+        &self,
+        c: &Connection,
+        ino: InodeId,
+        indexes: &[u64],
+        nodes: &[NodeView],
+        policy: ReplicationPolicy,
+    ) -> R<Vec<WriteGrant>> {
+        if indexes.len() as u64 > MAX_CHUNKS_PER_REQUEST {
+            return Err(FsError::Invalid(format!(
+                "prepare_write names {} chunks, at most {MAX_CHUNKS_PER_REQUEST} allowed",
+                indexes.len()
+            ))
+            .into());
+        }
+        require_file(c, ino)?;
+        let chunk_size = self.cluster.chunk_size;
+        let views = view_map(nodes);
+        let quorum = policy.w as usize;
+        let mut seen = HashSet::new();
+        let mut grants = Vec::with_capacity(indexes.len());
+        for &index in indexes {
+            if !seen.insert(index) {
+                continue;
+            }
+            match index.checked_mul(chunk_size) {
+                Some(start) if start < MAX_FILE_SIZE => {}
+                _ => return Err(FsError::FileTooBig.into()),
+            }
+            let existing = c
+                .prepare_cached(&format!(
+                    "SELECT {CHUNK_COLS} FROM chunks WHERE ino = ?1 AND idx = ?2"
+                ))?
+                .query_row(params![ino.0 as i64, index as i64], chunk_row)
+                .optional()?;
+            let grant = match existing {
+                Some(chunk) => {
+                    // Only replicas that hold the current data may take the write: a fresh,
+                    // empty replica would later serve zeros for blocks it never received.
+                    let current = current_replicas(c, chunk.id, chunk.confirmed)?;
+                    let online: Vec<(NodeId, String)> = current
+                        .into_iter()
+                        .filter(|(n, _)| views.get(n).is_some_and(|v| v.online))
+                        .collect();
+                    if online.len() < quorum {
+                        return Err(FsError::Unavailable(format!(
+                            "chunk {:?} has {} current replicas online, a write needs {quorum}",
+                            chunk.id,
+                            online.len()
+                        ))
+                        .into());
+                    }
+                    let version = chunk.version + 1;
+                    c.prepare_cached("UPDATE chunks SET version = ?2 WHERE id = ?1")?
+                        .execute(params![chunk.id.0 as i64, version as i64])?;
+                    WriteGrant {
+                        index,
+                        chunk: chunk.id,
+                        version: Version(version),
+                        length: chunk.length,
+                        replicas: ordered_addrs(online, &views),
+                    }
+                }
+                None => {
+                    let chosen =
+                        placement::choose_replicas(nodes, policy.n as usize, &[], chunk_size);
+                    if chosen.len() < quorum {
+                        return Err(placement::shortfall(nodes, quorum, chosen.len()).into());
+                    }
+                    let id: i64 = c
+                        .prepare_cached(
+                            "INSERT INTO chunks (ino, idx, version, confirmed, length)
+                             VALUES (?1, ?2, 1, 0, 0) RETURNING id",
+                        )?
+                        .query_row(params![ino.0 as i64, index as i64], |r| r.get(0))?;
+                    let chunk = ChunkId(id as u64);
+                    let mut replicas = Vec::with_capacity(chosen.len());
+                    for node in chosen {
+                        c.prepare_cached(
+                            "INSERT INTO replicas (chunk, node, version) VALUES (?1, ?2, 0)",
+                        )?
+                        .execute(params![id, node.0 as i64])?;
+                        let addr = views.get(&node).map(|v| v.addr.clone()).unwrap_or_default();
+                        replicas.push((node, addr));
+                    }
+                    WriteGrant {
+                        index,
+                        chunk,
+                        version: Version(1),
+                        length: 0,
+                        replicas: ordered_addrs(replicas, &views),
+                    }
+                }
+            };
+            grants.push(grant);
+        }
+        Ok(grants)
+    }
+
+    fn commit_write_tx(
+        &self,
+        c: &Connection,
+        commit: &CommitWrite,
+        write_quorum: u32,
+        now: Timespec,
+    ) -> R<Attr> {
+        let mut a = require_file(c, commit.ino)?;
+        if commit.size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig.into());
+        }
+        if commit.mtime.nsec >= 1_000_000_000 {
+            return Err(FsError::Invalid("mtime nanoseconds out of range".into()).into());
+        }
+        if commit.chunks.len() as u64 > MAX_CHUNKS_PER_REQUEST {
+            return Err(FsError::Invalid("too many chunks in one commit".into()).into());
+        }
+        let chunk_size = self.cluster.chunk_size;
+        // Validate everything first: a commit is applied whole or not at all.
+        let mut plans = Vec::with_capacity(commit.chunks.len());
+        for cc in &commit.chunks {
+            let row = chunk_by_id(c, cc.chunk)?
+                .filter(|row| row.ino == commit.ino && row.idx == cc.index)
+                .ok_or_else(|| {
+                    FsError::Invalid(format!(
+                        "chunk {:?} is not chunk {} of {:?}",
+                        cc.chunk, cc.index, commit.ino
+                    ))
+                })?;
+            if cc.version.0 == 0 || cc.version.0 > row.version {
+                return Err(FsError::Invalid(format!(
+                    "chunk {:?}: commit of {:?}, newest grant is v{:x}",
+                    cc.chunk, cc.version, row.version
+                ))
+                .into());
+            }
+            if cc.written_end > chunk_size {
+                return Err(FsError::Invalid(format!(
+                    "chunk {:?}: written end {} past the chunk size {chunk_size}",
+                    cc.chunk, cc.written_end
+                ))
+                .into());
+            }
+            let mut acked = Vec::new();
+            for &node in cc.ok_nodes.iter().collect::<HashSet<_>>() {
+                let healthy: Option<bool> = c
+                    .prepare_cached("SELECT bad = 0 FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                    .query_row(params![cc.chunk.0 as i64, node.0 as i64], |r| r.get(0))
+                    .optional()?;
+                if healthy == Some(true) {
+                    acked.push(node);
+                }
+            }
+            if acked.len() < write_quorum as usize {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {:?}: {} replicas acknowledged, a write needs {write_quorum}",
+                    cc.chunk,
+                    acked.len()
+                ))
+                .into());
+            }
+            plans.push((cc, acked));
+        }
+        for (cc, acked) in plans {
+            for node in acked {
+                c.prepare_cached(
+                    "UPDATE replicas SET version = max(version, ?3) WHERE chunk = ?1 AND node = ?2",
+                )?
+                .execute(params![
+                    cc.chunk.0 as i64,
+                    node.0 as i64,
+                    cc.version.0 as i64
+                ])?;
+            }
+            c.prepare_cached(
+                "UPDATE chunks SET confirmed = max(confirmed, ?2), length = max(length, ?3)
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                cc.chunk.0 as i64,
+                cc.version.0 as i64,
+                cc.written_end as i64
+            ])?;
+        }
+        a.size = a.size.max(commit.size);
+        a.mtime = commit.mtime;
+        a.ctime = now;
+        if commit.clear_suid {
+            a.perm = rules::clear_suid(a.perm);
+        }
+        write_attr(c, &a)?;
+        Ok(a)
+    }
+
+    fn reconcile_tx(&self, c: &Connection, node: NodeId, held: &[HeldChunk]) -> R<Vec<ChunkId>> {
+        let mut delete = Vec::new();
+        let mut seen = HashSet::new();
+        for h in held {
+            if !seen.insert(h.chunk) {
+                continue;
+            }
+            let chunk = chunk_by_id(c, h.chunk)?;
+            let replica: Option<(u64, bool)> = c
+                .prepare_cached("SELECT version, bad FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                .query_row(params![h.chunk.0 as i64, node.0 as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                })
+                .optional()?;
+            let queued: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM gc_queue WHERE chunk = ?1 AND node = ?2)",
+                )?
+                .query_row(params![h.chunk.0 as i64, node.0 as i64], |r| r.get(0))?;
+            let drop = match (&chunk, replica) {
+                // Unknown chunk, or a chunk this node was never given: garbage.
+                (None, _) | (Some(_), None) => true,
+                // Allocated and maybe being written right now: a commit may still name it.
+                (Some(_), Some((0, _))) => false,
+                // Reported bad: deleted once that was decided (it is queued).
+                (Some(_), Some((_, true))) => queued,
+                (Some(chunk), Some(_)) => h.version.0 < chunk.confirmed,
+            };
+            if drop {
+                c.prepare_cached("DELETE FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![h.chunk.0 as i64, node.0 as i64])?;
+                c.prepare_cached("DELETE FROM gc_queue WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![h.chunk.0 as i64, node.0 as i64])?;
+                delete.push(h.chunk);
+            }
+        }
+        Ok(delete)
+    }
+}
+
+impl MetaStore for SqliteStore {
+    fn cluster(&self) -> &ClusterRecord {
+        &self.cluster
+    }
+
+    fn create_session(&self, client: &str, now: Timespec) -> FsResult<SessionId> {
+        let client: String = client.chars().take(CLIENT_NAME_MAX).collect();
+        self.write(|c| {
+            let id: i64 = c
+                .prepare_cached(
+                    "INSERT INTO sessions (client, created_sec) VALUES (?1, ?2) RETURNING id",
+                )?
+                .query_row(params![client, now.sec], |r| r.get(0))?;
+            Ok(SessionId(id as u64))
+        })
+    }
+
+    fn list_sessions(&self) -> FsResult<Vec<SessionId>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT id FROM sessions ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok(SessionId(r.get::<_, i64>(0)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn end_session(&self, session: SessionId) -> FsResult<Freed> {
+        self.write(|c| {
+            let inos: Vec<InodeId> = {
+                let mut stmt = c.prepare_cached("SELECT ino FROM open_files WHERE session = ?1")?;
+                let rows = stmt.query_map([session.0 as i64], |r| {
+                    Ok(InodeId(r.get::<_, i64>(0)? as u64))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            c.prepare_cached("DELETE FROM open_files WHERE session = ?1")?
+                .execute([session.0 as i64])?;
+            c.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                .execute([session.0 as i64])?;
+            let mut freed = Freed::default();
+            for ino in inos {
+                let f = free_if_unused(c, ino)?;
+                freed.inodes += f.inodes;
+                freed.replicas_queued += f.replicas_queued;
+            }
+            Ok(freed)
+        })
+    }
+
+    fn free_orphans(&self) -> FsResult<Freed> {
+        self.write(|c| {
+            let inos: Vec<InodeId> = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ino FROM inodes WHERE nlink = 0
+                     AND NOT EXISTS (SELECT 1 FROM open_files o WHERE o.ino = inodes.ino)",
+                )?;
+                let rows = stmt.query_map([], |r| Ok(InodeId(r.get::<_, i64>(0)? as u64)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut freed = Freed::default();
+            for ino in inos {
+                let f = free_if_unused(c, ino)?;
+                freed.inodes += f.inodes;
+                freed.replicas_queued += f.replicas_queued;
+            }
+            Ok(freed)
+        })
+    }
+
+    fn open(&self, session: SessionId, ino: InodeId) -> FsResult<Attr> {
+        self.write(|c| {
+            if !session_exists(c, session)? {
+                return Err(FsError::BadHandle.into());
+            }
+            let a = get_attr(c, ino)?;
+            c.prepare_cached(
+                "INSERT INTO open_files (session, ino, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (session, ino) DO UPDATE SET count = count + 1",
+            )?
+            .execute(params![session.0 as i64, ino.0 as i64])?;
+            Ok(a)
+        })
+    }
+
+    fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()> {
+        self.write(|c| {
+            let left: Option<i64> = c
+                .prepare_cached(
+                    "UPDATE open_files SET count = count - 1 WHERE session = ?1 AND ino = ?2
+                     RETURNING count",
+                )?
+                .query_row(params![session.0 as i64, ino.0 as i64], |r| r.get(0))
+                .optional()?;
+            if matches!(left, Some(n) if n <= 0) {
+                c.prepare_cached("DELETE FROM open_files WHERE session = ?1 AND ino = ?2")?
+                    .execute(params![session.0 as i64, ino.0 as i64])?;
+                free_if_unused(c, ino)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn lookup(&self, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
+        self.read(|c| {
+            rules::check_name(name)?;
+            let p = get_attr(c, parent)?;
+            if p.kind != FileKind::Dir {
+                return Err(FsError::NotDir.into());
+            }
+            let ino = match name {
+                b"." => parent,
+                b".." if parent == InodeId::ROOT => parent,
+                b".." => dir_parent(c, parent)?.ok_or(FsError::NotFound)?,
+                _ => find_entry(c, parent, name)?.ok_or(FsError::NotFound)?,
+            };
+            get_attr(c, ino)
+        })
+    }
+
+    fn getattr(&self, ino: InodeId) -> FsResult<Attr> {
+        self.read(|c| get_attr(c, ino))
+    }
+
+    fn setattr(&self, ino: InodeId, set: &SetAttr, now: Timespec) -> FsResult<Attr> {
+        self.write(|c| self.setattr_tx(c, ino, set, now))
+    }
+
+    fn create(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        now: Timespec,
+    ) -> FsResult<Attr> {
+        self.write(|c| self.create_tx(c, parent, name, node, now))
+    }
+
+    fn unlink(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
+        self.write(|c| self.unlink_tx(c, parent, name, now))
+    }
+
+    fn rmdir(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
+        self.write(|c| self.rmdir_tx(c, parent, name, now))
+    }
+
+    fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: RenameFlags,
+        now: Timespec,
+    ) -> FsResult<()> {
+        self.write(|c| self.rename_tx(c, parent, name, new_parent, new_name, flags, now))
+    }
+
+    fn link(
+        &self,
+        ino: InodeId,
+        new_parent: InodeId,
+        new_name: &[u8],
+        now: Timespec,
+    ) -> FsResult<Attr> {
+        self.write(|c| self.link_tx(c, ino, new_parent, new_name, now))
+    }
+
+    fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>> {
+        self.read(|c| {
+            let a = get_attr(c, ino)?;
+            if a.kind != FileKind::Symlink {
+                return Err(FsError::Invalid("not a symbolic link".into()).into());
+            }
+            Ok(
+                c.prepare_cached("SELECT target FROM symlinks WHERE ino = ?1")?
+                    .query_row([ino.0 as i64], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| FsError::internal(format!("symlink {ino:?} has no target")))?,
+            )
+        })
+    }
+
+    fn readdir(&self, ino: InodeId, after: u64, limit: u32, plus: bool) -> FsResult<DirPage> {
+        self.read(|c| {
+            let a = get_attr(c, ino)?;
+            if a.kind != FileKind::Dir {
+                return Err(FsError::NotDir.into());
+            }
+            // At least one entry per page, so a client looping until `end` always progresses.
+            let limit = limit.clamp(1, READDIR_PAGE_MAX) as usize;
+            let after = after.min(i64::MAX as u64) as i64;
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT d.name, d.cookie, ",
+                attr_cols!("i."),
+                " FROM dentries d JOIN inodes i ON i.ino = d.ino
+                 WHERE d.parent = ?1 AND d.cookie > ?2 ORDER BY d.cookie LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![ino.0 as i64, after, limit as i64 + 1], |r| {
+                let attr = attr_at(r, 2)?;
+                Ok(DirEntry {
+                    name: ByteBuf::from(r.get::<_, Vec<u8>>(0)?),
+                    ino: attr.ino,
+                    kind: attr.kind,
+                    cookie: r.get::<_, i64>(1)? as u64,
+                    attr: plus.then_some(attr),
+                })
+            })?;
+            let mut entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let end = entries.len() <= limit;
+            entries.truncate(limit);
+            Ok(DirPage { entries, end })
+        })
+    }
+
+    fn inode_count(&self) -> FsResult<u64> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT count(*) FROM inodes")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    fn getxattr(&self, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
+        self.read(|c| {
+            rules::check_xattr_name(name)?;
+            get_attr(c, ino)?;
+            Ok(
+                c.prepare_cached("SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2")?
+                    .query_row(params![ino.0 as i64, name], |r| r.get(0))
+                    .optional()?
+                    .ok_or(FsError::NoAttr)?,
+            )
+        })
+    }
+
+    fn setxattr(
+        &self,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        now: Timespec,
+    ) -> FsResult<()> {
+        self.write(|c| {
+            rules::check_xattr_name(name)?;
+            rules::check_xattr_value(value)?;
+            if flags.create && flags.replace {
+                return Err(FsError::Invalid("XATTR_CREATE with XATTR_REPLACE".into()).into());
+            }
+            get_attr(c, ino)?;
+            let exists: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM xattrs WHERE ino = ?1 AND name = ?2)",
+                )?
+                .query_row(params![ino.0 as i64, name], |r| r.get(0))?;
+            if flags.create && exists {
+                return Err(FsError::Exists.into());
+            }
+            if flags.replace && !exists {
+                return Err(FsError::NoAttr.into());
+            }
+            c.prepare_cached(
+                "INSERT INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![ino.0 as i64, name, value])?;
+            set_ctime(c, ino, now)
+        })
+    }
+
+    fn listxattr(&self, ino: InodeId) -> FsResult<Vec<Vec<u8>>> {
+        self.read(|c| {
+            get_attr(c, ino)?;
+            let mut stmt =
+                c.prepare_cached("SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name")?;
+            let rows = stmt.query_map([ino.0 as i64], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn removexattr(&self, ino: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
+        self.write(|c| {
+            rules::check_xattr_name(name)?;
+            get_attr(c, ino)?;
+            let n = c
+                .prepare_cached("DELETE FROM xattrs WHERE ino = ?1 AND name = ?2")?
+                .execute(params![ino.0 as i64, name])?;
+            if n == 0 {
+                return Err(FsError::NoAttr.into());
+            }
+            set_ctime(c, ino, now)
+        })
+    }
+
+    fn chunk_map(
+        &self,
+        ino: InodeId,
+        first: u64,
+        count: u64,
+        nodes: &[NodeView],
+    ) -> FsResult<Vec<ChunkLoc>> {
+        self.read(|c| {
+            require_file(c, ino)?;
+            let views = view_map(nodes);
+            let first = first.min(i64::MAX as u64);
+            let end = first
+                .saturating_add(count.min(MAX_CHUNKS_PER_REQUEST))
+                .min(i64::MAX as u64);
+            let chunks: Vec<ChunkRow> = {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {CHUNK_COLS} FROM chunks
+                     WHERE ino = ?1 AND idx >= ?2 AND idx < ?3 AND confirmed > 0 ORDER BY idx"
+                ))?;
+                let rows =
+                    stmt.query_map(params![ino.0 as i64, first as i64, end as i64], chunk_row)?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                // A committed chunk with no current replica is still listed (empty): the
+                // reader must fail with EIO, never read the range as a hole of zeros.
+                let replicas = current_replicas(c, chunk.id, chunk.confirmed)?;
+                out.push(ChunkLoc {
+                    index: chunk.idx,
+                    chunk: chunk.id,
+                    version: Version(chunk.confirmed),
+                    length: chunk.length,
+                    replicas: ordered_addrs(replicas, &views),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn prepare_write(
+        &self,
+        ino: InodeId,
+        indexes: &[u64],
+        nodes: &[NodeView],
+        policy: ReplicationPolicy,
+    ) -> FsResult<Vec<WriteGrant>> {
+        // The bumped versions are committed before the grants are returned: a replica that
+        // accepted a write at version v can never be mistaken for one that did not.
+        self.write(|c| self.prepare_write_tx(c, ino, indexes, nodes, policy))
+    }
+
+    fn commit_write(
+        &self,
+        commit: &CommitWrite,
+        write_quorum: u32,
+        now: Timespec,
+    ) -> FsResult<Attr> {
+        self.write(|c| self.commit_write_tx(c, commit, write_quorum, now))
+    }
+
+    fn mark_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<bool> {
+        self.write(|c| {
+            let n = c
+                .prepare_cached("UPDATE replicas SET bad = 1 WHERE chunk = ?1 AND node = ?2")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            // Delete the bad copy only while another healthy current copy exists: if this
+            // was the last one, its bytes stay on disk (unserved) for repair by an admin.
+            let others: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                     WHERE r.chunk = ?1 AND r.bad = 0 AND r.version = ch.confirmed)",
+                )?
+                .query_row([chunk.0 as i64], |r| r.get(0))?;
+            if others {
+                c.prepare_cached("INSERT OR IGNORE INTO gc_queue (chunk, node) VALUES (?1, ?2)")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+            } else {
+                tracing::warn!(chunk = %chunk, node = %node,
+                    "last current replica reported bad: kept on disk, not served");
+            }
+            Ok(true)
+        })
+    }
+
+    fn register_node(&self, node: Option<NodeId>, addr: &str, now: Timespec) -> FsResult<NodeId> {
+        self.write(|c| match node {
+            Some(id) => {
+                if id.0 == 0 || id.0 > i64::MAX as u64 {
+                    return Err(FsError::Invalid(format!("node id {id:?} out of range")).into());
+                }
+                c.prepare_cached(
+                    "INSERT INTO nodes (id, addr, registered_sec) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET addr = excluded.addr",
+                )?
+                .execute(params![id.0 as i64, addr, now.sec])?;
+                Ok(id)
+            }
+            None => {
+                let id: i64 = c
+                    .prepare_cached(
+                        "INSERT INTO nodes (addr, registered_sec) VALUES (?1, ?2) RETURNING id",
+                    )?
+                    .query_row(params![addr, now.sec], |r| r.get(0))?;
+                Ok(NodeId(id as u64))
+            }
+        })
+    }
+
+    fn list_nodes(&self) -> FsResult<Vec<(NodeId, String)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT id, addr FROM nodes ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((NodeId(r.get::<_, i64>(0)? as u64), r.get::<_, String>(1)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn take_gc(&self, node: NodeId, max: usize) -> FsResult<Vec<ChunkId>> {
+        let max = max.min(GC_BATCH);
+        self.write(|c| {
+            let queued: Vec<ChunkId> = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT chunk FROM gc_queue WHERE node = ?1 ORDER BY chunk LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![node.0 as i64, max as i64], |r| {
+                    Ok(ChunkId(r.get::<_, i64>(0)? as u64))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::with_capacity(queued.len());
+            for chunk in queued {
+                c.prepare_cached("DELETE FROM gc_queue WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+                // Never order the deletion of a replica the chunk table still counts on.
+                let live: bool = c
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM replicas
+                         WHERE chunk = ?1 AND node = ?2 AND bad = 0)",
+                    )?
+                    .query_row(params![chunk.0 as i64, node.0 as i64], |r| r.get(0))?;
+                if live {
+                    continue;
+                }
+                c.prepare_cached("DELETE FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+                out.push(chunk);
+            }
+            Ok(out)
+        })
+    }
+
+    fn reconcile_chunks(&self, node: NodeId, held: &[HeldChunk]) -> FsResult<Vec<ChunkId>> {
+        self.write(|c| self.reconcile_tx(c, node, held))
+    }
+
+    fn summary(&self, online: &HashSet<NodeId>, replicas_goal: u32) -> FsResult<SummaryCounts> {
+        self.read(|c| {
+            let mut s = SummaryCounts::default();
+            let (files, dirs, bytes): (i64, i64, i64) = c
+                .prepare_cached(
+                    "SELECT coalesce(sum(kind = 'file' AND nlink > 0), 0),
+                            coalesce(sum(kind = 'dir' AND nlink > 0), 0),
+                            coalesce(sum(CASE WHEN kind = 'file' THEN size ELSE 0 END), 0)
+                     FROM inodes",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            s.files = files as u64;
+            s.dirs = dirs as u64;
+            s.logical_bytes = bytes as u64;
+            s.chunks = c
+                .prepare_cached("SELECT count(*) FROM chunks WHERE confirmed > 0")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64;
+            // Current replicas per committed chunk, counted on online nodes only.
+            let mut live: HashMap<i64, u64> = HashMap::new();
+            {
+                let mut stmt = c.prepare_cached(
+                    "SELECT r.chunk, r.node FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                     WHERE ch.confirmed > 0 AND r.version = ch.confirmed AND r.bad = 0",
+                )?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let chunk: i64 = row.get(0)?;
+                    let node = NodeId(row.get::<_, i64>(1)? as u64);
+                    let n = live.entry(chunk).or_insert(0);
+                    if online.contains(&node) {
+                        *n += 1;
+                    }
+                }
+            }
+            let with_live = live.values().filter(|&&n| n > 0).count() as u64;
+            s.lost = s.chunks.saturating_sub(with_live);
+            let full = live
+                .values()
+                .filter(|&&n| n >= u64::from(replicas_goal))
+                .count() as u64;
+            s.under_replicated = s.chunks.saturating_sub(full);
+            let mut stmt = c.prepare_cached("SELECT node, count(*) FROM replicas GROUP BY node")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    NodeId(r.get::<_, i64>(0)? as u64),
+                    r.get::<_, i64>(1)? as u64,
+                ))
+            })?;
+            for row in rows {
+                let (node, n) = row?;
+                s.replicas_per_node.insert(node, n);
+            }
+            Ok(s)
+        })
+    }
+}
