@@ -139,3 +139,78 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from([&["mosaic-master", "run"], args].concat()).expect("parse");
+        match cli.command {
+            Command::Run(args) => args,
+            Command::Init(_) => panic!("parsed as init"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("master.toml");
+        std::fs::write(
+            &file,
+            "state_dir = '/from/file'\nreplicas = 5\nwrite_quorum = 3\nread_quorum = 3\n",
+        )
+        .expect("write");
+        let file_arg = file.to_str().expect("utf-8");
+        let config = run_args(&["--config", file_arg]).config().expect("config");
+        assert_eq!(config.state_dir, PathBuf::from("/from/file"));
+        assert_eq!(
+            (config.replicas, config.write_quorum, config.read_quorum),
+            (5, 3, 3)
+        );
+        let config = run_args(&[
+            "--config",
+            file_arg,
+            "--state",
+            "/flag",
+            "--listen",
+            "127.0.0.1:0",
+            "--replicas",
+            "3",
+            "--write-quorum",
+            "2",
+            "--read-quorum",
+            "2",
+        ])
+        .config()
+        .expect("config");
+        assert_eq!(config.state_dir, PathBuf::from("/flag"));
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(
+            (config.replicas, config.write_quorum, config.read_quorum),
+            (3, 2, 2)
+        );
+    }
+
+    #[test]
+    fn defaults_without_a_config_file() {
+        let config = run_args(&["--state", "/s"]).config().expect("config");
+        assert_eq!(config.state_dir, PathBuf::from("/s"));
+        assert_eq!(config.listen.port(), common::config::DEFAULT_MASTER_PORT);
+        assert!(config.durable_commits);
+        let err = run_args(&[]).config().expect_err("needs a state dir");
+        assert!(err.to_string().contains("--state"), "{err}");
+    }
+
+    #[test]
+    fn init_defaults() {
+        let cli = Cli::try_parse_from(["mosaic-master", "init", "--state", "/s"]).expect("parse");
+        match cli.command {
+            Command::Init(args) => {
+                assert_eq!(args.chunk_size, DEFAULT_CHUNK_SIZE);
+                assert_eq!(args.key_file, None);
+            }
+            Command::Run(_) => panic!("parsed as run"),
+        }
+    }
+}

@@ -207,10 +207,11 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
         tracing::info!(db = %db.display(), cluster = %cluster.id, chunk_size = cluster.chunk_size,
             durable_commits = durable, "metadata database opened");
         if setup_config.chunk_size != cluster.chunk_size {
-            tracing::warn!(
+            // Not a warning: the config's default differs from most clusters' recorded size.
+            tracing::debug!(
                 configured = setup_config.chunk_size,
                 recorded = cluster.chunk_size,
-                "chunk_size in the config is ignored: it is fixed at init"
+                "chunk_size in the config is not used: it is fixed at init"
             );
         }
         let store: Arc<dyn MetaStore> = Arc::new(store);
