@@ -95,7 +95,7 @@ log_tail() {
     local name=$1
     if [[ -s "$LOGS/$name.log" ]]; then
         printf -- '--- last lines of %s ---\n' "$LOGS/$name.log" >&2
-        tail -n 25 "$LOGS/$name.log" >&2
+        tail -n 20 "$LOGS/$name.log" >&2
         printf -- '---\n' >&2
     fi
 }
@@ -143,6 +143,8 @@ stop() { # name: TERM, wait up to STOP_TIMEOUT, then KILL
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
+    # A stopped (SIGSTOP) process only acts on the TERM once it runs again.
+    kill -CONT "$pid" 2>/dev/null || true
     deadline=$((SECONDS + STOP_TIMEOUT))
     while kill -0 "$pid" 2>/dev/null; do
         if ((SECONDS >= deadline)); then
@@ -200,7 +202,6 @@ cmd_up() {
         say "creating a new cluster in $STATE/master"
         mkdir -p "$STATE/master"
         "$BIN/mosaic-master" init --state "$STATE/master" --key-file "$KEY_FILE"
-        note "data key: $KEY_FILE (keep it secret; clients need it to mount)"
     fi
 
     # With fewer than 3 chunkservers every chunk lives on all of them.
