@@ -74,10 +74,6 @@ impl MasterService {
         })
     }
 
-    pub fn store(&self) -> &Arc<dyn MetaStore> {
-        &self.inner.store
-    }
-
     /// Runs a store call on a blocking thread inside `span`. Database failures are logged
     /// here, once; ordinary answers (ENOENT and friends) are not errors of the master.
     async fn blocking<T: Send + 'static>(
