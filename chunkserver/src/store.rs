@@ -615,10 +615,10 @@ impl Inner {
             .blocks
             .iter()
             .enumerate()
-            .find(|(_, b)| !(SEAL_OVERHEAD..=MAX_SEALED_BLOCK).contains(&b.len()))
+            .find(|(_, b)| !b.is_empty() && !(SEAL_OVERHEAD..=MAX_SEALED_BLOCK).contains(&b.len()))
         {
             return Err(FsError::Invalid(format!(
-                "block {} is {} bytes; a sealed block is {SEAL_OVERHEAD} to {MAX_SEALED_BLOCK}",
+                "block {} is {} bytes; a sealed block is {SEAL_OVERHEAD} to {MAX_SEALED_BLOCK} (or empty to clear it)",
                 u64::from(req.first_block) + i as u64,
                 b.len()
             )));
@@ -1081,6 +1081,30 @@ mod tests {
 
     fn is_invalid<T: std::fmt::Debug>(r: FsResult<T>) -> bool {
         matches!(r, Err(FsError::Invalid(_)))
+    }
+
+    #[tokio::test]
+    async fn empty_blocks_clear_to_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _bad) = open_store(dir.path());
+        let c = ChunkId(0x77);
+        let blocks = vec![
+            sealed(c, 0, Version(1), BLOCK_SIZE),
+            sealed(c, 1, Version(1), BLOCK_SIZE),
+            sealed(c, 2, Version(1), BLOCK_SIZE),
+        ];
+        store
+            .write_blocks(write_req(c, 1, 0, blocks.clone()))
+            .await
+            .expect("write");
+        store
+            .write_blocks(write_req(c, 2, 1, vec![Bytes::new(), Bytes::new()]))
+            .await
+            .expect("clear");
+        let data = store.read_blocks(read_req(c, 2, 0, 3)).await.expect("read");
+        assert_eq!(data.blocks[0].as_ref(), Some(&blocks[0]));
+        assert_eq!(data.blocks[1], None);
+        assert_eq!(data.blocks[2], None);
     }
 
     #[tokio::test]

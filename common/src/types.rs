@@ -427,6 +427,8 @@ pub struct WriteBlocks {
     pub chunk: ChunkId,
     pub version: Version,
     pub first_block: u32,
+    /// Sealed blocks; an empty one makes its block a hole again (reads as zeros). Writers
+    /// clear blocks that a truncate left behind before a write extends a chunk over them.
     pub blocks: Vec<Bytes>,
     /// fdatasync before answering.
     pub sync: bool,

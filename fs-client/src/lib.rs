@@ -83,9 +83,9 @@ pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> an
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = options;
     fuse_config.acl = acl;
-    let mut session = fuser::Session::new(fs, mountpoint, &fuse_config)
+    let session = fuser::Session::new(fs, mountpoint, &fuse_config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
-    let mut unmounter = session.unmount_callable();
+    let mountpoint_owned = mountpoint.to_path_buf();
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -100,9 +100,7 @@ pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> an
             _ = int.recv() => {}
         }
         tracing::info!("signal received; unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed");
-        }
+        unmount(&mountpoint_owned).await;
     });
     tracing::info!(mountpoint = %mountpoint.display(), master = %config.master, "mounted");
     ready();
@@ -110,6 +108,25 @@ pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> an
     tracing::info!("unmounted");
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Unmounts through fusermount3, as `fusermount3 -u` from a shell would: the kernel then
+/// ends the FUSE session and `Session::run` returns. (fuser's own unmount with auto_unmount
+/// only closes the socket of fusermount3's watcher, which does not unmount while we run.)
+/// A busy mount is detached lazily: a stop request must not be refused.
+async fn unmount(mountpoint: &Path) {
+    for args in [["-u", "--"].as_slice(), ["-u", "-z", "--"].as_slice()] {
+        match tokio::process::Command::new("fusermount3")
+            .args(args)
+            .arg(mountpoint)
+            .status()
+            .await
+        {
+            Ok(status) if status.success() => return,
+            Ok(status) => tracing::warn!(?args, %status, "fusermount3 failed"),
+            Err(e) => tracing::warn!(error = %e, "cannot run fusermount3"),
+        }
+    }
 }
 
 fn effective_uid_is_root() -> bool {

@@ -17,6 +17,11 @@ pub struct DirtyBlock {
 }
 
 impl DirtyBlock {
+    /// A block with nothing written: a read-modify-write of it only rewrites the old bytes.
+    pub fn empty() -> DirtyBlock {
+        DirtyBlock::new()
+    }
+
     fn new() -> DirtyBlock {
         DirtyBlock {
             data: vec![0; BLOCK_SIZE],

@@ -405,11 +405,13 @@ impl OpenFile {
             .ok_or_else(|| FsError::internal("write grant vanished"))?;
         let grant = &gs.grant;
         let valid_len = grant.length.max(gs.written_end);
+        let work = extension_plan(blocks, valid_len, grant.version);
         // Partly written blocks that overlap existing data need the old bytes first.
-        let need_base: Vec<u32> = blocks
+        let need_base: Vec<u32> = work
             .iter()
+            .filter_map(|(b, d)| d.map(|d| (*b, d)))
             .filter(|(b, d)| !d.is_full() && u64::from(*b) * (BLOCK_SIZE as u64) < valid_len)
-            .map(|(b, _)| *b)
+            .map(|(b, _)| b)
             .collect();
         let mut bases: HashMap<u32, Vec<u8>> = HashMap::new();
         if !need_base.is_empty() {
@@ -430,8 +432,13 @@ impl OpenFile {
         let version = grant.version;
         let sealer = ChunkSealer::new(core.keys().current(), grant.chunk);
         let mut written_end = gs.written_end;
-        let mut sealed: Vec<(u32, Bytes)> = Vec::with_capacity(blocks.len());
-        for (b, dirty) in blocks {
+        let mut sealed: Vec<(u32, Bytes)> = Vec::with_capacity(work.len());
+        for (b, dirty) in &work {
+            let Some(dirty) = dirty else {
+                // A block a truncate left behind, now inside the chunk again: clear it.
+                sealed.push((*b, Bytes::new()));
+                continue;
+            };
             let image = match bases.remove(b) {
                 Some(mut base) => {
                     dirty.overlay(&mut base);
@@ -647,6 +654,45 @@ impl OpenFile {
     }
 }
 
+/// The blocks a chunk write must touch: the dirty ones, plus, when the write extends the
+/// chunk past `valid_len`, the blocks between that a truncate may have left stale data in.
+/// Bytes at or past a chunk's length read as zeros only while the length stays put; once a
+/// write moves it further, the old bytes would show again. So the block holding the old end
+/// is rewritten with its tail zeroed (`Some(empty)`: read-modify-write with nothing new) and
+/// whole blocks in the gap are cleared (`None`). A chunk at its first version never held data.
+fn extension_plan<'a>(
+    blocks: &[(u32, &'a DirtyBlock)],
+    valid_len: u64,
+    version: Version,
+) -> Vec<(u32, Option<&'a DirtyBlock>)> {
+    let mut work: Vec<(u32, Option<&DirtyBlock>)> =
+        blocks.iter().map(|(b, d)| (*b, Some(*d))).collect();
+    let last = match blocks.last() {
+        Some((b, _)) => *b,
+        None => return work,
+    };
+    let block = BLOCK_SIZE as u64;
+    let extends = (u64::from(last) + 1) * block > valid_len.div_ceil(block) * block
+        || u64::from(last) * block >= valid_len;
+    if version <= Version(1) || !extends {
+        return work;
+    }
+    let present: std::collections::HashSet<u32> = blocks.iter().map(|(b, _)| *b).collect();
+    let tail = (valid_len / block) as u32;
+    if valid_len % block != 0 && !present.contains(&tail) && tail < last {
+        work.push((tail, Some(&EMPTY_BLOCK)));
+    }
+    for b in valid_len.div_ceil(block) as u32..last {
+        if !present.contains(&b) {
+            work.push((b, None));
+        }
+    }
+    work.sort_by_key(|(b, _)| *b);
+    work
+}
+
+static EMPTY_BLOCK: std::sync::LazyLock<DirtyBlock> = std::sync::LazyLock::new(DirtyBlock::empty);
+
 /// Back-off between attempts of one operation, bounded by the mount's retry window.
 struct Retry {
     give_up: std::time::Instant,
@@ -804,6 +850,41 @@ fn runs(blocks: &[u32]) -> Vec<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extension_plan_clears_stale_gap() {
+        let mut map = DirtyMap::default();
+        map.write(5 * BLOCK_SIZE as u64 + 10, b"x");
+        let blocks: Vec<(u32, &DirtyBlock)> =
+            map.blocks.iter().map(|(b, d)| (*b as u32, d)).collect();
+        let plan = |valid: u64, v: u64| {
+            extension_plan(&blocks, valid, Version(v))
+                .into_iter()
+                .map(|(b, d)| (b, d.map(|d| d.ranges.is_empty())))
+                .collect::<Vec<_>>()
+        };
+        // Fresh chunk: nothing stale can exist.
+        assert_eq!(plan(100, 1), vec![(5, Some(false))]);
+        // Old end inside block 0: rewrite its tail, clear blocks 1..=4.
+        assert_eq!(
+            plan(100, 3),
+            vec![
+                (0, Some(true)),
+                (1, None),
+                (2, None),
+                (3, None),
+                (4, None),
+                (5, Some(false))
+            ]
+        );
+        // Old end block-aligned at block 3: clear 3 and 4 only.
+        assert_eq!(
+            plan(3 * BLOCK_SIZE as u64, 3),
+            vec![(3, None), (4, None), (5, Some(false))]
+        );
+        // The write does not extend the chunk: nothing extra.
+        assert_eq!(plan(8 * BLOCK_SIZE as u64, 3), vec![(5, Some(false))]);
+    }
 
     #[test]
     fn runs_split_gaps_and_limits() {
