@@ -8,7 +8,8 @@
 # and its exit status is this script's.
 #
 # Mount tests skip (loudly) on a machine without FUSE; with CI=true, or MOSAIC_REQUIRE_FUSE=1,
-# a missing FUSE is a failure instead. Extra arguments go to the test runner.
+# a missing FUSE is a failure instead. Arguments (e.g. `-p mosaic-sentinel`) replace
+# `--workspace` in the runner's command line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -65,12 +66,21 @@ cargo build --release --workspace --bins
 # The cluster tests start these binaries; point them at the release build explicitly.
 export MOSAIC_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release"
 
+# Without arguments: every test of the workspace. With arguments (e.g. `-p mosaic-sentinel`,
+# a test name filter), they replace `--workspace`.
+everything=false
+if (($# == 0)); then
+    everything=true
+    set -- --workspace
+fi
 if cargo nextest --version >/dev/null 2>&1; then
-    say "running tests: cargo nextest run --workspace --release"
-    # nextest does not run doctests; run them first so the summary stays the last line.
-    cargo test --workspace --release --doc --quiet
-    exec cargo nextest run --workspace --release --no-fail-fast "$@"
+    say "running tests: cargo nextest run --release $*"
+    # nextest does not run doctests; run them first so the summary stays the last output.
+    if $everything; then
+        cargo test --release --doc --quiet --workspace
+    fi
+    exec cargo nextest run --release --no-fail-fast "$@"
 else
-    say "running tests: cargo test --workspace --release"
-    exec cargo test --workspace --release --no-fail-fast "$@"
+    say "running tests: cargo test --release $*"
+    exec cargo test --release --no-fail-fast "$@"
 fi
