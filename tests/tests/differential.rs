@@ -9,7 +9,8 @@
 //! straddle the 1 MiB chunk boundaries of the test cluster.
 //!
 //! Reproduce a failure with `MOSAIC_DIFF_SEED=<seed printed in the failure>`; change the
-//! length with `MOSAIC_DIFF_OPS` (default 400).
+//! length with `MOSAIC_DIFF_OPS` (default 600). Without `MOSAIC_DIFF_SEED` a run covers
+//! seeds 1, 2, 3 and one random seed.
 
 use std::ffi::CString;
 use std::fmt;
@@ -23,7 +24,9 @@ use rand::{Rng as _, SeedableRng as _};
 
 const MIB: u64 = 1024 * 1024;
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
-const DEFAULT_OPS: usize = 400;
+const DEFAULT_OPS: usize = 600;
+/// Seeds every run covers; one random seed per run is added so that CI keeps exploring.
+const FIXED_SEEDS: [u64; 3] = [1, 2, 3];
 /// Compare whole trees this often: cheap for the small trees the universe allows, and it
 /// narrows down where a silent divergence (no errno, wrong state) crept in.
 const CHECKPOINT_EVERY: usize = 100;
@@ -514,13 +517,17 @@ fn apply(root: &Path, op: &Op) -> Outcome {
     Outcome(result)
 }
 
-fn seed() -> u64 {
+fn seeds() -> Vec<u64> {
     match std::env::var("MOSAIC_DIFF_SEED") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("MOSAIC_DIFF_SEED={text:?} is not a u64")),
-        Err(_) => rand::random(),
+        Ok(text) => vec![
+            text.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("MOSAIC_DIFF_SEED={text:?} is not a u64")),
+        ],
+        Err(_) => FIXED_SEEDS
+            .into_iter()
+            .chain([rand::random::<u64>()])
+            .collect(),
     }
 }
 
@@ -592,14 +599,20 @@ fn run_differential(mounted: &Path, local: &Path, seed: u64, count: usize) -> us
 #[test]
 fn two_local_directories_agree() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir(&a).expect("mkdir");
-    std::fs::create_dir(&b).expect("mkdir");
-    for seed in [1, 2, 3] {
+    for seed in FIXED_SEEDS {
+        let (a, b) = (
+            dir.path().join(format!("a{seed}")),
+            dir.path().join(format!("b{seed}")),
+        );
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
         let errors = run_differential(&a, &b, seed, DEFAULT_OPS);
         eprintln!("seed {seed}: {errors} of {DEFAULT_OPS} ops failed on both");
+        assert!(
+            !snapshot(&a).is_empty(),
+            "seed {seed} left nothing to compare"
+        );
     }
-    assert!(!snapshot(&a).is_empty(), "the ops left nothing to compare");
 }
 
 #[test]
@@ -610,17 +623,21 @@ fn random_operations_match_a_local_directory() {
     ) else {
         return;
     };
-    let seed = seed();
     let count = ops_count();
-    eprintln!("differential test: seed {seed}, {count} ops (rerun with MOSAIC_DIFF_SEED={seed})");
-    let mounted: PathBuf = mc.path().join("diff");
     let local_dir = tempfile::tempdir().expect("temp dir");
-    let local: PathBuf = local_dir.path().join("diff");
-    std::fs::create_dir(&mounted).expect("mkdir on the mount");
-    std::fs::create_dir(&local).expect("mkdir locally");
-    let errors = run_differential(&mounted, &local, seed, count);
-    let entries = snapshot(&local).len();
-    eprintln!(
-        "differential test: {errors} ops failed identically on both; {entries} entries at the end"
-    );
+    for seed in seeds() {
+        eprintln!(
+            "differential test: seed {seed}, {count} ops (rerun with MOSAIC_DIFF_SEED={seed})"
+        );
+        // A fresh pair of directories per seed, so each seed replays alone.
+        let mounted: PathBuf = mc.path().join(format!("diff-{seed}"));
+        let local: PathBuf = local_dir.path().join(format!("diff-{seed}"));
+        std::fs::create_dir(&mounted).expect("mkdir on the mount");
+        std::fs::create_dir(&local).expect("mkdir locally");
+        let errors = run_differential(&mounted, &local, seed, count);
+        let entries = snapshot(&local).len();
+        eprintln!(
+            "differential test: seed {seed}: {errors} ops failed identically on both; {entries} entries at the end"
+        );
+    }
 }
