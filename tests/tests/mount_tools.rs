@@ -47,9 +47,8 @@ fn cp_a_tar_mv_and_rm_r_of_a_real_tree() {
         q(&src),
         q(m)
     ));
-    // Times are checked in `timestamps_from_touch_and_cp_a_are_kept`, so that a time bug
-    // fails one clearly named test rather than every tree copy.
-    assert_same_tree(&src, &m.join("tree"), Compare::NO_TIMES);
+    // cp -a carries modification times over, to the nanosecond.
+    assert_same_tree(&src, &m.join("tree"), Compare::ALL);
     let count = |dir: &Path| sh(&format!("find {} | wc -l", q(dir)));
     assert_eq!(count(&src), count(&m.join("tree")));
 

@@ -201,15 +201,16 @@ impl ClientCore {
 
     pub async fn setattr(&self, ino: InodeId, set: SetAttr, caller: Caller) -> FsResult<Attr> {
         let file = self.open.lock().get(&ino).cloned();
-        if let Some(size) = set.size {
-            if size > MAX_FILE_SIZE {
-                return Err(FsError::FileTooBig);
-            }
-            // Pending writes must land first, so the truncate applies after them, as the
-            // application ordered it.
-            if let Some(file) = &file {
-                file.flush(self, false).await?;
-            }
+        if set.size.is_some_and(|size| size > MAX_FILE_SIZE) {
+            return Err(FsError::FileTooBig);
+        }
+        // Pending writes must land first, so that a truncate or an explicit mtime (cp -a,
+        // touch on an open file) applies after them, as the application ordered it; else
+        // the commit of those writes would overwrite the size or time set here.
+        if (set.size.is_some() || set.mtime.is_some())
+            && let Some(file) = &file
+        {
+            file.flush(self, false).await?;
         }
         let attr = self
             .meta
