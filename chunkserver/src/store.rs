@@ -611,11 +611,10 @@ impl Inner {
                 "a write carries 1 to {MAX_BLOCKS_PER_REQUEST} blocks, not {count}"
             )));
         }
-        if let Some((i, b)) = req
-            .blocks
-            .iter()
-            .enumerate()
-            .find(|(_, b)| !b.is_empty() && !(SEAL_OVERHEAD..=MAX_SEALED_BLOCK).contains(&b.len()))
+        if let Some((i, b)) =
+            req.blocks.iter().enumerate().find(|(_, b)| {
+                !b.is_empty() && !(SEAL_OVERHEAD..=MAX_SEALED_BLOCK).contains(&b.len())
+            })
         {
             return Err(FsError::Invalid(format!(
                 "block {} is {} bytes; a sealed block is {SEAL_OVERHEAD} to {MAX_SEALED_BLOCK} (or empty to clear it)",
