@@ -72,6 +72,7 @@ impl Master for FakeMaster {
         prepare_write(ino: InodeId, indexes: Vec<u64>) -> Vec<WriteGrant>;
         commit_write(commit: CommitWrite) -> Attr;
         cluster_summary() -> ClusterSummary;
+        node_contents(node: NodeId, after: ChunkId, limit: u32) -> Vec<NodeReplica>;
     }
 
     async fn report_bad_replica(

@@ -85,6 +85,9 @@ pub trait Master {
     async fn report_chunks(node: NodeId, held: Vec<HeldChunk>) -> FsResult<HeartbeatReply>;
 
     async fn cluster_summary() -> FsResult<ClusterSummary>;
+    /// Replicas the master records on `node` with chunk id greater than `after`, in chunk id
+    /// order, at most `limit` (capped by the master); a shorter page is the last.
+    async fn node_contents(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeReplica>>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

@@ -421,6 +421,20 @@ pub struct ClusterSummary {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// One replica the master records on a node: which chunk of which file, at which version.
+/// The answer to "what does this node hold" (the state-query client, `status --files`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReplica {
+    pub chunk: ChunkId,
+    /// The file the chunk belongs to and its index in that file.
+    pub ino: InodeId,
+    pub index: u64,
+    /// The newest version this replica confirmed (0: written, never committed).
+    pub version: Version,
+    /// Serves reads: at the chunk's committed version and not reported bad.
+    pub current: bool,
+}
+
 /// A write of consecutive sealed blocks into one chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteBlocks {

@@ -11,7 +11,7 @@ use common::config::MasterConfig;
 use common::rpc::Master;
 use common::types::{
     Attr, Caller, ChunkLoc, ClusterSummary, CommitWrite, DirPage, HeartbeatReply, HeldChunk,
-    MountInfo, NewNode, NodeInfo, NodeStatus, RegisterNode, Registered, RenameFlags,
+    MountInfo, NewNode, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered, RenameFlags,
     ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
 };
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
@@ -496,5 +496,17 @@ impl Master for MasterService {
             logical_bytes: counts.logical_bytes,
             nodes,
         })
+    }
+
+    async fn node_contents(
+        self,
+        _: Context,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<NodeReplica>> {
+        let span = info_span!("node_contents", %node, after = after.0, limit);
+        self.blocking(span, move |s| s.node_contents(node, after, limit))
+            .await
     }
 }

@@ -287,6 +287,15 @@ impl Master for SummaryOnly {
     async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
         Ok(self.0.lock().expect("summary lock").clone())
     }
+    async fn node_contents(
+        self,
+        _: Context,
+        _: NodeId,
+        _: ChunkId,
+        _: u32,
+    ) -> FsResult<Vec<NodeReplica>> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

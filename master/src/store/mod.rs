@@ -20,8 +20,8 @@ mod tests;
 
 use crate::registry::NodeView;
 use common::types::{
-    Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, RenameFlags, ReplicationPolicy,
-    SetAttr, Timespec, WriteGrant, XattrFlags,
+    Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeReplica, RenameFlags,
+    ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
 };
 use common::{ChunkId, ClusterId, FsResult, InodeId, NodeId, SessionId};
 use std::collections::{HashMap, HashSet};
@@ -33,6 +33,10 @@ pub const MAX_CHUNKS_PER_REQUEST: u64 = 1024;
 /// Most deletions handed to one node with one heartbeat reply: bounds the reply size and
 /// the node's work per beat; the rest follow with the next beats.
 pub const GC_BATCH: usize = 1000;
+/// Most replicas one `node_contents` page returns: a page of 10,000 small rows is a few
+/// hundred KiB on the wire and one short read transaction, so a node with millions of
+/// replicas is listed without holding the database or building a huge reply.
+pub const NODE_CONTENTS_PAGE_MAX: u32 = 10_000;
 
 /// The cluster's identity, fixed at init.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,4 +153,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Compares a node's full inventory with the replica table; returns what it must delete.
     fn reconcile_chunks(&self, node: NodeId, held: &[HeldChunk]) -> FsResult<Vec<ChunkId>>;
     fn summary(&self, online: &HashSet<NodeId>, replicas_goal: u32) -> FsResult<SummaryCounts>;
+    /// Replicas recorded on `node` with chunk id above `after`, in chunk id order, at most
+    /// `limit` (callers cap it at [`NODE_CONTENTS_PAGE_MAX`]).
+    fn node_contents(&self, node: NodeId, after: ChunkId, limit: u32)
+    -> FsResult<Vec<NodeReplica>>;
 }

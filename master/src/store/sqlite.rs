@@ -7,7 +7,8 @@
 
 use super::rules::{self, LINK_MAX};
 use super::{
-    ClusterRecord, Freed, GC_BATCH, MAX_CHUNKS_PER_REQUEST, MetaStore, SummaryCounts, schema,
+    ClusterRecord, Freed, GC_BATCH, MAX_CHUNKS_PER_REQUEST, MetaStore, NODE_CONTENTS_PAGE_MAX,
+    SummaryCounts, schema,
 };
 use crate::placement;
 use crate::registry::NodeView;
@@ -15,8 +16,8 @@ use anyhow::Context as _;
 use common::block::BLOCK_SIZE;
 use common::types::{
     Attr, ChunkLoc, CommitWrite, DirEntry, DirPage, FileKind, HeldChunk, MAX_FILE_SIZE, NewNode,
-    NodeAddr, READDIR_PAGE_MAX, RenameFlags, ReplicationPolicy, SetAttr, TimeSet, Timespec,
-    WriteGrant, XattrFlags,
+    NodeAddr, NodeReplica, READDIR_PAGE_MAX, RenameFlags, ReplicationPolicy, SetAttr, TimeSet,
+    Timespec, WriteGrant, XattrFlags,
 };
 use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
@@ -1672,6 +1673,42 @@ impl MetaStore for SqliteStore {
                 s.replicas_per_node.insert(node, n);
             }
             Ok(s)
+        })
+    }
+
+    fn node_contents(
+        &self,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<NodeReplica>> {
+        let limit = limit.min(NODE_CONTENTS_PAGE_MAX);
+        // Ids are stored as SQLite integers (i64); a cursor past that range has nothing after it.
+        let Ok(after) = i64::try_from(after.0) else {
+            return Ok(Vec::new());
+        };
+        let Ok(node) = i64::try_from(node.0) else {
+            return Ok(Vec::new());
+        };
+        self.read(|c| {
+            // replicas_by_node plus the chunk primary key: one page is O(limit).
+            let mut stmt = c.prepare_cached(
+                "SELECT r.chunk, ch.ino, ch.idx, r.version,
+                        ch.confirmed > 0 AND r.version = ch.confirmed AND r.bad = 0
+                 FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                 WHERE r.node = ?1 AND r.chunk > ?2
+                 ORDER BY r.chunk LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![node, after, limit], |r| {
+                Ok(NodeReplica {
+                    chunk: ChunkId(r.get::<_, i64>(0)? as u64),
+                    ino: InodeId(r.get::<_, i64>(1)? as u64),
+                    index: r.get::<_, i64>(2)? as u64,
+                    version: Version(r.get::<_, i64>(3)? as u64),
+                    current: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 }

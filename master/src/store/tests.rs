@@ -1424,3 +1424,87 @@ fn summary_counts() {
         .expect("summary");
     assert_eq!((c.under_replicated, c.lost), (1, 0));
 }
+
+#[test]
+fn node_contents_pages_through_a_nodes_replicas() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let f = mk(&*s, ROOT, "f", FileKind::File);
+    let g = mk(&*s, ROOT, "g", FileKind::File);
+    // Node 4 is registered but never offered for placement: it holds nothing.
+    let f0 = write_chunk(&*s, f.ino, 0, &views[..3], 100);
+    let g0 = s
+        .prepare_write(g.ino, &[0], &views[..3], policy(3, 2))
+        .expect("prepare")
+        .remove(0);
+    commit(&*s, g.ino, &g0, vec![NodeId(1), NodeId(2)], 7).expect("commit");
+    let g1 = s
+        .prepare_write(g.ino, &[1], &views[..3], policy(3, 2))
+        .expect("prepare")
+        .remove(0);
+    assert!(s.mark_bad_replica(f0.chunk, NodeId(2)).expect("mark bad"));
+
+    // Pages of one replica each, resumed from the last chunk id, until a short page.
+    let mut all = Vec::new();
+    let mut after = ChunkId(0);
+    loop {
+        let page = s.node_contents(NodeId(3), after, 1).expect("page");
+        assert!(page.len() <= 1);
+        let Some(last) = page.last() else { break };
+        after = last.chunk;
+        all.extend(page);
+    }
+    assert_eq!(
+        all,
+        vec![
+            NodeReplica {
+                chunk: f0.chunk,
+                ino: f.ino,
+                index: 0,
+                version: f0.version,
+                current: true
+            },
+            // Granted and written but not in the commit's acknowledgements: stale.
+            NodeReplica {
+                chunk: g0.chunk,
+                ino: g.ino,
+                index: 0,
+                version: Version(0),
+                current: false
+            },
+            NodeReplica {
+                chunk: g1.chunk,
+                ino: g.ino,
+                index: 1,
+                version: Version(0),
+                current: false
+            },
+        ]
+    );
+    // The bad replica is listed (the node holds it) but not current.
+    let on2 = s.node_contents(NodeId(2), ChunkId(0), 100).expect("node 2");
+    assert_eq!(on2.len(), 3);
+    assert_eq!((on2[0].chunk, on2[0].current), (f0.chunk, false));
+    assert_eq!((on2[1].chunk, on2[1].current), (g0.chunk, true));
+    // A node with nothing, an unknown node, a cursor past every id.
+    assert!(
+        s.node_contents(NodeId(4), ChunkId(0), 100)
+            .expect("node 4")
+            .is_empty()
+    );
+    assert!(
+        s.node_contents(NodeId(99), ChunkId(0), 100)
+            .expect("node 99")
+            .is_empty()
+    );
+    assert!(
+        s.node_contents(NodeId(1), ChunkId(u64::MAX), 100)
+            .expect("past")
+            .is_empty()
+    );
+    assert!(
+        s.node_contents(NodeId(1), ChunkId(0), 0)
+            .expect("limit 0")
+            .is_empty()
+    );
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Benchmarks MosaicFS on a fresh local cluster and writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh [mosaic-bench flags...]     e.g. scripts/bench.sh --quick
+#
+# Starts its own cluster with scripts/cluster.sh (3 chunkservers, goal 3, as shipped) in a
+# temporary state directory, mountpoint and master port, so a developer's cluster is never
+# touched; runs `mosaic-bench` on the mount with --compare on a local temporary directory
+# (runs alternate between the two); writes docs/BENCHMARKS.md with the machine, versions,
+# date, the table and which of issue 7's targets are met; and tears the cluster down, also
+# when something fails. Flags are passed to mosaic-bench.
+#
+# Environment:
+#   MOSAIC_BENCH_PORT   master port of the benchmark cluster (default 9520)
+#   MOSAIC_BENCH_TMP    where the cluster state, mountpoint and local directory go
+#                       (default /var/tmp: a disk, not tmpfs)
+#   MOSAIC_BENCH_LABEL  a line printed at the top of BENCHMARKS.md (e.g. "preliminary")
+#   MOSAIC_BENCH_OUT    the Markdown file to write (default docs/BENCHMARKS.md)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PORT=${MOSAIC_BENCH_PORT:-9520}
+TMP_BASE=${MOSAIC_BENCH_TMP:-/var/tmp}
+OUT=${MOSAIC_BENCH_OUT:-$ROOT/docs/BENCHMARKS.md}
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'bench.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT > 0 && PORT < 65536)) || die "MOSAIC_BENCH_PORT must be a port number"
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    die "port $PORT is in use (another cluster?): set MOSAIC_BENCH_PORT"
+fi
+
+WORK=$(mktemp -d "$TMP_BASE/mosaic-bench.XXXXXX")
+export MOSAIC_STATE="$WORK/state"
+export MOSAIC_MNT="$WORK/mnt"
+export MOSAIC_MASTER_PORT=$PORT
+export MOSAIC_CHUNKSERVERS=3
+LOCAL="$WORK/local"
+mkdir -p "$LOCAL"
+
+cleanup() {
+    local status=$?
+    say "tearing the benchmark cluster down"
+    "$ROOT/scripts/cluster.sh" down || true
+    # Only remove what this script made, and only once nothing is mounted there.
+    if ! grep -qs " $MOSAIC_MNT " /proc/self/mounts; then
+        rm -rf "$WORK"
+    else
+        printf 'bench.sh: %s is still mounted; left %s in place\n' "$MOSAIC_MNT" "$WORK" >&2
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "starting a benchmark cluster in $WORK (master port $PORT)"
+"$ROOT/scripts/cluster.sh" up
+[[ -x "$BIN/mosaic-bench" ]] || die "$BIN/mosaic-bench missing after the build"
+
+# The state-query client needs a client credential for the master's mutual TLS.
+CREDS="$WORK/bench-credential"
+"$BIN/mosaic-master" issue client bench --state "$MOSAIC_STATE/master" --out "$CREDS" >/dev/null
+
+# Count CPU time of this cluster's processes only (other clusters may run on the machine).
+pids=()
+for f in "$MOSAIC_STATE"/run/*.pid; do
+    [[ -s "$f" ]] && pids+=("$(<"$f")")
+done
+pid_list=$(IFS=,; echo "${pids[*]}")
+
+say "running mosaic-bench on $MOSAIC_MNT, compared with $LOCAL"
+TABLE="$WORK/table.md"
+"$BIN/mosaic-bench" --master "$(<"$MOSAIC_STATE/run/master.addr")" --credentials "$CREDS" \
+    --pids "$pid_list" --compare "$LOCAL" --markdown --json-file "$WORK/bench.json" \
+    "$@" "$MOSAIC_MNT" | tee "$TABLE"
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem_gib=$(awk '/^MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+{
+    echo "# MosaicFS benchmarks"
+    echo
+    if [[ -n "${MOSAIC_BENCH_LABEL:-}" ]]; then
+        echo "**${MOSAIC_BENCH_LABEL}**"
+        echo
+    fi
+    echo "Written by \`scripts/bench.sh $*\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
+    echo "Run it again to replace this file; pass \`--quick\` for a fast check."
+    echo
+    echo "## Machine and versions"
+    echo
+    echo "- CPU: ${cpu_model:-unknown}, $(nproc) cores; memory ${mem_gib} GiB"
+    echo "- kernel: $(uname -r)"
+    echo "- MosaicFS: commit ${commit}${dirty}; $(rustc --version 2>/dev/null || echo 'rustc unknown')"
+    echo "- cluster: scripts/cluster.sh, 1 master, 3 chunkservers, goal 3 (N=3, W=3, R=1), as shipped, all on this machine"
+    echo "- compared with: a directory on the local disk ($(df -T "$LOCAL" | awk 'NR == 2 { print $2 }'))"
+    echo
+    echo "## Results"
+    echo
+    cat "$TABLE"
+    echo
+    echo "## Where the time goes"
+    echo
+    echo "Not profiled yet: the figures above say what is slow, not why. The CPU seconds per"
+    echo "workload show how much processor time the MosaicFS processes spent; profile a missed"
+    echo "target with \`perf record -g -p PID\` (Debian package linux-perf) before changing code."
+} >"$OUT"
+say "wrote $OUT"
