@@ -11,17 +11,27 @@
 //! DATA/chunks/XX/<16 hex>.chunk      XX = low byte of the chunk id
 //! DATA/quarantine/<16 hex>.chunk.<unix ns>
 //!
-//! header  4096 B   magic "MOSCHNK1" | format u32 | chunk id u64 | version u64 | blocks u32
-//!                  | BLAKE3 of the 32 bytes before it [32]      (all little-endian, rest zero)
-//! table   blocks × 64 B, padded to a 4 KiB multiple:
-//!                  stored length u32 (0 = hole) | BLAKE3 of the stored bytes [32] | zero [28]
-//! slots   blocks × MAX_SEALED_BLOCK B, block i at slots + i × MAX_SEALED_BLOCK
+//! header  4096 B   magic "MOSCHNK1" | format u32 (= 2) | chunk id u64 | version u64
+//!                  | blocks u32 | BLAKE3 of the 32 bytes before it [32]  (little-endian)
+//! table   blocks × 2 × 64 B, padded to a 4 KiB multiple; entry (b, c) of copy c of block b
+//!         at table + (2b + c) × 64:
+//!                  stored length u32 | BLAKE3 of the stored bytes [32] | version u64 | zero
+//!                  (version 0 = copy never written; length 0 at a version = cleared hole)
+//! slots   2 × blocks × MAX_SEALED_BLOCK B, copy c of block b at
+//!         slots + (c × blocks + b) × MAX_SEALED_BLOCK (copy-major, so a run of blocks whose
+//!         current copy is the same is one contiguous read)
 //! ```
 //!
-//! Files are sparse: holes cost no disk. Write order is slots, then table, then header
-//! version, so a write torn by a crash leaves a table entry whose checksum does not match its
-//! slot (detected on read, never served) or a version that is still the old one (the master
-//! then treats the replica as stale). Disk I/O runs on tokio's blocking threads.
+//! Two copies per block: a write never overwrites the newest copy at or below the chunk's
+//! committed version (the `base` the write carries), only the other copy; a read asks for the
+//! newest copy at or below the committed version. So a write that never reaches its quorum
+//! and is never committed is never visible, and a copy a reader may need is never being
+//! rewritten. The header version is the newest version written (only grows).
+//!
+//! Files are sparse: holes and unused copies cost no disk. Write order is slots, then table,
+//! then header version, so a write torn by a crash leaves a table entry whose checksum does
+//! not match its slot (detected on read, never served) or a version that is still the old one
+//! (the master then treats the replica as stale). Disk I/O runs on tokio's blocking threads.
 
 use crate::stats::{RequestGuard, Stats};
 use bytes::Bytes;
@@ -40,8 +50,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// File magic; the trailing digit is the layout generation.
 pub const MAGIC: &[u8; 8] = b"MOSCHNK1";
-/// Header format number, for changes within the same magic.
-pub const FORMAT: u32 = 1;
+/// Header format number, for changes within the same magic. 2: two copies per block with
+/// a version each (1 had one copy, overwritten in place; no deployment ever used it).
+pub const FORMAT: u32 = 2;
+/// Copies kept of every block: the committed one and the one being written.
+const COPIES: u64 = 2;
 /// The header takes one 4 KiB page so that a header update never shares a page (or a
 /// sector) with table entries.
 pub const HEADER_LEN: u64 = 4096;
@@ -114,20 +127,21 @@ impl Header {
         })
     }
 
-    fn entry_offset(&self, block: u32) -> u64 {
-        HEADER_LEN + u64::from(block) * ENTRY_LEN
+    /// Offset of the entry of copy `copy` of `block`; both copies' entries are adjacent.
+    fn entry_offset(&self, block: u32, copy: usize) -> u64 {
+        HEADER_LEN + (u64::from(block) * COPIES + copy as u64) * ENTRY_LEN
     }
 
     fn slots_offset(&self) -> u64 {
-        HEADER_LEN + (u64::from(self.blocks) * ENTRY_LEN).next_multiple_of(ALIGN)
+        HEADER_LEN + (u64::from(self.blocks) * COPIES * ENTRY_LEN).next_multiple_of(ALIGN)
     }
 
-    fn slot_offset(&self, block: u32) -> u64 {
-        self.slots_offset() + u64::from(block) * SLOT_LEN
+    fn slot_offset(&self, block: u32, copy: usize) -> u64 {
+        self.slots_offset() + (copy as u64 * u64::from(self.blocks) + u64::from(block)) * SLOT_LEN
     }
 
     fn file_len(&self) -> u64 {
-        self.slot_offset(self.blocks)
+        self.slots_offset() + COPIES * u64::from(self.blocks) * SLOT_LEN
     }
 }
 
@@ -137,20 +151,23 @@ fn u64_at(raw: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// One block table entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One block table entry: one copy of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 struct Entry {
-    /// Stored length; 0 = hole (never written).
+    /// Stored length; 0 = hole (cleared at `version`, or never written).
     len: u32,
     sum: [u8; 32],
+    /// The write that stored this copy; 0 = never written.
+    version: Version,
 }
 
 impl Entry {
-    fn for_block(block: &[u8]) -> Entry {
+    fn for_block(block: &[u8], version: Version) -> Entry {
         Entry {
             // Bounded by MAX_SEALED_BLOCK in validation.
             len: block.len() as u32,
             sum: common::block::checksum(block),
+            version,
         }
     }
 
@@ -158,6 +175,7 @@ impl Entry {
         let mut out = [0u8; ENTRY_LEN as usize];
         out[0..4].copy_from_slice(&self.len.to_le_bytes());
         out[4..36].copy_from_slice(&self.sum);
+        out[36..44].copy_from_slice(&self.version.0.to_le_bytes());
         out
     }
 
@@ -168,8 +186,46 @@ impl Entry {
         }
         let mut sum = [0u8; 32];
         sum.copy_from_slice(&raw[4..36]);
-        Ok(Entry { len, sum })
+        let version = Version(u64_at(raw, 36));
+        if version.0 == 0 && len != 0 {
+            return Err("table entry holds a block but no version".into());
+        }
+        Ok(Entry { len, sum, version })
     }
+}
+
+/// The copy of a block a reader at committed version `max` gets: the newest written copy at
+/// or below `max`. `None`: the block was never written at or below it (a hole).
+fn pick_read(copies: &[Entry; 2], max: Version) -> Option<usize> {
+    (0..2)
+        .filter(|&c| copies[c].version.0 > 0 && copies[c].version <= max)
+        .max_by_key(|&c| copies[c].version)
+}
+
+/// The copy a write on top of committed version `base` overwrites: never the one a reader
+/// at `base` gets (`pick_read`), so that copy stays intact until the write commits. When no
+/// copy is at or below `base`, both are uncommitted leftovers: the older one goes.
+fn pick_write(copies: &[Entry; 2], base: Version) -> usize {
+    match pick_read(copies, base) {
+        Some(keep) => 1 - keep,
+        None if copies[1].version < copies[0].version => 1,
+        None => 0,
+    }
+}
+
+/// Reads the entries of both copies of `count` blocks from `first`.
+fn read_entries(open: &OpenChunk, first: u32, count: u32) -> Result<Vec<[Entry; 2]>, Fault> {
+    let mut table = vec![0u8; count as usize * (COPIES * ENTRY_LEN) as usize];
+    open.file
+        .read_exact_at(&mut table, open.header.entry_offset(first, 0))?;
+    table
+        .chunks_exact((COPIES * ENTRY_LEN) as usize)
+        .map(|pair| {
+            let (a, b) = pair.split_at(ENTRY_LEN as usize);
+            Ok([Entry::decode(a)?, Entry::decode(b)?])
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Fault::Corrupt)
 }
 
 /// A replica that failed verification, for the master (`report_bad_replica`).
@@ -385,8 +441,48 @@ impl Store {
     /// Re-reads every stored block of `chunk` and checks its checksum, quarantining and
     /// reporting the replica on a mismatch exactly as a client read would. For background
     /// scrubbing; not counted as client reads.
-    pub async fn verify_chunk(&self, chunk: ChunkId) -> FsResult<()> {
+    pub async fn verify_chunk(&self, chunk: ChunkId) -> FsResult<u64> {
         self.blocking(move |inner| inner.verify(chunk)).await
+    }
+
+    /// Blocks of a stored chunk; `NotFound` when this node does not hold it.
+    pub async fn chunk_blocks(&self, chunk: ChunkId) -> FsResult<u32> {
+        self.blocking(move |inner| inner.blocks_of(chunk)).await
+    }
+
+    /// [`Store::verify_chunk`] for `count` blocks from `first`: the scrubber's unit of work,
+    /// so it can pace itself between batches. Returns the bytes read.
+    pub async fn verify_blocks(&self, chunk: ChunkId, first: u32, count: u32) -> FsResult<u64> {
+        self.blocking(move |inner| inner.verify_range(chunk, first, count))
+            .await
+    }
+
+    /// Starts copying in a replica of `chunk` at committed `version` (repair).
+    pub async fn begin_install(&self, chunk: ChunkId, version: Version) -> FsResult<Installer> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.begin_install(chunk, version))
+            .await
+            .map_err(|e| FsError::internal(format!("disk task failed: {e}")))?
+    }
+
+    /// Makes a copied-in replica durable and current on this node.
+    pub async fn finish_install(installer: Installer) -> FsResult<()> {
+        tokio::task::spawn_blocking(move || installer.finish())
+            .await
+            .map_err(|e| FsError::internal(format!("disk task failed: {e}")))?
+    }
+
+    /// Runs blocking work on an [`Installer`] off the async threads.
+    pub async fn on_installer<T: Send + 'static>(
+        mut installer: Installer,
+        work: impl FnOnce(&mut Installer) -> FsResult<T> + Send + 'static,
+    ) -> FsResult<(Installer, T)> {
+        tokio::task::spawn_blocking(move || {
+            let out = work(&mut installer)?;
+            Ok((installer, out))
+        })
+        .await
+        .map_err(|e| FsError::internal(format!("disk task failed: {e}")))?
     }
 
     /// This node's self-report.
@@ -443,6 +539,110 @@ impl Store {
     #[cfg(test)]
     fn chunk_path(&self, chunk: ChunkId) -> PathBuf {
         self.inner.chunk_path(chunk)
+    }
+}
+
+/// A replica being copied in: blocks go to a temp file; [`Installer::finish`] fsyncs it
+/// and renames it over the chunk's file, so a failed or interrupted copy never leaves a
+/// partial replica that could look current. Dropped unfinished, it removes the temp file.
+pub struct Installer {
+    inner: Arc<Inner>,
+    chunk: ChunkId,
+    header: Header,
+    file: Option<File>,
+    tmp_path: PathBuf,
+    done: bool,
+}
+
+impl Installer {
+    fn file(&self) -> FsResult<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| FsError::internal("copy file already closed"))
+    }
+
+    /// Blocks of the chunk being copied.
+    pub fn blocks(&self) -> u32 {
+        self.header.blocks
+    }
+
+    /// Stores `blocks` (as read from the source, `None` for holes) from `first`, each as
+    /// copy 0 at the copy's version. Blocking.
+    pub fn write_batch(&mut self, first: u32, blocks: &[Option<Bytes>]) -> FsResult<()> {
+        let end = u64::from(first) + blocks.len() as u64;
+        if end > u64::from(self.header.blocks) {
+            return Err(out_of_range(first, blocks.len(), self.header.blocks));
+        }
+        let file = self.file()?;
+        let mut table = Vec::with_capacity(blocks.len() * (COPIES * ENTRY_LEN) as usize);
+        for (i, block) in blocks.iter().enumerate() {
+            let index = first + i as u32;
+            match block {
+                Some(b) if !b.is_empty() => {
+                    if !(SEAL_OVERHEAD..=MAX_SEALED_BLOCK).contains(&b.len()) {
+                        return Err(FsError::Corrupt(format!(
+                            "source sent a {}-byte block {index}",
+                            b.len()
+                        )));
+                    }
+                    file.write_all_at(b, self.header.slot_offset(index, 0))
+                        .map_err(|e| io_error("write copied block", e))?;
+                    table.extend_from_slice(&Entry::for_block(b, self.header.version).encode());
+                }
+                _ => table.extend_from_slice(&Entry::default().encode()),
+            }
+            table.extend_from_slice(&Entry::default().encode());
+        }
+        file.write_all_at(&table, self.header.entry_offset(first, 0))
+            .map_err(|e| io_error("write copied table", e))
+    }
+
+    /// Makes the copy durable and the chunk's replica on this node. Blocking.
+    pub fn finish(mut self) -> FsResult<()> {
+        let inner = self.inner.clone();
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| FsError::internal("copy file already closed"))?;
+        file.sync_all()
+            .map_err(|e| io_error("fsync copied chunk", e))?;
+        let entry = inner.entry(self.chunk);
+        let mut state = entry.state.write();
+        let old_alloc = match &*state {
+            ChunkState::Open(open) => Some(open.allocated),
+            ChunkState::Absent => None,
+            ChunkState::Unknown => fs::metadata(inner.chunk_path(self.chunk))
+                .ok()
+                .map(|m| allocated(&m)),
+        };
+        let final_path = inner.chunk_path(self.chunk);
+        fs::rename(&self.tmp_path, &final_path).map_err(|e| io_error("install copy", e))?;
+        self.done = true;
+        fsync_dir(&inner.shard_path(self.chunk)).map_err(|e| io_error("sync shard dir", e))?;
+        let alloc = file.metadata().map(|m| allocated(&m)).unwrap_or(0);
+        match old_alloc {
+            Some(old) => sub_saturating(&inner.used_bytes, old),
+            None => {
+                inner.chunk_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        inner.used_bytes.fetch_add(alloc, Ordering::Relaxed);
+        *state = ChunkState::Open(OpenChunk {
+            file,
+            header: self.header,
+            allocated: alloc,
+            generation: inner.generation.fetch_add(1, Ordering::Relaxed),
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Installer {
+    fn drop(&mut self) {
+        if !self.done {
+            // Best effort: a leftover is also removed by the start-up scan.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
     }
 }
 
@@ -633,17 +833,19 @@ impl Inner {
             return Err(out_of_range(req.first_block, count, chunk_blocks));
         }
 
-        // Hash and lay out the run before taking the chunk's lock: other requests to the
-        // chunk wait only for the disk.
-        let mut table = Vec::with_capacity(count * ENTRY_LEN as usize);
-        let last_len = req.blocks[count - 1].len();
-        let mut run = Vec::with_capacity((count - 1) * SLOT_LEN as usize + last_len);
-        for (i, block) in req.blocks.iter().enumerate() {
-            table.extend_from_slice(&Entry::for_block(block).encode());
-            // Slots are fixed-size; a short block leaves zeros up to the next slot.
-            run.resize(i * SLOT_LEN as usize, 0);
-            run.extend_from_slice(block);
+        if req.base >= req.version {
+            return Err(FsError::Invalid(format!(
+                "a write at {:?} must build on an older committed version, not {:?}",
+                req.version, req.base
+            )));
         }
+        // Hash before taking the chunk's lock: other requests to the chunk wait only for
+        // the disk.
+        let fresh: Vec<Entry> = req
+            .blocks
+            .iter()
+            .map(|b| Entry::for_block(b, req.version))
+            .collect();
 
         let entry = self.entry(req.chunk);
         let mut guard = entry.state.write();
@@ -666,10 +868,46 @@ impl Inner {
                 used: req.version,
             });
         }
+        let mut entries = match read_entries(open, req.first_block, count as u32) {
+            Ok(entries) => entries,
+            Err(Fault::Io(e)) => return Err(io_error("read block table", e)),
+            Err(Fault::Corrupt(why)) => {
+                self.quarantine(req.chunk, &mut guard, &why);
+                return Err(FsError::Corrupt(format!("chunk {:?}: {why}", req.chunk)));
+            }
+        };
+        let targets: Vec<usize> = entries.iter().map(|e| pick_write(e, req.base)).collect();
         let file = &open.file;
-        file.write_all_at(&run, open.header.slot_offset(req.first_block))
-            .map_err(|e| io_error("write block slots", e))?;
-        file.write_all_at(&table, open.header.entry_offset(req.first_block))
+        // Consecutive blocks going to the same copy are contiguous on disk: one pwrite each.
+        let mut i = 0;
+        while i < count {
+            let copy = targets[i];
+            let mut j = i;
+            let mut run = Vec::new();
+            while j < count && targets[j] == copy {
+                // Slots are fixed-size; a short block leaves zeros up to the next slot.
+                run.resize((j - i) * SLOT_LEN as usize, 0);
+                run.extend_from_slice(&req.blocks[j]);
+                j += 1;
+            }
+            if !run.is_empty() {
+                file.write_all_at(
+                    &run,
+                    open.header.slot_offset(req.first_block + i as u32, copy),
+                )
+                .map_err(|e| io_error("write block slots", e))?;
+            }
+            i = j;
+        }
+        let mut table = Vec::with_capacity(count * (COPIES * ENTRY_LEN) as usize);
+        for (k, pair) in entries.iter_mut().enumerate() {
+            pair[targets[k]] = fresh[k];
+            // The kept copy's entry is rewritten with the bytes it already has: one pwrite
+            // for the run, and rewriting identical bytes cannot tear them.
+            table.extend_from_slice(&pair[0].encode());
+            table.extend_from_slice(&pair[1].encode());
+        }
+        file.write_all_at(&table, open.header.entry_offset(req.first_block, 0))
             .map_err(|e| io_error("write block table", e))?;
         if req.version > open.header.version {
             let header = Header {
@@ -728,7 +966,7 @@ impl Inner {
                 open.header.blocks,
             ));
         }
-        match read_verified(open, req.first_block, req.count) {
+        match read_verified(open, req.first_block, req.count, req.min_version) {
             Ok(blocks) => Ok(BlockData {
                 version: open.header.version,
                 blocks,
@@ -747,28 +985,102 @@ impl Inner {
         }
     }
 
-    fn verify(&self, chunk: ChunkId) -> FsResult<()> {
-        let blocks = {
-            let entry = self.entry(chunk);
-            let guard = self.read_state(chunk, &entry)?;
-            match &*guard {
-                ChunkState::Open(open) => open.header.blocks,
-                ChunkState::Absent => return Err(FsError::NotFound),
-                ChunkState::Unknown => return Err(FsError::internal("chunk state unresolved")),
-            }
-        };
+    /// Blocks of a stored chunk (`NotFound` when it is not here).
+    fn blocks_of(&self, chunk: ChunkId) -> FsResult<u32> {
+        let entry = self.entry(chunk);
+        let guard = self.read_state(chunk, &entry)?;
+        match &*guard {
+            ChunkState::Open(open) => Ok(open.header.blocks),
+            ChunkState::Absent => Err(FsError::NotFound),
+            ChunkState::Unknown => Err(FsError::internal("chunk state unresolved")),
+        }
+    }
+
+    fn verify(&self, chunk: ChunkId) -> FsResult<u64> {
+        let blocks = self.blocks_of(chunk)?;
+        let mut bytes = 0;
         // Batches of one request's size, so a scrub holds the chunk's lock no longer than
         // a client read does.
         for first in (0..blocks).step_by(MAX_BLOCKS_PER_REQUEST as usize) {
             let count = (blocks - first).min(MAX_BLOCKS_PER_REQUEST);
-            self.read(&ReadBlocks {
-                chunk,
-                min_version: Version(0),
-                first_block: first,
-                count,
-            })?;
+            bytes += self.verify_range(chunk, first, count)?;
         }
-        Ok(())
+        Ok(bytes)
+    }
+
+    /// Verifies every stored copy of `count` blocks from `first`; quarantines and reports
+    /// the replica on a mismatch. Returns the bytes read.
+    fn verify_range(&self, chunk: ChunkId, first: u32, count: u32) -> FsResult<u64> {
+        let entry = self.entry(chunk);
+        let guard = self.read_state(chunk, &entry)?;
+        let open = match &*guard {
+            ChunkState::Open(open) => open,
+            ChunkState::Absent => return Err(FsError::NotFound),
+            ChunkState::Unknown => return Err(FsError::internal("chunk state unresolved")),
+        };
+        if u64::from(first) + u64::from(count) > u64::from(open.header.blocks) {
+            return Err(out_of_range(first, count as usize, open.header.blocks));
+        }
+        match verify_all_copies(open, first, count) {
+            Ok(bytes) => Ok(bytes),
+            Err(Fault::Io(e)) => Err(io_error("read chunk file", e)),
+            Err(Fault::Corrupt(why)) => {
+                let generation = open.generation;
+                drop(guard);
+                let mut state = entry.state.write();
+                if matches!(&*state, ChunkState::Open(o) if o.generation == generation) {
+                    self.quarantine(chunk, &mut state, &why);
+                }
+                Err(FsError::Corrupt(format!("chunk {chunk:?}: {why}")))
+            }
+        }
+    }
+
+    /// Starts a replacement replica of `chunk` at `version` in a temp file (see
+    /// [`Installer`]).
+    fn begin_install(self: &Arc<Self>, chunk: ChunkId, version: Version) -> FsResult<Installer> {
+        let blocks = self.chunk_blocks.load(Ordering::Relaxed);
+        if blocks == 0 {
+            return Err(FsError::unavailable(
+                "chunk size unknown: this node has not registered with the master yet",
+            ));
+        }
+        if version.0 == 0 {
+            return Err(FsError::Invalid("a copy needs a committed version".into()));
+        }
+        let shard = self.shard_path(chunk);
+        match fs::create_dir(&shard) {
+            Ok(()) => fsync_dir(&self.chunks_dir).map_err(|e| io_error("sync chunks dir", e))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create shard dir", e)),
+        }
+        // `.tmp`: a crash mid-copy leaves a file the start-up scan removes.
+        let tmp_path = shard.join(format!("{}.copy.tmp", chunk.file_name()));
+        let header = Header {
+            chunk,
+            version,
+            blocks,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(|e| io_error("create copy file", e))?;
+        let installer = Installer {
+            inner: self.clone(),
+            chunk,
+            header,
+            file: Some(file),
+            tmp_path,
+            done: false,
+        };
+        let file = installer.file()?;
+        file.write_all_at(&header.encode(), 0)
+            .and_then(|()| file.set_len(header.file_len()))
+            .map_err(|e| io_error("write copy header", e))?;
+        Ok(installer)
     }
 
     /// Moves a damaged chunk file aside so its bytes are never served again, and queues a
@@ -897,44 +1209,80 @@ fn read_header(file: &File, chunk: ChunkId) -> Result<Header, Fault> {
     Header::decode(&raw, chunk).map_err(Fault::Corrupt)
 }
 
-/// Reads table entries and slots of `count` blocks from `first` and verifies every stored
-/// block. Holes read as `None`.
-fn read_verified(open: &OpenChunk, first: u32, count: u32) -> Result<Vec<Option<Bytes>>, Fault> {
-    let header = &open.header;
-    let mut table = vec![0u8; count as usize * ENTRY_LEN as usize];
-    open.file
-        .read_exact_at(&mut table, header.entry_offset(first))?;
-    let entries = table
-        .chunks_exact(ENTRY_LEN as usize)
-        .map(Entry::decode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Fault::Corrupt)?;
-    let Some(last) = entries.iter().rposition(|e| e.len > 0) else {
-        return Ok(vec![None; count as usize]);
-    };
-    // One pread for the whole range up to the end of the last stored block.
-    let span = last * SLOT_LEN as usize + entries[last].len as usize;
-    let mut buf = vec![0u8; span];
-    open.file
-        .read_exact_at(&mut buf, header.slot_offset(first))?;
-    let buf = Bytes::from(buf);
-    let mut blocks = Vec::with_capacity(count as usize);
-    for (i, e) in entries.iter().enumerate() {
-        if e.len == 0 {
-            blocks.push(None);
+/// Reads `count` blocks from `first` as a reader at committed version `max` sees them (the
+/// newest copy of each at or below `max`) and verifies each against its checksum. Holes
+/// read as `None`.
+fn read_verified(
+    open: &OpenChunk,
+    first: u32,
+    count: u32,
+    max: Version,
+) -> Result<Vec<Option<Bytes>>, Fault> {
+    let entries = read_entries(open, first, count)?;
+    let picks: Vec<Option<usize>> = entries
+        .iter()
+        .map(|e| pick_read(e, max).filter(|&c| e[c].len > 0))
+        .collect();
+    let mut blocks = vec![None; count as usize];
+    let mut i = 0;
+    while i < count as usize {
+        let Some(copy) = picks[i] else {
+            i += 1;
             continue;
+        };
+        // A run of blocks served from the same copy is contiguous: one pread.
+        let mut j = i + 1;
+        while j < count as usize && picks[j] == Some(copy) {
+            j += 1;
         }
-        let start = i * SLOT_LEN as usize;
-        let stored = buf.slice(start..start + e.len as usize);
-        if common::block::checksum(&stored) != e.sum {
-            return Err(Fault::Corrupt(format!(
-                "block {} failed its checksum",
-                u64::from(first) + i as u64
-            )));
+        let span = (j - 1 - i) * SLOT_LEN as usize + entries[j - 1][copy].len as usize;
+        let mut buf = vec![0u8; span];
+        open.file
+            .read_exact_at(&mut buf, open.header.slot_offset(first + i as u32, copy))?;
+        let buf = Bytes::from(buf);
+        for k in i..j {
+            let e = &entries[k][copy];
+            let start = (k - i) * SLOT_LEN as usize;
+            let stored = buf.slice(start..start + e.len as usize);
+            if common::block::checksum(&stored) != e.sum {
+                return Err(Fault::Corrupt(format!(
+                    "block {} failed its checksum",
+                    u64::from(first) + k as u64
+                )));
+            }
+            blocks[k] = Some(stored);
         }
-        blocks.push(Some(stored));
+        i = j;
     }
     Ok(blocks)
+}
+
+/// Verifies every stored copy (current or not) of `count` blocks from `first`, one pread
+/// per copy; returns the bytes read. For scrubbing: a damaged copy that no reader would be
+/// served today still means the disk is failing.
+fn verify_all_copies(open: &OpenChunk, first: u32, count: u32) -> Result<u64, Fault> {
+    let entries = read_entries(open, first, count)?;
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; SLOT_LEN as usize];
+    for (i, pair) in entries.iter().enumerate() {
+        let block = first + i as u32;
+        for (copy, e) in pair.iter().enumerate() {
+            if e.len == 0 {
+                continue;
+            }
+            let stored = &mut buf[..e.len as usize];
+            open.file
+                .read_exact_at(stored, open.header.slot_offset(block, copy))?;
+            if common::block::checksum(stored) != e.sum {
+                return Err(Fault::Corrupt(format!(
+                    "block {block} (copy {copy}, {:?}) failed its checksum",
+                    e.version
+                )));
+            }
+            bytes += u64::from(e.len);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The chunk files under `chunks_dir` as (id, path). Names that are not exactly what
@@ -1059,10 +1407,12 @@ mod tests {
         seal(keys().current(), chunk, index, version, &plain)
     }
 
+    /// A write at `version` on top of committed `version - 1`.
     fn write_req(chunk: ChunkId, version: u64, first: u32, blocks: Vec<Bytes>) -> WriteBlocks {
         WriteBlocks {
             chunk,
             version: Version(version),
+            base: Version(version.saturating_sub(1)),
             first_block: first,
             blocks,
             sync: false,
@@ -1171,13 +1521,178 @@ mod tests {
         );
     }
 
+    fn copy(version: u64) -> Entry {
+        Entry {
+            len: 10,
+            sum: [0; 32],
+            version: Version(version),
+        }
+    }
+
+    #[test]
+    fn copy_choice_table() {
+        let none = Entry::default();
+        // (copies, reader's committed version) -> copy served
+        let reads = [
+            ([none, none], 5, None),
+            ([copy(3), none], 5, Some(0)),
+            ([copy(3), copy(4)], 5, Some(1)),
+            ([copy(3), copy(6)], 5, Some(0)),
+            ([copy(7), copy(6)], 5, None),
+            ([copy(5), copy(3)], 5, Some(0)),
+        ];
+        for (copies, max, want) in reads {
+            assert_eq!(
+                pick_read(&copies, Version(max)),
+                want,
+                "{copies:?} at {max}"
+            );
+        }
+        // (copies, write's base) -> copy overwritten: never the one a reader at base gets.
+        let writes = [
+            ([none, none], 0, 0),
+            ([copy(3), none], 3, 1),
+            ([copy(3), copy(4)], 3, 1),
+            ([copy(3), copy(4)], 4, 0),
+            // Both newer than the base (failed writes): the older leftover goes.
+            ([copy(7), copy(6)], 5, 1),
+            ([copy(6), copy(7)], 5, 0),
+            // A copied-in replica (copy 0 at 6) under a late write on top of 5.
+            ([copy(6), none], 5, 1),
+        ];
+        for (copies, base, want) in writes {
+            assert_eq!(
+                pick_write(&copies, Version(base)),
+                want,
+                "{copies:?} on {base}"
+            );
+            if let Some(kept) = pick_read(&copies, Version(base)) {
+                assert_ne!(kept, want);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_write_is_never_visible_at_the_committed_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _bad) = open_store(dir.path());
+        let c = ChunkId(0x77);
+        let v1 = sealed(c, 0, Version(1), 100);
+        store
+            .write_blocks(write_req(c, 1, 0, vec![v1.clone()]))
+            .await
+            .expect("write v1");
+        // v2 is written on top of committed v1 but never committed (too few replicas).
+        let v2 = sealed(c, 0, Version(2), 200);
+        store
+            .write_blocks(write_req(
+                c,
+                2,
+                0,
+                vec![v2.clone(), sealed(c, 1, Version(2), 50)],
+            ))
+            .await
+            .expect("write v2");
+        let at1 = store
+            .read_blocks(read_req(c, 1, 0, 2))
+            .await
+            .expect("read at v1");
+        assert_eq!(at1.blocks, vec![Some(v1.clone()), None]);
+        let at2 = store
+            .read_blocks(read_req(c, 2, 0, 1))
+            .await
+            .expect("read at v2");
+        assert_eq!(at2.blocks, vec![Some(v2)]);
+        // The next grant (v3) still builds on v1: it replaces v2's copy, never v1's.
+        let v3 = sealed(c, 0, Version(3), 300);
+        let mut req = write_req(c, 3, 0, vec![v3.clone()]);
+        req.base = Version(1);
+        store.write_blocks(req).await.expect("write v3");
+        let at1 = store
+            .read_blocks(read_req(c, 1, 0, 1))
+            .await
+            .expect("read at v1");
+        assert_eq!(at1.blocks, vec![Some(v1)]);
+        let at3 = store
+            .read_blocks(read_req(c, 3, 0, 1))
+            .await
+            .expect("read at v3");
+        assert_eq!(at3.blocks, vec![Some(v3)]);
+        // A write must build on an older version than its own.
+        let mut bad = write_req(c, 4, 0, vec![sealed(c, 0, Version(4), 10)]);
+        bad.base = Version(4);
+        assert!(is_invalid(store.write_blocks(bad).await));
+    }
+
+    #[tokio::test]
+    async fn installed_copy_replaces_a_stale_replica_only_when_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _bad) = open_store(dir.path());
+        let c = ChunkId(0x88);
+        store
+            .write_blocks(write_req(c, 1, 0, vec![sealed(c, 0, Version(1), 100)]))
+            .await
+            .expect("stale v1");
+        let fresh = sealed(c, 0, Version(4), 400);
+        let installer = store.begin_install(c, Version(4)).await.expect("begin");
+        let blocks = vec![Some(fresh.clone()), None];
+        let (installer, ()) = Store::on_installer(installer, move |i| i.write_batch(0, &blocks))
+            .await
+            .expect("batch");
+        // Not installed yet: the old replica still answers (as stale for v4).
+        assert!(matches!(
+            store.read_blocks(read_req(c, 4, 0, 1)).await,
+            Err(FsError::StaleVersion { .. })
+        ));
+        Store::finish_install(installer).await.expect("finish");
+        let read = store.read_blocks(read_req(c, 4, 0, 2)).await.expect("read");
+        assert_eq!(read.blocks, vec![Some(fresh.clone()), None]);
+        assert_eq!(store.status().chunk_count, 1);
+        let want = fresh.len() as u64;
+        assert_eq!(store.verify_chunk(c).await.expect("verify"), want);
+        // An abandoned copy leaves nothing behind.
+        let other = ChunkId(0x89);
+        drop(store.begin_install(other, Version(2)).await.expect("begin"));
+        assert_eq!(store.list_chunks().await.expect("list").len(), 1);
+        assert_eq!(
+            crate::store::chunk_files(&dir.path().join("chunks"))
+                .expect("files")
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_checks_the_copy_readers_do_not_get_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, mut bad) = open_store(dir.path());
+        let c = ChunkId(0x99);
+        store
+            .write_blocks(write_req(c, 1, 0, vec![sealed(c, 0, Version(1), 300)]))
+            .await
+            .expect("v1");
+        store
+            .write_blocks(write_req(c, 2, 0, vec![sealed(c, 0, Version(2), 300)]))
+            .await
+            .expect("v2");
+        // Damage copy 0 (v1): readers at v2 never see it, the scrub does.
+        flip_slot_byte(&store, c, 0);
+        assert!(store.read_blocks(read_req(c, 2, 0, 1)).await.is_ok());
+        assert!(matches!(
+            store.verify_chunk(c).await,
+            Err(FsError::Corrupt(_))
+        ));
+        assert_eq!(bad.try_recv().expect("reported").chunk, c);
+    }
+
     #[tokio::test]
     async fn versions_only_grow() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _bad) = open_store(dir.path());
         let c = ChunkId(9);
+        let v5 = sealed(c, 0, Version(5), 10);
         store
-            .write_blocks(write_req(c, 5, 0, vec![sealed(c, 0, Version(5), 10)]))
+            .write_blocks(write_req(c, 5, 0, vec![v5.clone()]))
             .await
             .expect("write v5");
         let stale = store
@@ -1201,10 +1716,18 @@ mod tests {
             .await
             .expect("write v8");
         assert_eq!(
-            store.read_blocks(read_req(c, 6, 0, 1)).await,
+            store.read_blocks(read_req(c, 8, 0, 1)).await,
             Ok(BlockData {
                 version: Version(8),
                 blocks: vec![Some(newer)]
+            })
+        );
+        // A reader at committed version 6 gets the newest copy at or below it: v5's.
+        assert_eq!(
+            store.read_blocks(read_req(c, 6, 0, 1)).await,
+            Ok(BlockData {
+                version: Version(8),
+                blocks: vec![Some(v5)]
             })
         );
         assert_eq!(
@@ -1225,7 +1748,7 @@ mod tests {
             .open(store.chunk_path(c))
             .expect("open chunk file");
         let header = read_header(&file, c).ok().expect("header");
-        let at = header.slot_offset(block) + 50;
+        let at = header.slot_offset(block, 0) + 50;
         let mut b = [0u8; 1];
         file.read_exact_at(&mut b, at).expect("read byte");
         b[0] ^= 0x40;
@@ -1300,11 +1823,11 @@ mod tests {
             version: Version(1),
             blocks: 16,
         };
-        file.write_all_at(&sealed(c, 3, Version(2), 4096), header.slot_offset(3))
+        file.write_all_at(&sealed(c, 3, Version(2), 4096), header.slot_offset(3, 0))
             .expect("rewrite slot");
         drop(store); // a fresh process: nothing cached
         let (store, _bad) = open_store(dir.path());
-        let read = store.read_blocks(read_req(c, 0, 3, 1)).await;
+        let read = store.read_blocks(read_req(c, 1, 3, 1)).await;
         assert!(matches!(read, Err(FsError::Corrupt(_))), "{read:?}");
     }
 
@@ -1492,7 +2015,7 @@ mod tests {
     }
 
     fn blocking_read(store: &Store, chunk: ChunkId, count: u32) -> FsResult<BlockData> {
-        store.inner.read(&read_req(chunk, 0, 0, count))
+        store.inner.read(&read_req(chunk, 1, 0, count))
     }
 
     proptest! {
