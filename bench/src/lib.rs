@@ -165,14 +165,14 @@ impl Cli {
             block_size: self.block_size.unwrap_or(MIB),
             rand_io: self.rand_io.unwrap_or(4 * KIB),
             rand_seconds: self.rand_seconds.unwrap_or(if q { 0.5 } else { 10.0 }),
-            meta_files: self.meta_files.unwrap_or(if q { 500 } else { 10_000 }),
-            small_files: self.small_files.unwrap_or(if q { 100 } else { 2000 }),
+            meta_files: self.meta_files.unwrap_or(if q { 300 } else { 10_000 }),
+            small_files: self.small_files.unwrap_or(if q { 50 } else { 2000 }),
             small_size: self.small_size.unwrap_or(64 * KIB),
             tree_source: self
                 .tree_source
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/usr/include")),
-            tree_max_files: self.tree_max_files.unwrap_or(if q { 300 } else { 0 }),
+            tree_max_files: self.tree_max_files.unwrap_or(if q { 150 } else { 0 }),
             mix_files: self.mix_files.unwrap_or(if q { 4 } else { 16 }),
             mix_file_size: self.mix_file_size.unwrap_or(if q { MIB } else { 4 * MIB }),
             mix_io: self.mix_io.unwrap_or(64 * KIB),
@@ -488,7 +488,7 @@ mod tests {
         let c = cli.config();
         assert_eq!(
             (c.seq_size, c.meta_files, c.small_files),
-            (64 * MIB, 7, 100)
+            (64 * MIB, 7, 50)
         );
         let c = Cli::parse_from(["mosaic-bench", "/tmp"]).config();
         assert_eq!(
