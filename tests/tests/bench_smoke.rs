@@ -63,16 +63,7 @@ fn quick_suite_reports_every_metric() {
     let plots = scratch.path().join("plots");
     let out = Command::new(bin("mosaic-bench"))
         .arg("--quick")
-        .args([
-            "--runs",
-            "2",
-            "--meta-files",
-            "200",
-            "--small-files",
-            "50",
-            "--tree-max-files",
-            "150",
-        ])
+        .args(["--runs", "2", "--seq-size", "16MiB", "--meta-files", "200"])
         .arg("--master")
         .arg(mc.cluster.master_addr())
         .arg("--credentials")
@@ -92,7 +83,7 @@ fn quick_suite_reports_every_metric() {
     );
     // The readable table names the workloads and where the client's memory came from.
     assert!(
-        stdout.contains("sequential write 64 MiB"),
+        stdout.contains("sequential write 16 MiB"),
         "table:\n{stdout}"
     );
     assert!(
