@@ -1,0 +1,346 @@
+//! Repair of bad and stale replicas: the master notices chunks with fewer current replicas
+//! than the goal (a replica reported corrupt, or one that missed a committed write) and has
+//! a node copy the chunk from a healthy replica (`ChunkServer::copy_from`). Data flows
+//! chunkserver to chunkserver; the master only decides and records.
+//!
+//! Replicas on nodes that are merely unreachable still count as current here: deciding that
+//! a node is dead and re-replicating what it held is the sentinel's job (it must not react
+//! to a short pause). This module repairs only what is known to be wrong.
+//!
+//! [`plan`] is a pure function of the replica table and the node views, table-tested; the
+//! worker [`repair_loop`] only runs it, dials nodes and records results.
+
+use crate::registry::NodeView;
+use crate::service::MasterService;
+use common::rpc::{ChunkServerClient, ctx};
+use common::{ChunkId, FsError, FsResult, NodeId, Version};
+use futures::future::BoxFuture;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often the master looks for chunks to repair. A repair starts within about this long
+/// of a bad report or a commit that left a replica behind.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+/// Chunks examined per round: bounds the query and the plan; the rest wait a round.
+pub const REPAIR_SCAN: usize = 256;
+/// Copies in flight at once, cluster-wide: repair must not starve client I/O.
+pub const MAX_COPIES_IN_FLIGHT: usize = 4;
+/// Deadline of one copy: a 64 MiB chunk at a slow 10 MB/s, with room. A copy to a stalled
+/// node fails after this and is planned again.
+pub const COPY_DEADLINE: Duration = Duration::from_secs(120);
+/// Deadline of connecting to the copy's target.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One replica row as the repair planner sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub node: NodeId,
+    /// The newest version this replica confirmed.
+    pub version: Version,
+    pub bad: bool,
+}
+
+/// A committed chunk and all its replica rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkReplicas {
+    pub chunk: ChunkId,
+    pub confirmed: Version,
+    pub replicas: Vec<ReplicaRow>,
+}
+
+/// Copy `chunk` at `version` from `source` to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyOrder {
+    pub chunk: ChunkId,
+    pub version: Version,
+    pub source: NodeId,
+    pub source_addr: String,
+    pub target: NodeId,
+    pub target_addr: String,
+}
+
+/// The copies that bring `chunks` back to `goal` current replicas, at most `max`, skipping
+/// chunks in `busy` (a copy already running). Sources: current replicas on online nodes,
+/// least loaded first. Targets: online nodes without a current replica, those holding a
+/// stale one first (it is overwritten), then nodes without the chunk by free space; never a
+/// node whose replica is marked bad (its deletion is pending and would race the copy).
+pub fn plan(
+    chunks: &[ChunkReplicas],
+    nodes: &[NodeView],
+    goal: usize,
+    busy: &HashSet<ChunkId>,
+    max: usize,
+) -> Vec<CopyOrder> {
+    let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
+    let online = |n: &NodeId| views.get(n).is_some_and(|v| v.online);
+    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| v.online).collect();
+    by_space.sort_by(|a, b| {
+        b.free_bytes()
+            .cmp(&a.free_bytes())
+            .then(a.node.cmp(&b.node))
+    });
+    let mut out = Vec::new();
+    for c in chunks {
+        if out.len() >= max || busy.contains(&c.chunk) || c.confirmed.0 == 0 {
+            continue;
+        }
+        let current: Vec<NodeId> = c
+            .replicas
+            .iter()
+            .filter(|r| r.version == c.confirmed && !r.bad)
+            .map(|r| r.node)
+            .collect();
+        if current.len() >= goal {
+            continue;
+        }
+        let Some(source) = current
+            .iter()
+            .filter(|n| online(n))
+            .min_by_key(|n| (views[*n].status.load(), **n))
+        else {
+            continue;
+        };
+        let bad: HashSet<NodeId> = c
+            .replicas
+            .iter()
+            .filter(|r| r.bad)
+            .map(|r| r.node)
+            .collect();
+        let mut stale: Vec<NodeId> = c
+            .replicas
+            .iter()
+            .filter(|r| !r.bad && r.version < c.confirmed && online(&r.node))
+            .map(|r| r.node)
+            .collect();
+        stale.sort();
+        let holders: HashSet<NodeId> = c.replicas.iter().map(|r| r.node).collect();
+        let fresh = by_space
+            .iter()
+            .map(|v| v.node)
+            .filter(|n| !holders.contains(n) && !bad.contains(n));
+        let targets: Vec<NodeId> = stale
+            .into_iter()
+            .chain(fresh)
+            .take(goal - current.len())
+            .collect();
+        for target in targets {
+            if out.len() >= max {
+                break;
+            }
+            out.push(CopyOrder {
+                chunk: c.chunk,
+                version: c.confirmed,
+                source: *source,
+                source_addr: views[source].addr.clone(),
+                target,
+                target_addr: views[&target].addr.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Dials a chunkserver (over the master's TLS credential).
+pub type Connector =
+    Arc<dyn Fn(String) -> BoxFuture<'static, FsResult<ChunkServerClient>> + Send + Sync>;
+
+/// The connector the master uses for repairs.
+pub fn connector(tls: common::tls::Tls) -> Connector {
+    Arc::new(move |addr: String| {
+        let tls = tls.clone();
+        Box::pin(
+            async move { common::rpc::connect_chunkserver(&addr, &tls, CONNECT_TIMEOUT).await },
+        )
+    })
+}
+
+/// Plans and runs repairs every [`REPAIR_INTERVAL`] until `stop` changes.
+pub async fn repair_loop(
+    service: MasterService,
+    connect: Connector,
+    mut stop: watch::Receiver<bool>,
+) {
+    let busy: Arc<parking_lot::Mutex<HashSet<ChunkId>>> = Arc::default();
+    let mut tick = tokio::time::interval(REPAIR_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let room = MAX_COPIES_IN_FLIGHT.saturating_sub(busy.lock().len());
+        if room == 0 {
+            continue;
+        }
+        let snapshot = busy.lock().clone();
+        let orders = match service.plan_repairs(&snapshot, room).await {
+            Ok(orders) => orders,
+            // Logged by the service's store wrapper.
+            Err(_) => continue,
+        };
+        for order in orders {
+            busy.lock().insert(order.chunk);
+            let (service, connect, busy) = (service.clone(), connect.clone(), busy.clone());
+            tokio::spawn(async move {
+                run_copy(&service, &connect, &order).await;
+                busy.lock().remove(&order.chunk);
+            });
+        }
+    }
+}
+
+async fn run_copy(service: &MasterService, connect: &Connector, order: &CopyOrder) {
+    let started = std::time::Instant::now();
+    let copied = async {
+        let client = connect(order.target_addr.clone()).await?;
+        client
+            .copy_from(
+                ctx(COPY_DEADLINE),
+                order.chunk,
+                order.source_addr.clone(),
+                order.version,
+            )
+            .await
+            .map_err(FsError::from)?
+    }
+    .await;
+    match copied {
+        Ok(()) => {
+            let recorded = service
+                .record_copy(order.chunk, order.target, order.version)
+                .await;
+            tracing::info!(chunk = %order.chunk, source = %order.source, target = %order.target,
+                version = ?order.version, seconds = started.elapsed().as_secs_f64(),
+                recorded = ?recorded, "replica repaired");
+        }
+        Err(e) => tracing::warn!(chunk = %order.chunk, source = %order.source,
+            target = %order.target, error = %e, "replica repair failed; planned again later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::types::NodeStatus;
+
+    fn view(node: u64, online: bool, free: u64, in_flight: u64) -> NodeView {
+        NodeView {
+            node: NodeId(node),
+            addr: format!("n{node}"),
+            online,
+            last_seen: None,
+            status: NodeStatus {
+                capacity_bytes: free,
+                in_flight,
+                ..NodeStatus::default()
+            },
+        }
+    }
+
+    fn row(node: u64, version: u64, bad: bool) -> ReplicaRow {
+        ReplicaRow {
+            node: NodeId(node),
+            version: Version(version),
+            bad,
+        }
+    }
+
+    fn chunk(id: u64, confirmed: u64, replicas: Vec<ReplicaRow>) -> ChunkReplicas {
+        ChunkReplicas {
+            chunk: ChunkId(id),
+            confirmed: Version(confirmed),
+            replicas,
+        }
+    }
+
+    fn pairs(orders: &[CopyOrder]) -> Vec<(u64, u64, u64)> {
+        orders
+            .iter()
+            .map(|o| (o.chunk.0, o.source.0, o.target.0))
+            .collect()
+    }
+
+    #[test]
+    fn repair_plan_table() {
+        let nodes = vec![
+            view(1, true, 100, 0),
+            view(2, true, 300, 5),
+            view(3, true, 200, 0),
+            view(4, false, 900, 0),
+            view(5, true, 50, 0),
+        ];
+        let none = HashSet::new();
+        let cases: Vec<(&str, ChunkReplicas, Vec<(u64, u64, u64)>)> = vec![
+            (
+                "at goal",
+                chunk(
+                    1,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)],
+                ),
+                vec![],
+            ),
+            // A stale replica on an online node is brought up to date in place, from the
+            // least-loaded current replica.
+            (
+                "stale",
+                chunk(
+                    2,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(3, 3, false)],
+                ),
+                vec![(2, 1, 3)],
+            ),
+            // A bad replica's node is skipped (its deletion is pending): the copy goes to the
+            // online node with the most free space that does not hold the chunk.
+            (
+                "bad",
+                chunk(
+                    3,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(3, 4, true)],
+                ),
+                vec![(3, 1, 5)],
+            ),
+            // Replicas on an offline node still count: that is the sentinel's decision.
+            (
+                "offline counts",
+                chunk(
+                    4,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(4, 4, false)],
+                ),
+                vec![],
+            ),
+            // No current replica online: nothing to copy from.
+            (
+                "no source",
+                chunk(5, 4, vec![row(4, 4, false), row(1, 3, false)]),
+                vec![],
+            ),
+            // Two missing: the stale one first, then by free space.
+            (
+                "two",
+                chunk(6, 2, vec![row(2, 2, false), row(1, 1, false)]),
+                vec![(6, 2, 1), (6, 2, 3)],
+            ),
+            // Never committed: nothing to repair (a write may be in flight).
+            ("uncommitted", chunk(7, 0, vec![row(1, 0, false)]), vec![]),
+        ];
+        for (name, c, want) in cases {
+            assert_eq!(pairs(&plan(&[c], &nodes, 3, &none, 10)), want, "{name}");
+        }
+        // Busy chunks are skipped; `max` bounds the orders.
+        let stale = chunk(
+            2,
+            4,
+            vec![row(1, 4, false), row(2, 4, false), row(3, 3, false)],
+        );
+        let busy: HashSet<ChunkId> = [ChunkId(2)].into();
+        assert!(plan(std::slice::from_ref(&stale), &nodes, 3, &busy, 10).is_empty());
+        let two = chunk(6, 2, vec![row(2, 2, false), row(1, 1, false)]);
+        assert_eq!(plan(&[two], &nodes, 3, &none, 1).len(), 1);
+    }
+}
