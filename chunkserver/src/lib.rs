@@ -12,6 +12,8 @@
 pub mod cli;
 pub mod identity;
 mod node;
+pub mod repair;
+pub mod scrub;
 pub mod service;
 pub mod stats;
 pub mod store;
@@ -117,6 +119,14 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         },
     ));
     let reporter = tokio::spawn(agent.clone().report_bad_loop(bad_rx, stop_rx.clone()));
+    let scrubber = tokio::spawn(scrub::scrub_loop(
+        store.clone(),
+        scrub::ScrubPace {
+            bytes_per_sec: config.scrub_bytes_per_sec,
+            period: std::time::Duration::from_millis(config.scrub_period_ms),
+        },
+        stop_rx.clone(),
+    ));
     let node = agent.node();
     let task = tokio::spawn(async move {
         // The heartbeat loop ends on stop (after the draining heartbeat) or when the node
@@ -126,6 +136,8 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         let _ = server.await;
         reporter.abort();
         let _ = reporter.await;
+        scrubber.abort();
+        let _ = scrubber.await;
         tracing::info!("chunkserver stopped");
         ended
     });

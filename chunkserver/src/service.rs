@@ -2,6 +2,7 @@
 //! span per request carrying the chunk id; every request is counted in flight and timed for
 //! the load figure. No storage logic lives here.
 
+use crate::repair::PeerConnector;
 use crate::store::Store;
 use common::rpc::ChunkServer;
 use common::types::{BlockData, HeldChunk, NodeStatus, ReadBlocks, WriteBlocks};
@@ -14,11 +15,13 @@ use tracing::Instrument as _;
 #[derive(Clone)]
 pub struct ChunkService {
     store: Store,
+    peers: PeerConnector,
 }
 
 impl ChunkService {
-    pub fn new(store: Store) -> ChunkService {
-        ChunkService { store }
+    /// `peers` connects to other chunkservers, for `copy_from`.
+    pub fn new(store: Store, peers: PeerConnector) -> ChunkService {
+        ChunkService { store, peers }
     }
 }
 
@@ -92,6 +95,37 @@ impl ChunkServer for ChunkService {
         result
     }
 
+    async fn copy_from(
+        self,
+        _: Context,
+        chunk: ChunkId,
+        source: String,
+        version: Version,
+    ) -> FsResult<()> {
+        let span = tracing::info_span!("copy_from", chunk = ?chunk, source = %source,
+            version = ?version);
+        let _req = self.store.begin_request();
+        async {
+            let started = std::time::Instant::now();
+            let result = async {
+                let client = (self.peers)(source.clone()).await?;
+                crate::repair::copy_from(&self.store, &client, chunk, version).await
+            }
+            .await;
+            match &result {
+                Ok(bytes) => tracing::info!(
+                    bytes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "replica copied in"
+                ),
+                Err(e) => tracing::warn!(error = %e, "replica copy failed"),
+            }
+            result.map(|_| ())
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn status(self, _: Context) -> FsResult<NodeStatus> {
         // Not counted as a request: probes must not move the load figure they measure.
         Ok(self.store.status())
@@ -163,6 +197,7 @@ mod tests {
                 WriteBlocks {
                     chunk,
                     version: Version(2),
+                    base: Version(1),
                     first_block: 0,
                     blocks: blocks.clone(),
                     sync: true,

@@ -179,6 +179,7 @@ fn prefill(dir: &Path) -> DataKey {
         rt.block_on(store.write_blocks(WriteBlocks {
             chunk,
             version: Version(v),
+            base: Version(v - 1),
             first_block: 0,
             blocks: vec![seal(&key, chunk, 0, Version(v), b"hello")],
             sync: true,
@@ -282,6 +283,7 @@ async fn registers_reports_heartbeats_and_stops_gracefully() {
             WriteBlocks {
                 chunk,
                 version: Version(1),
+                base: Version(0),
                 first_block: 0,
                 blocks: vec![sealed],
                 sync: false,

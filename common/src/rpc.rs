@@ -100,6 +100,11 @@ pub trait ChunkServer {
     async fn delete_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
     async fn list_chunks() -> FsResult<Vec<HeldChunk>>;
     async fn status() -> FsResult<NodeStatus>;
+    /// Makes this node's replica of `chunk` a copy of the one at `source` (another
+    /// chunkserver's address) at committed `version`: read there block by block, written
+    /// here to a new file that replaces any local replica only once complete and fsynced.
+    /// The master drives it to repair bad or stale replicas (and re-replication reuses it).
+    async fn copy_from(chunk: ChunkId, source: String, version: Version) -> FsResult<()>;
 }
 
 /// A tarpc context whose deadline is `timeout` from now.

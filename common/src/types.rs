@@ -303,6 +303,10 @@ pub struct WriteGrant {
     pub index: u64,
     pub chunk: ChunkId,
     pub version: Version,
+    /// The chunk's committed version when the grant was made (0: never committed). Writes
+    /// under this grant carry it, so replicas keep the copy of each block readers may still
+    /// need until this grant commits (docs/PROTOCOL.md, "No partial state").
+    pub base: Version,
     pub length: u64,
     pub replicas: Vec<NodeAddr>,
 }
@@ -440,6 +444,9 @@ pub struct NodeReplica {
 pub struct WriteBlocks {
     pub chunk: ChunkId,
     pub version: Version,
+    /// The grant's base: the chunk's committed version. The replica never overwrites the
+    /// newest copy of a block at or below it, only the other copy.
+    pub base: Version,
     pub first_block: u32,
     /// Sealed blocks; an empty one makes its block a hole again (reads as zeros). Writers
     /// clear blocks that a truncate left behind before a write extends a chunk over them.
@@ -451,7 +458,9 @@ pub struct WriteBlocks {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadBlocks {
     pub chunk: ChunkId,
-    /// The replica must hold at least this version, or answer `StaleVersion`.
+    /// The chunk's committed version. The replica must have seen at least this version, or
+    /// answer `StaleVersion`; each block is served from its newest copy at or below it, so
+    /// a newer write that has not committed (yet, or ever) is never visible.
     pub min_version: Version,
     pub first_block: u32,
     pub count: u32,

@@ -33,6 +33,8 @@ pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
         flush_threshold: config
             .flush_threshold_bytes
             .max(common::block::BLOCK_SIZE as u64),
+        write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
+        hedge_delay: Duration::from_millis(config.hedge_delay_ms),
     };
     let name = format!("mosaic-mount pid {}", std::process::id());
     match ClientCore::connect(meta, data, keys, core_config, name).await {

@@ -100,6 +100,43 @@ impl MasterService {
         self.inner.registry.lock().views(Instant::now())
     }
 
+    /// The repair orders for this round (see `crate::repair::plan`).
+    pub async fn plan_repairs(
+        &self,
+        busy: &HashSet<ChunkId>,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::CopyOrder>> {
+        let goal = self.inner.policy.n;
+        let span = tracing::debug_span!("plan_repairs");
+        let chunks = self
+            .blocking(span, move |s| {
+                s.under_goal_chunks(goal, crate::repair::REPAIR_SCAN)
+            })
+            .await?;
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(crate::repair::plan(
+            &chunks,
+            &self.views(),
+            goal as usize,
+            busy,
+            max,
+        ))
+    }
+
+    /// Records a finished repair copy.
+    pub async fn record_copy(
+        &self,
+        chunk: ChunkId,
+        node: NodeId,
+        version: common::Version,
+    ) -> FsResult<bool> {
+        let span = info_span!("record_copy", %chunk, %node);
+        self.blocking(span, move |s| s.record_copy(chunk, node, version))
+            .await
+    }
+
     /// Ends every session whose lease ran out: releases its open files and frees inodes
     /// that were only kept for it. Called periodically by the reaper task.
     pub async fn reap_expired_sessions(&self) {

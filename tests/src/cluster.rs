@@ -43,14 +43,16 @@ pub struct ClusterOptions {
     pub chunkservers: usize,
     /// Replicas per chunk (N); default min(3, chunkservers).
     pub replicas: Option<u32>,
-    /// Write quorum (W); default N.
+    /// Write quorum (W); default a majority of N.
     pub write_quorum: Option<u32>,
-    /// Read quorum (R); default 1.
+    /// Read quorum (R); default N + 1 - W.
     pub read_quorum: Option<u32>,
     /// Chunk size fixed at `init`. Default [`crate::TEST_CHUNK_SIZE`] (1 MiB).
     pub chunk_size: u64,
     /// `--capacity` of every chunkserver; default: the disk's free space.
     pub capacity_bytes: Option<u64>,
+    /// `--scrub-rate` and `--scrub-period-ms` of every chunkserver; default: the daemon's.
+    pub scrub: Option<(u64, u64)>,
 }
 
 impl Default for ClusterOptions {
@@ -62,11 +64,14 @@ impl Default for ClusterOptions {
             read_quorum: None,
             chunk_size: crate::TEST_CHUNK_SIZE,
             capacity_bytes: None,
+            scrub: None,
         }
     }
 }
 
 impl ClusterOptions {
+    /// N, W, R: by default a majority writes and W + R = N + 1 (3/2/2 with 3 nodes), as the
+    /// master's own defaults.
     fn policy(&self) -> (u32, u32, u32) {
         let n = self
             .replicas
@@ -252,6 +257,12 @@ impl TestCluster {
             .arg(addr_file);
         if let Some(capacity) = self.opts.capacity_bytes {
             cmd.arg("--capacity").arg(capacity.to_string());
+        }
+        if let Some((rate, period_ms)) = self.opts.scrub {
+            cmd.arg("--scrub-rate")
+                .arg(rate.to_string())
+                .arg("--scrub-period-ms")
+                .arg(period_ms.to_string());
         }
         Daemon::spawn(
             &format!("mosaic-chunkserver {i}"),

@@ -27,6 +27,11 @@ pub struct CoreConfig {
     pub retry_window: Duration,
     /// Dirty bytes per file before a background flush starts; twice this blocks writers.
     pub flush_threshold: u64,
+    /// Deadline of one block write to one replica; a replica missing it is dropped from
+    /// that write.
+    pub write_timeout: Duration,
+    /// Shortest wait before a slow read is also sent to the next replica.
+    pub hedge_delay: Duration,
 }
 
 /// What an open file handle remembers.
@@ -57,6 +62,10 @@ pub struct ClientCore {
     open: Mutex<HashMap<InodeId, Arc<io::OpenFile>>>,
     /// (mtime, size) last seen per inode, to decide whether the kernel may keep its cache.
     seen: Mutex<HashMap<InodeId, (Timespec, u64)>>,
+    /// Lock owners that may hold locks through this mount (see `locks`).
+    locks: locks::HeldLocks,
+    /// Read latency and failures per replica, for read order and hedging.
+    replica_stats: io::ReplicaStats,
 }
 
 /// Validates a name the kernel hands us before it goes to the master.
@@ -97,6 +106,8 @@ impl ClientCore {
             next_fh: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            locks: locks::HeldLocks::default(),
+            replica_stats: io::ReplicaStats::default(),
         }))
     }
 
@@ -556,6 +567,10 @@ impl ClientCore {
 
     pub(crate) fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    pub(crate) fn replica_stats(&self) -> &io::ReplicaStats {
+        &self.replica_stats
     }
 }
 

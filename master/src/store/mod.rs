@@ -23,7 +23,7 @@ use common::types::{
     Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeReplica, RenameFlags,
     ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
 };
-use common::{ChunkId, ClusterId, FsResult, InodeId, NodeId, SessionId};
+use common::{ChunkId, ClusterId, FsResult, InodeId, NodeId, SessionId, Version};
 use std::collections::{HashMap, HashSet};
 
 /// Most chunk indexes one `prepare_write` may name, and most chunks one `chunk_map`
@@ -153,6 +153,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Compares a node's full inventory with the replica table; returns what it must delete.
     fn reconcile_chunks(&self, node: NodeId, held: &[HeldChunk]) -> FsResult<Vec<ChunkId>>;
     fn summary(&self, online: &HashSet<NodeId>, replicas_goal: u32) -> FsResult<SummaryCounts>;
+
+    // Repair (see `crate::repair`).
+    /// Committed chunks with fewer than `goal` current replicas (on any node, reachable or
+    /// not) and every replica row of each, least replicated first, at most `max`.
+    fn under_goal_chunks(
+        &self,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+    /// Records a finished copy: `node` holds `chunk` at `version`. When the chunk was freed
+    /// meanwhile, queues the copy for deletion instead and returns false.
+    fn record_copy(&self, chunk: ChunkId, node: NodeId, version: Version) -> FsResult<bool>;
     /// Replicas recorded on `node` with chunk id above `after`, in chunk id order, at most
     /// `limit` (callers cap it at [`NODE_CONTENTS_PAGE_MAX`]).
     fn node_contents(&self, node: NodeId, after: ChunkId, limit: u32)

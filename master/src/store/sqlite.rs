@@ -994,6 +994,7 @@ impl SqliteStore {
                         index,
                         chunk: chunk.id,
                         version: Version(version),
+                        base: Version(chunk.confirmed),
                         length: chunk.length,
                         replicas: ordered_addrs(online, &views),
                     }
@@ -1024,6 +1025,7 @@ impl SqliteStore {
                         index,
                         chunk,
                         version: Version(1),
+                        base: Version(0),
                         length: 0,
                         replicas: ordered_addrs(replicas, &views),
                     }
@@ -1618,6 +1620,74 @@ impl MetaStore for SqliteStore {
 
     fn reconcile_chunks(&self, node: NodeId, held: &[HeldChunk]) -> FsResult<Vec<ChunkId>> {
         self.write(|c| self.reconcile_tx(c, node, held))
+    }
+
+    fn under_goal_chunks(
+        &self,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+        self.read(|c| {
+            // A scan of the chunk table: fine for the tables this master holds today; a
+            // queue of chunks to look at (filled by reports and commits) replaces it when
+            // the table outgrows a scan per second.
+            let ids: Vec<(ChunkId, u64)> = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ch.id, ch.confirmed,
+                            (SELECT count(*) FROM replicas r
+                             WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0) AS n
+                     FROM chunks ch WHERE ch.confirmed > 0 AND n < ?1
+                     ORDER BY n, ch.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![goal as i64, max as i64], |r| {
+                    Ok((
+                        ChunkId(r.get::<_, i64>(0)? as u64),
+                        r.get::<_, i64>(1)? as u64,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            for (chunk, confirmed) in ids {
+                let mut stmt = c.prepare_cached(
+                    "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
+                )?;
+                let rows = stmt.query_map([chunk.0 as i64], |r| {
+                    Ok(crate::repair::ReplicaRow {
+                        node: NodeId(r.get::<_, i64>(0)? as u64),
+                        version: Version(r.get::<_, i64>(1)? as u64),
+                        bad: r.get(2)?,
+                    })
+                })?;
+                out.push(crate::repair::ChunkReplicas {
+                    chunk,
+                    confirmed: Version(confirmed),
+                    replicas: rows.collect::<rusqlite::Result<_>>()?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_copy(&self, chunk: ChunkId, node: NodeId, version: Version) -> FsResult<bool> {
+        self.write(|c| {
+            if chunk_by_id(c, chunk)?.is_none() {
+                // Freed while the copy ran: the new replica is garbage.
+                c.prepare_cached("INSERT OR IGNORE INTO gc_queue (chunk, node) VALUES (?1, ?2)")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+                return Ok(false);
+            }
+            c.prepare_cached(
+                "INSERT INTO replicas (chunk, node, version, bad) VALUES (?1, ?2, ?3, 0)
+                 ON CONFLICT (chunk, node) DO UPDATE
+                 SET version = max(version, excluded.version), bad = 0",
+            )?
+            .execute(params![chunk.0 as i64, node.0 as i64, version.0 as i64])?;
+            // The copy replaced whatever deletion was pending for this node's old replica.
+            c.prepare_cached("DELETE FROM gc_queue WHERE chunk = ?1 AND node = ?2")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            Ok(true)
+        })
     }
 
     fn summary(&self, online: &HashSet<NodeId>, replicas_goal: u32) -> FsResult<SummaryCounts> {
