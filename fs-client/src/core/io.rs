@@ -24,8 +24,20 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// Attempts per replica request before that replica is dropped from a write.
+/// Attempts per replica request before that replica is dropped from a write. Only a
+/// dropped connection is retried; a replica that missed its deadline is dropped at once,
+/// so a stalled node costs one `write_timeout`, not several.
 const WRITE_ATTEMPTS: usize = 2;
+/// How long a replica that failed a read is tried last: long enough to skip it for the
+/// rest of a burst of reads, short enough that a restarted node is used again soon.
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A replica's read is hedged after this many times its recent mean latency (or the
+/// configured floor, whichever is longer): a healthy replica is almost never hedged.
+const HEDGE_FACTOR: u32 = 3;
+/// The longest a read waits before hedging, whatever the latency history says.
+const HEDGE_CAP: std::time::Duration = std::time::Duration::from_millis(500);
+/// Weight of a new latency sample in the moving average, as 1/N.
+const EWMA_WEIGHT: u64 = 4;
 /// Re-grants after a `StaleVersion` (another writer raced us) before giving up.
 const REGRANT_ATTEMPTS: usize = 3;
 /// Chunks asked for in one `chunk_map` call beyond what a read needs: sequential readers
@@ -69,6 +81,13 @@ struct FileState {
     grants: HashMap<u64, GrantState>,
     /// Chunk locations by index; `None` is a hole.
     map: HashMap<u64, Option<ChunkLoc>>,
+    /// Bumped whenever `map` entries are invalidated, so a `chunk_map` answer fetched before
+    /// an invalidation is never cached after it.
+    map_generation: u64,
+    /// Per chunk index: the replicas of the latest commit that has not been fdatasynced
+    /// yet. A grant is spent by its commit (the next flush gets a new version), so this
+    /// outlives the grant until an fsync makes those writes durable.
+    unsynced_commits: HashMap<u64, (ChunkId, Vec<NodeAddr>)>,
     /// An error from a background flush, reported by the next flush/fsync/close.
     error: Option<FsError>,
     background: bool,
@@ -101,6 +120,8 @@ impl OpenFile {
                 clear_suid: false,
                 grants: HashMap::new(),
                 map: HashMap::new(),
+                map_generation: 0,
+                unsynced_commits: HashMap::new(),
                 error: None,
                 background: false,
             }),
@@ -114,6 +135,7 @@ impl OpenFile {
         st.handles += 1;
         // Close-to-open: forget cached locations, another mount may have written.
         st.map.clear();
+        st.map_generation += 1;
         if st.pending() {
             st.size = st.size.max(attr.size);
         } else {
@@ -160,6 +182,7 @@ impl OpenFile {
             // Grants carry chunk lengths from before the truncate.
             st.grants.clear();
             st.map.clear();
+            st.map_generation += 1;
         }
     }
 
@@ -234,7 +257,8 @@ impl OpenFile {
         let _one_at_a_time = self.flush_lock.lock().await;
         let (snapshot, size, mtime, clear_suid) = {
             let mut st = self.state.lock();
-            let needs_sync = sync && st.grants.values().any(|g| g.unsynced);
+            let needs_sync =
+                sync && (st.grants.values().any(|g| g.unsynced) || !st.unsynced_commits.is_empty());
             if !st.pending() && !needs_sync {
                 return Ok(());
             }
@@ -251,7 +275,21 @@ impl OpenFile {
             Ok((attr, written)) => {
                 for index in written {
                     st.map.remove(&index);
+                    // One grant, one version, one commit: the next flush of this chunk
+                    // writes at a new version on top of this one, so replicas keep this
+                    // commit's copy until that next write commits (docs/PROTOCOL.md).
+                    if let Some(gs) = st.grants.remove(&index)
+                        && !sync
+                    {
+                        st.unsynced_commits
+                            .insert(index, (gs.grant.chunk, gs.ok_addrs()));
+                    }
                 }
+                if sync {
+                    // push() fdatasynced every replica named there before committing.
+                    st.unsynced_commits.clear();
+                }
+                st.map_generation += 1;
                 if st.dirty.is_empty() {
                     st.mtime = None;
                 }
@@ -418,7 +456,8 @@ impl OpenFile {
             let loc = ChunkLoc {
                 index,
                 chunk: grant.chunk,
-                version: Version(0),
+                // The committed copy: what this write builds on.
+                version: grant.base,
                 length: valid_len,
                 replicas: gs.ok_addrs(),
             };
@@ -457,6 +496,7 @@ impl OpenFile {
                 WriteBlocks {
                     chunk: grant.chunk,
                     version,
+                    base: grant.base,
                     first_block: first,
                     blocks: sealed[start..start + count as usize]
                         .iter()
@@ -515,34 +555,56 @@ impl OpenFile {
         })
     }
 
-    /// fdatasync every replica holding unsynced writes of this file: one request per node.
+    /// fdatasync the replicas holding unsynced writes of this file, one request per node.
+    /// Succeeds when every chunk has at least W replicas that synced: a replica that cannot
+    /// sync is not counted as durable, and one missing replica does not fail the fsync.
     async fn sync_replicas(&self, core: &ClientCore) -> FsResult<()> {
-        let mut per_node: HashMap<NodeId, (NodeAddr, Vec<ChunkId>)> = HashMap::new();
+        let mut chunks: HashMap<u64, (ChunkId, Vec<NodeAddr>)> = HashMap::new();
         let mut synced = Vec::new();
         {
             let st = self.state.lock();
+            for (index, (chunk, nodes)) in &st.unsynced_commits {
+                chunks.insert(*index, (*chunk, nodes.clone()));
+            }
             for (index, gs) in &st.grants {
-                if !gs.unsynced {
-                    continue;
-                }
-                synced.push(*index);
-                for node in gs.ok_addrs() {
-                    per_node
-                        .entry(node.node)
-                        .or_insert_with(|| (node.clone(), Vec::new()))
-                        .1
-                        .push(gs.grant.chunk);
+                if gs.unsynced {
+                    synced.push(*index);
+                    // Written under a grant not committed yet: its replicas are the newest.
+                    chunks.insert(*index, (gs.grant.chunk, gs.ok_addrs()));
                 }
             }
         }
-        let results = join_all(
-            per_node
-                .into_values()
-                .map(|(node, chunks)| async move { core.data().sync_chunks(&node, chunks).await }),
-        )
+        let mut per_node: HashMap<NodeId, (NodeAddr, Vec<ChunkId>)> = HashMap::new();
+        for (chunk, nodes) in chunks.values() {
+            for node in nodes {
+                per_node
+                    .entry(node.node)
+                    .or_insert_with(|| (node.clone(), Vec::new()))
+                    .1
+                    .push(*chunk);
+            }
+        }
+        let results = join_all(per_node.into_values().map(|(node, list)| async move {
+            let result = core.data().sync_chunks(&node, list).await;
+            if let Err(e) = &result {
+                tracing::warn!(node = ?node.node, error = %e, "replica failed to fdatasync");
+            }
+            (node.node, result.is_ok())
+        }))
         .await;
-        // A replica that cannot sync cannot be counted as durable: fail the fsync.
-        results.into_iter().collect::<FsResult<Vec<()>>>()?;
+        let ok: std::collections::HashSet<NodeId> = results
+            .into_iter()
+            .filter_map(|(node, ok)| ok.then_some(node))
+            .collect();
+        let needed = core.mount_info().replication.w as usize;
+        for (chunk, nodes) in chunks.values() {
+            let durable = nodes.iter().filter(|n| ok.contains(&n.node)).count();
+            if durable < needed {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {chunk:?}: only {durable} of {needed} required replicas made the data durable"
+                )));
+            }
+        }
         let mut st = self.state.lock();
         for index in synced {
             if let Some(gs) = st.grants.get_mut(&index) {
@@ -552,8 +614,30 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Reads `size` bytes at `offset`, this mount's unflushed writes included.
+    /// Reads `size` bytes at `offset`, this mount's unflushed writes included. Retries with
+    /// fresh chunk locations while replicas are unreachable, up to the retry window.
     pub async fn read(
+        &self,
+        core: &ClientCore,
+        ino: InodeId,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        let mut retry = Retry::new(core);
+        loop {
+            match self.read_once(core, ino, offset, size).await {
+                Err(e) if e.is_retryable() => {
+                    retry.wait_or_fail(e).await?;
+                    let mut st = self.state.lock();
+                    st.map.clear();
+                    st.map_generation += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(
         &self,
         core: &ClientCore,
         ino: InodeId,
@@ -566,14 +650,30 @@ impl OpenFile {
         }
         let end = file_size.min(offset + u64::from(size));
         let chunk_size = core.mount_info().chunk_size;
+        let blocks_per_chunk = chunk_size / BLOCK_SIZE as u64;
         let first_chunk = offset / chunk_size;
         let last_chunk = (end - 1) / chunk_size;
-        self.ensure_map(core, ino, first_chunk, last_chunk).await?;
-        let locs: Vec<(u64, Option<ChunkLoc>)> = {
+        let first_file_block = offset / BLOCK_SIZE as u64;
+        let last_file_block = (end - 1) / BLOCK_SIZE as u64;
+        // Locations and this mount's pending bytes are taken together, under one lock: a
+        // flush that commits in between must not leave a block neither in the map (stale)
+        // nor in the overlay (already shipped).
+        let (locs, flushing, dirty) = loop {
+            self.ensure_map(core, ino, first_chunk, last_chunk).await?;
             let st = self.state.lock();
-            (first_chunk..=last_chunk)
+            if (first_chunk..=last_chunk).any(|i| !st.map.contains_key(&i)) {
+                continue;
+            }
+            let locs: Vec<(u64, Option<ChunkLoc>)> = (first_chunk..=last_chunk)
                 .map(|i| (i, st.map.get(&i).cloned().flatten()))
-                .collect()
+                .collect();
+            let dirty: HashMap<u64, DirtyBlock> = st
+                .dirty
+                .blocks
+                .range(first_file_block..=last_file_block)
+                .map(|(b, d)| (*b, d.clone()))
+                .collect();
+            break (locs, st.flushing.clone(), dirty);
         };
         let fetched = join_all(locs.iter().map(|(index, loc)| {
             let chunk_start = index * chunk_size;
@@ -594,18 +694,16 @@ impl OpenFile {
         }))
         .await;
         let mut out = vec![0u8; (end - offset) as usize];
-        let st = self.state.lock();
-        let blocks_per_chunk = chunk_size / BLOCK_SIZE as u64;
         for result in fetched {
             let (index, first_block, blocks) = result?;
             for (i, mut image) in blocks.into_iter().enumerate() {
                 let file_block = index * blocks_per_chunk + u64::from(first_block) + i as u64;
-                if let Some(flushing) = &st.flushing
+                if let Some(flushing) = &flushing
                     && let Some(d) = flushing.blocks.get(&file_block)
                 {
                     d.overlay(&mut image);
                 }
-                if let Some(d) = st.dirty.blocks.get(&file_block) {
+                if let Some(d) = dirty.get(&file_block) {
                     d.overlay(&mut image);
                 }
                 let block_start = file_block * BLOCK_SIZE as u64;
@@ -629,9 +727,12 @@ impl OpenFile {
         first: u64,
         last: u64,
     ) -> FsResult<()> {
-        let missing_from = {
+        let (missing_from, generation) = {
             let st = self.state.lock();
-            (first..=last).find(|i| !st.map.contains_key(i))
+            (
+                (first..=last).find(|i| !st.map.contains_key(i)),
+                st.map_generation,
+            )
         };
         let Some(from) = missing_from else {
             return Ok(());
@@ -644,6 +745,10 @@ impl OpenFile {
             })
             .await?;
         let mut st = self.state.lock();
+        if st.map_generation != generation {
+            // Invalidated while we asked: this answer may predate a commit. Ask again.
+            return Ok(());
+        }
         for i in from..from + count {
             st.map.entry(i).or_insert(None);
         }
@@ -728,8 +833,13 @@ impl Retry {
 async fn send_with_retry(core: &ClientCore, node: &NodeAddr, req: WriteBlocks) -> FsResult<()> {
     let mut last = FsError::internal("no attempt made");
     for _ in 0..WRITE_ATTEMPTS {
-        match core.data().write_blocks(node, req.clone()).await {
+        match core
+            .data()
+            .write_blocks(node, req.clone(), core.config().write_timeout)
+            .await
+        {
             Ok(()) => return Ok(()),
+            Err(e @ FsError::TimedOut(_)) => return Err(e),
             Err(e) if e.is_retryable() => last = e,
             Err(e) => return Err(e),
         }
@@ -737,39 +847,69 @@ async fn send_with_retry(core: &ClientCore, node: &NodeAddr, req: WriteBlocks) -
     Err(last)
 }
 
-/// Reads and decrypts `count` blocks from `first` of a chunk, trying replicas in order.
-/// Each returned block is its plaintext cut at the chunk's length (empty for a hole).
+/// Reads and decrypts `count` blocks from `first` of a chunk. Replicas are tried in the
+/// order [`order_replicas`] gives; when the current one has not answered within its hedge
+/// delay, the next one is asked too, and the first good answer wins. A replica that answers
+/// with corrupt, stale or missing data is reported to the master. Each returned block is
+/// its plaintext cut at the chunk's length (empty for a hole).
 async fn read_chunk_blocks(
     core: &ClientCore,
     loc: &ChunkLoc,
     first: u32,
     count: u32,
 ) -> FsResult<Vec<Vec<u8>>> {
+    use futures::StreamExt as _;
     if loc.replicas.is_empty() {
         return Err(FsError::Unavailable(format!(
             "chunk {:?} has no current replica",
             loc.chunk
         )));
     }
+    let stats = core.replica_stats();
+    let order = stats.order(&loc.replicas);
+    let floor = core.config().hedge_delay;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let attempt = |replica: &NodeAddr| {
+        let replica = replica.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let result = read_from_replica(core, &replica, loc, first, count).await;
+            (replica, started.elapsed(), result)
+        }
+    };
+    let mut next = 1;
+    pending.push(attempt(&order[0]));
+    let mut hedge = stats.hedge_delay(order[0].node, floor);
     let mut last_err = FsError::internal("no replica tried");
-    for replica in &loc.replicas {
-        match read_from_replica(core, replica, loc, first, count).await {
-            Ok(blocks) => return Ok(blocks),
-            Err(e) => {
-                if matches!(e, FsError::Corrupt(_) | FsError::StaleVersion { .. }) {
-                    let (chunk, node, reason) = (loc.chunk, replica.node, e.to_string());
-                    tracing::warn!(?chunk, ?node, %reason, "bad replica; reporting it");
-                    let _ = core
-                        .meta()
-                        .call("report_bad_replica", |c, cx| {
-                            let reason = reason.clone();
-                            async move { c.report_bad_replica(cx, chunk, node, reason).await }
-                        })
-                        .await;
-                } else {
-                    tracing::debug!(chunk = ?loc.chunk, node = ?replica.node, error = %e, "replica read failed; trying the next");
+    loop {
+        tokio::select! {
+            done = pending.next() => {
+                let Some((replica, elapsed, result)) = done else { break };
+                stats.record(replica.node, elapsed, result.is_ok());
+                match result {
+                    Ok(blocks) => return Ok(blocks),
+                    Err(e) => {
+                        if matches!(e, FsError::Corrupt(_) | FsError::StaleVersion { .. } | FsError::NotFound) {
+                            report_bad(core, loc.chunk, replica.node, &e).await;
+                        } else {
+                            tracing::debug!(chunk = ?loc.chunk, node = ?replica.node, error = %e, "replica read failed; trying the next");
+                        }
+                        last_err = e;
+                        if next < order.len() {
+                            pending.push(attempt(&order[next]));
+                            hedge = stats.hedge_delay(order[next].node, floor);
+                            next += 1;
+                        } else if pending.is_empty() {
+                            break;
+                        }
+                    }
                 }
-                last_err = e;
+            }
+            _ = tokio::time::sleep(hedge), if next < order.len() => {
+                tracing::debug!(chunk = ?loc.chunk, node = ?order[next].node, ?hedge, "slow replica; hedging the read");
+                pending.push(attempt(&order[next]));
+                hedge = stats.hedge_delay(order[next].node, floor);
+                next += 1;
             }
         }
     }
@@ -780,6 +920,87 @@ async fn read_chunk_blocks(
             loc.chunk
         )),
     })
+}
+
+/// Tells the master a replica served bad data (or none) so it stops listing it and repairs
+/// it. Best effort: the chunkserver reports what it quarantines too.
+async fn report_bad(core: &ClientCore, chunk: ChunkId, node: NodeId, err: &FsError) {
+    let reason = err.to_string();
+    tracing::warn!(?chunk, ?node, %reason, "bad replica; reporting it");
+    let _ = core
+        .meta()
+        .call("report_bad_replica", |c, cx| {
+            let reason = reason.clone();
+            async move { c.report_bad_replica(cx, chunk, node, reason).await }
+        })
+        .await;
+}
+
+/// What this mount has seen of one replica's reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Observed {
+    /// Moving average of read latency, microseconds.
+    ewma_us: u64,
+    /// When a read from it last failed.
+    failed_at: Option<std::time::Instant>,
+}
+
+/// Read latencies and failures per replica, measured by this mount: together with the
+/// master's load figures they decide which replica to read first and when to hedge.
+#[derive(Default)]
+pub(crate) struct ReplicaStats {
+    seen: Mutex<HashMap<NodeId, Observed>>,
+}
+
+impl ReplicaStats {
+    fn record(&self, node: NodeId, elapsed: std::time::Duration, ok: bool) {
+        let mut seen = self.seen.lock();
+        let o = seen.entry(node).or_default();
+        if ok {
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            o.ewma_us = if o.ewma_us == 0 {
+                us
+            } else {
+                (o.ewma_us * (EWMA_WEIGHT - 1) + us) / EWMA_WEIGHT
+            };
+        } else {
+            o.failed_at = Some(std::time::Instant::now());
+        }
+    }
+
+    fn order(&self, replicas: &[NodeAddr]) -> Vec<NodeAddr> {
+        order_replicas(replicas, &self.seen.lock(), std::time::Instant::now())
+    }
+
+    fn hedge_delay(&self, node: NodeId, floor: std::time::Duration) -> std::time::Duration {
+        hedge_delay(self.seen.lock().get(&node).map(|o| o.ewma_us), floor)
+    }
+}
+
+/// Read order: replicas that failed within [`FAILURE_MEMORY`] last; the rest by the
+/// master's load figure plus this mount's measured latency (an unmeasured replica counts
+/// as fast, so it gets measured), ties kept in the master's order.
+fn order_replicas(
+    replicas: &[NodeAddr],
+    seen: &HashMap<NodeId, Observed>,
+    now: std::time::Instant,
+) -> Vec<NodeAddr> {
+    let mut out = replicas.to_vec();
+    out.sort_by_key(|r| {
+        let o = seen.get(&r.node).copied().unwrap_or_default();
+        let failed = o
+            .failed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < FAILURE_MEMORY);
+        (failed, r.load.saturating_add(o.ewma_us))
+    });
+    out
+}
+
+/// How long to wait for a replica before hedging: [`HEDGE_FACTOR`] times its recent mean
+/// latency, at least `floor`, at most [`HEDGE_CAP`].
+fn hedge_delay(ewma_us: Option<u64>, floor: std::time::Duration) -> std::time::Duration {
+    let typical = std::time::Duration::from_micros(ewma_us.unwrap_or(0)) * HEDGE_FACTOR;
+    typical.max(floor).min(HEDGE_CAP.max(floor))
 }
 
 async fn read_from_replica(
@@ -884,6 +1105,59 @@ mod tests {
         );
         // The write does not extend the chunk: nothing extra.
         assert_eq!(plan(8 * BLOCK_SIZE as u64, 3), vec![(5, Some(false))]);
+    }
+
+    fn addr(node: u64, load: u64) -> NodeAddr {
+        NodeAddr {
+            node: NodeId(node),
+            addr: format!("n{node}"),
+            load,
+        }
+    }
+
+    #[test]
+    fn replica_order_table() {
+        let now = std::time::Instant::now();
+        let seen = |list: &[(u64, u64, bool)]| -> HashMap<NodeId, Observed> {
+            list.iter()
+                .map(|&(n, ewma_us, failed)| {
+                    let failed_at = failed.then_some(now);
+                    (NodeId(n), Observed { ewma_us, failed_at })
+                })
+                .collect()
+        };
+        let order = |replicas: &[NodeAddr], s: &HashMap<NodeId, Observed>| -> Vec<u64> {
+            order_replicas(replicas, s, now).iter().map(|r| r.node.0).collect()
+        };
+        let master = [addr(1, 0), addr(2, 100), addr(3, 5000)];
+        // Nothing measured: the master's order (least loaded first).
+        assert_eq!(order(&master, &seen(&[])), vec![1, 2, 3]);
+        // Node 1 measured slow by this mount: it goes behind the others.
+        assert_eq!(order(&master, &seen(&[(1, 20_000, false)])), vec![2, 3, 1]);
+        // A recent failure sends a replica last, whatever its latency.
+        assert_eq!(order(&master, &seen(&[(2, 10, true)])), vec![1, 3, 2]);
+        // ...but only for a while.
+        let old = HashMap::from([(
+            NodeId(2),
+            Observed {
+                ewma_us: 10,
+                failed_at: now.checked_sub(FAILURE_MEMORY * 2),
+            },
+        )]);
+        assert_eq!(order(&master, &old), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn hedge_delay_table() {
+        let ms = std::time::Duration::from_millis;
+        // (recent mean latency in µs, floor) -> delay before the second request
+        assert_eq!(hedge_delay(None, ms(20)), ms(20));
+        assert_eq!(hedge_delay(Some(1_000), ms(20)), ms(20));
+        assert_eq!(hedge_delay(Some(10_000), ms(20)), ms(30));
+        // A very slow history never delays the hedge past the cap...
+        assert_eq!(hedge_delay(Some(10_000_000), ms(20)), HEDGE_CAP);
+        // ...unless the configured floor is larger.
+        assert_eq!(hedge_delay(Some(10_000_000), ms(900)), ms(900));
     }
 
     #[test]
