@@ -73,6 +73,8 @@ impl Master for FakeMaster {
         commit_write(commit: CommitWrite) -> Attr;
         cluster_summary() -> ClusterSummary;
         node_contents(node: NodeId, after: ChunkId, limit: u32) -> Vec<NodeReplica>;
+        setlk(session: SessionId, ino: InodeId, req: LockRequest) -> ();
+        getlk(session: SessionId, ino: InodeId, req: LockRequest) -> Option<LockInfo>;
     }
 
     async fn report_bad_replica(

@@ -73,6 +73,9 @@ pub enum FsError {
     Io(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A blocking call (a lock wait) gave up because its caller got a signal.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl FsError {
@@ -107,6 +110,7 @@ impl FsError {
             FsError::WrongCluster(_) => libc::EACCES,
             FsError::Io(_) => libc::EIO,
             FsError::Internal(_) => libc::EIO,
+            FsError::Interrupted => libc::EINTR,
         }
     }
 
@@ -181,6 +185,7 @@ mod tests {
             (FsError::WrongCluster("w".into()), libc::EACCES),
             (FsError::Io("i".into()), libc::EIO),
             (FsError::Internal("i".into()), libc::EIO),
+            (FsError::Interrupted, libc::EINTR),
         ];
         for (err, errno) in table {
             assert_eq!(err.errno(), *errno, "{err:?}");

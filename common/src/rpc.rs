@@ -88,6 +88,17 @@ pub trait Master {
     /// Replicas the master records on `node` with chunk id greater than `after`, in chunk id
     /// order, at most `limit` (capped by the master); a shorter page is the last.
     async fn node_contents(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeReplica>>;
+
+    /// Places, converts or removes an advisory lock of `req.owner` in `session` on `ino`;
+    /// a conflicting lock of another owner is `WouldBlock` (the client retries to wait).
+    /// Locks live in the master's memory and end with their session.
+    async fn setlk(session: SessionId, ino: InodeId, req: LockRequest) -> FsResult<()>;
+    /// The lock that would block `req`, or `None` (F_GETLK).
+    async fn getlk(
+        session: SessionId,
+        ino: InodeId,
+        req: LockRequest,
+    ) -> FsResult<Option<LockInfo>>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

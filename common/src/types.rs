@@ -473,6 +473,37 @@ pub struct BlockData {
     pub blocks: Vec<Option<Bytes>>,
 }
 
+/// What a lock request asks for: a shared (read) or exclusive (write) lock, or its removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// A POSIX byte-range lock request (flock is a whole-file lock of an open file description).
+/// `owner` is the kernel's lock owner, unique within the client session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    pub owner: u64,
+    pub kind: LockKind,
+    /// First byte of the range.
+    pub start: u64,
+    /// Last byte of the range, inclusive; `u64::MAX` means "to the end of the file and beyond".
+    pub end: u64,
+    /// The requesting process (reported to F_GETLK callers of the same mount only).
+    pub pid: u32,
+}
+
+/// A lock that blocks a request (the F_GETLK answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub start: u64,
+    pub end: u64,
+    pub kind: LockKind,
+    pub pid: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

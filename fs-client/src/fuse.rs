@@ -7,14 +7,15 @@
 
 use crate::core::ClientCore;
 use common::types::{
-    Attr, Caller, FileKind, NewNode, RenameFlags, SetAttr, TimeSet, Timespec, XattrFlags,
+    Attr, Caller, FileKind, LockKind, LockRequest, NewNode, RenameFlags, SetAttr, TimeSet,
+    Timespec, XattrFlags,
 };
 use common::{FsError, InodeId};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -128,7 +129,10 @@ impl Filesystem for MosaicFs {
         let _ = config.set_time_granularity(Duration::from_nanos(1));
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            // Locks go to us (and on to the master), so they hold across mounts.
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -404,14 +408,17 @@ impl Filesystem for MosaicFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        n: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.flush(fh.0).await {
+            // close(2) drops the process's fcntl locks on the file (POSIX), whichever
+            // descriptor they were taken through.
+            let unlocked = core.unlock_owner(ino(n), lock_owner.0).await;
+            match core.flush(fh.0).await.and(unlocked) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -421,16 +428,21 @@ impl Filesystem for MosaicFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        n: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.release(fh.0).await {
+            // The last close of an open file description drops its flock.
+            let unlocked = match lock_owner {
+                Some(owner) => core.unlock_owner(ino(n), owner.0).await,
+                None => Ok(()),
+            };
+            match core.release(fh.0).await.and(unlocked) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -640,6 +652,77 @@ impl Filesystem for MosaicFs {
         });
     }
 
+    fn getlk(
+        &self,
+        _req: &Request,
+        n: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            let Some(req) = lock_request(lock_owner, start, end, typ, pid) else {
+                return reply.error(Errno::EINVAL);
+            };
+            match core.getlk(ino(n), req).await {
+                Ok(Some(held)) => {
+                    reply.locked(held.start, held.end, lock_type(held.kind), held.pid)
+                }
+                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        n: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            let Some(req) = lock_request(lock_owner, start, end, typ, pid) else {
+                return reply.error(Errno::EINVAL);
+            };
+            match core.setlk(fh.0, ino(n), req, sleep).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let (core, caller) = (self.core.clone(), caller(req));
+        self.rt.spawn(async move {
+            match core.fallocate(fh.0, offset, length, mode, caller).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -679,6 +762,31 @@ impl Filesystem for MosaicFs {
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+}
+
+/// A kernel lock request in our terms; `None` for an unknown lock type.
+fn lock_request(owner: LockOwner, start: u64, end: u64, typ: i32, pid: u32) -> Option<LockRequest> {
+    let kind = match typ {
+        libc::F_RDLCK => LockKind::Read,
+        libc::F_WRLCK => LockKind::Write,
+        libc::F_UNLCK => LockKind::Unlock,
+        _ => return None,
+    };
+    Some(LockRequest {
+        owner: owner.0,
+        kind,
+        start,
+        end,
+        pid,
+    })
+}
+
+fn lock_type(kind: LockKind) -> i32 {
+    match kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`start`] opens it and serves until [`RunningMaster::shutdown`]; [`run`] wraps both for a
 //! daemon with a shutdown future. Tests call these in-process.
 
+pub mod locks;
 pub mod placement;
 pub mod registry;
 pub mod service;

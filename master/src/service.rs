@@ -4,6 +4,7 @@
 //! validation and semantics are in `store` (and its engine-independent `rules`); node
 //! liveness in `registry`; session leases in `sessions`.
 
+use crate::locks::LockTable;
 use crate::registry::{NodeView, Registry};
 use crate::sessions::Leases;
 use crate::store::{Freed, GC_BATCH, MetaStore};
@@ -14,6 +15,7 @@ use common::types::{
     MountInfo, NewNode, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered, RenameFlags,
     ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
 };
+use common::types::{LockInfo, LockRequest};
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
@@ -34,6 +36,8 @@ struct Inner {
     store: Arc<dyn MetaStore>,
     registry: Mutex<Registry>,
     leases: Mutex<Leases>,
+    /// Advisory locks of every session, in memory only (see `locks`).
+    locks: Mutex<LockTable>,
     policy: ReplicationPolicy,
     session_ttl_ms: u64,
     heartbeat_interval_ms: u64,
@@ -67,6 +71,7 @@ impl MasterService {
                 store,
                 registry: Mutex::new(registry),
                 leases: Mutex::new(leases),
+                locks: Mutex::new(LockTable::new()),
                 policy: config.policy(),
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
@@ -142,6 +147,10 @@ impl MasterService {
     pub async fn reap_expired_sessions(&self) {
         let expired = self.inner.leases.lock().take_expired(Instant::now());
         for session in expired {
+            let locks = self.inner.locks.lock().drop_session(session);
+            if locks > 0 {
+                tracing::info!(%session, locks, "expired session's locks dropped");
+            }
             let span = info_span!("session_expired", %session);
             // A failure is logged by `blocking`; the session row then stays and gets a fresh
             // lease (and a second chance to expire) at the next master start.
@@ -188,6 +197,7 @@ impl Master for MasterService {
     async fn goodbye(self, _: Context, session: SessionId) -> FsResult<()> {
         let span = info_span!("goodbye", %session);
         self.inner.leases.lock().remove(session);
+        self.inner.locks.lock().drop_session(session);
         self.blocking(span, move |s| s.end_session(session)).await?;
         Ok(())
     }
@@ -545,5 +555,30 @@ impl Master for MasterService {
         let span = info_span!("node_contents", %node, after = after.0, limit);
         self.blocking(span, move |s| s.node_contents(node, after, limit))
             .await
+    }
+
+    async fn setlk(
+        self,
+        _: Context,
+        session: SessionId,
+        ino: InodeId,
+        req: LockRequest,
+    ) -> FsResult<()> {
+        // Only a live session may hold locks: an expired one's locks were dropped, and a lock
+        // placed now would never be. A lock request also counts as a sign of life.
+        if !self.inner.leases.lock().renew(session, Instant::now()) {
+            return Err(FsError::NotFound);
+        }
+        self.inner.locks.lock().set(session, ino, &req)
+    }
+
+    async fn getlk(
+        self,
+        _: Context,
+        session: SessionId,
+        ino: InodeId,
+        req: LockRequest,
+    ) -> FsResult<Option<LockInfo>> {
+        Ok(self.inner.locks.lock().test(session, ino, &req))
     }
 }

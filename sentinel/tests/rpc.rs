@@ -296,6 +296,18 @@ impl Master for SummaryOnly {
     ) -> FsResult<Vec<NodeReplica>> {
         refused()
     }
+    async fn setlk(self, _: Context, _: SessionId, _: InodeId, _: LockRequest) -> FsResult<()> {
+        refused()
+    }
+    async fn getlk(
+        self,
+        _: Context,
+        _: SessionId,
+        _: InodeId,
+        _: LockRequest,
+    ) -> FsResult<Option<LockInfo>> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

@@ -6,7 +6,9 @@
 //! per-inode write buffer (`buffer.rs`) and the data path (`io.rs`).
 
 mod buffer;
+mod falloc;
 mod io;
+mod locks;
 
 use crate::data::DataPlane;
 use crate::meta::MetaConn;

@@ -881,7 +881,8 @@ impl SqliteStore {
                 return Err(FsError::FileTooBig.into());
             }
             self.trim_chunks(c, ino, size)?;
-            if size != a.size && set.mtime.is_none() {
+            // As Linux (truncate(2), O_TRUNC): mtime moves even when the size does not.
+            if set.mtime.is_none() {
                 a.mtime = now;
             }
             a.size = size;
