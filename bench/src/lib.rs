@@ -486,10 +486,7 @@ mod tests {
     fn quick_preset_and_overrides() {
         let cli = Cli::parse_from(["mosaic-bench", "--quick", "--meta-files", "7", "/tmp"]);
         let c = cli.config();
-        assert_eq!(
-            (c.seq_size, c.meta_files, c.small_files),
-            (64 * MIB, 7, 50)
-        );
+        assert_eq!((c.seq_size, c.meta_files, c.small_files), (64 * MIB, 7, 50));
         let c = Cli::parse_from(["mosaic-bench", "/tmp"]).config();
         assert_eq!(
             (c.seq_size, c.meta_files, c.small_files, c.small_size),
