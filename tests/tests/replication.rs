@@ -413,3 +413,76 @@ fn unreferenced_chunks_are_collected() {
         total(&cluster) == 0
     });
 }
+
+/// Figures for docs/BENCHMARKS.md, not a pass/fail test (timings never gate CI):
+/// `cargo test -p mosaic-tests --release --test replication -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run by hand for docs/BENCHMARKS.md"]
+fn measure_replication_figures() {
+    let Some(_fuse) = mosaic_tests::require_fuse("measure_replication_figures") else {
+        return;
+    };
+    const SIZE: usize = 256 * MIB;
+    let data = Arc::new(pattern_bytes(70, SIZE));
+    for w in [2u32, 3] {
+        let mut o = opts();
+        o.chunk_size = 64 * MIB as u64;
+        o.write_quorum = Some(w);
+        o.read_quorum = Some(4 - w);
+        let mut cluster = TestCluster::start(o);
+        let mount = cluster.mount(MountOptions::default());
+        let t = std::time::Instant::now();
+        write_file(&mount.path().join("f"), &data, &AtomicU64::new(0)).expect("write");
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "FIGURE write N=3 W={w}: {:.0} MiB/s ({SIZE} B in {secs:.2} s)",
+            SIZE as f64 / MIB as f64 / secs
+        );
+    }
+    // Stall: a write during which one chunkserver is killed, against the same write
+    // without a failure (W=2).
+    let mut o = opts();
+    o.chunk_size = 64 * MIB as u64;
+    o.scrub = Some((64 * MIB as u64, 1000));
+    let mut cluster = TestCluster::start(o);
+    let mount = cluster.mount(MountOptions::default());
+    let t = std::time::Instant::now();
+    write_file(&mount.path().join("base"), &data, &AtomicU64::new(0)).expect("write");
+    let base = t.elapsed().as_secs_f64();
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (data, path, progress) = (data.clone(), mount.path().join("f"), progress.clone());
+        std::thread::spawn(move || write_file(&path, &data, &progress))
+    };
+    let t = std::time::Instant::now();
+    wait_until(IO_DEADLINE, "progress", || {
+        progress.load(Ordering::Relaxed) >= (SIZE / 4) as u64
+    });
+    cluster.kill_chunkserver(1);
+    finish("write", writer, IO_DEADLINE).expect("write");
+    let with_kill = t.elapsed().as_secs_f64();
+    println!(
+        "FIGURE stall: 256 MiB write+fsync {base:.2} s without failure, {with_kill:.2} s with kill -9 of one chunkserver at 25% (extra {:.2} s)",
+        with_kill - base
+    );
+    let t = std::time::Instant::now();
+    cluster.restart_chunkserver(1);
+    wait_until(Duration::from_secs(600), "full replication", || {
+        under_replicated(&cluster) == Some(0)
+    });
+    println!(
+        "FIGURE re-replication: restart of the killed node to every chunk at 3 current replicas: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Scrub: the cycle time logged by each chunkserver (about 768 MiB of replicas each).
+    let log = cluster.chunkserver_log(0);
+    let line = wait_for(Duration::from_secs(600), "a scrub cycle", None, || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .rev()
+            .find(|l| l.contains("scrub cycle done") && !l.contains("bytes=0"))
+            .map(str::to_string)
+    });
+    println!("FIGURE scrub at 64 MiB/s: {line}");
+}
