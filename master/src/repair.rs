@@ -262,6 +262,9 @@ mod tests {
             .collect()
     }
 
+    /// (name, chunk, expected (chunk, source, target) orders)
+    type Case = (&'static str, ChunkReplicas, Vec<(u64, u64, u64)>);
+
     #[test]
     fn repair_plan_table() {
         let nodes = vec![
@@ -272,7 +275,7 @@ mod tests {
             view(5, true, 50, 0),
         ];
         let none = HashSet::new();
-        let cases: Vec<(&str, ChunkReplicas, Vec<(u64, u64, u64)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "at goal",
                 chunk(

@@ -34,6 +34,15 @@ impl ChunkServer for StatusOnly {
     async fn list_chunks(self, _: Context) -> FsResult<Vec<HeldChunk>> {
         Ok(Vec::new())
     }
+    async fn copy_from(
+        self,
+        _: Context,
+        _: ChunkId,
+        _: String,
+        _: common::Version,
+    ) -> FsResult<()> {
+        Err(FsError::NotSupported)
+    }
     async fn status(self, _: Context) -> FsResult<NodeStatus> {
         Ok(NodeStatus {
             capacity_bytes: 1 << 30,

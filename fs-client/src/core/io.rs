@@ -1127,7 +1127,10 @@ mod tests {
                 .collect()
         };
         let order = |replicas: &[NodeAddr], s: &HashMap<NodeId, Observed>| -> Vec<u64> {
-            order_replicas(replicas, s, now).iter().map(|r| r.node.0).collect()
+            order_replicas(replicas, s, now)
+                .iter()
+                .map(|r| r.node.0)
+                .collect()
         };
         let master = [addr(1, 0), addr(2, 100), addr(3, 5000)];
         // Nothing measured: the master's order (least loaded first).
