@@ -44,6 +44,8 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RUN="$STATE/run"
 LOGS="$STATE/logs"
 KEY_FILE="$STATE/master/data.key"
+# TLS credentials issued by the cluster CA, one directory per daemon and for the mount.
+CREDS="$STATE/credentials"
 
 say() { printf '==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -203,6 +205,23 @@ cmd_up() {
         mkdir -p "$STATE/master"
         "$BIN/mosaic-master" init --state "$STATE/master" --key-file "$KEY_FILE"
     fi
+    if [[ ! -f "$STATE/master/pki/ca.key" ]]; then
+        # A cluster made before TLS: give it a CA and a master credential.
+        say "creating the cluster CA in $STATE/master/pki"
+        "$BIN/mosaic-master" init-pki --state "$STATE/master"
+    fi
+    # One TLS credential per daemon and for the mount, issued once and kept across `up`s.
+    local creds=()
+    for ((i = 1; i <= CHUNKSERVERS; i++)); do creds+=("chunkserver cs$i"); done
+    creds+=("sentinel sentinel" "client client")
+    local role name i
+    for entry in "${creds[@]}"; do
+        read -r role name <<<"$entry"
+        if [[ ! -f "$CREDS/$name/key.pem" ]]; then
+            "$BIN/mosaic-master" issue "$role" "$name" --state "$STATE/master" --out "$CREDS/$name" >/dev/null
+            note "issued a $role credential in $CREDS/$name"
+        fi
+    done
 
     # With fewer than 3 chunkservers every chunk lives on all of them.
     local n=$((CHUNKSERVERS < 3 ? CHUNKSERVERS : 3))
@@ -218,7 +237,7 @@ cmd_up() {
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         mkdir -p "$STATE/cs$i"
         start "cs$i" "$BIN/mosaic-chunkserver" --master "$master_addr" --data "$STATE/cs$i" \
-            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr"
+            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr" --credentials "$CREDS/cs$i"
     done
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         wait_ready "cs$i" "registration" addr_ready "cs$i"
@@ -226,7 +245,8 @@ cmd_up() {
     done
 
     say "starting sentinel"
-    start sentinel "$BIN/mosaic-sentinel" run --master "$master_addr" --addr-file "$RUN/sentinel.addr"
+    start sentinel "$BIN/mosaic-sentinel" run --master "$master_addr" --addr-file "$RUN/sentinel.addr" \
+        --credentials "$CREDS/sentinel"
     wait_ready sentinel "contact with the master" addr_ready sentinel
 
     say "mounting at $MNT"
@@ -253,7 +273,7 @@ cmd_up() {
             allow_other=()
         fi
         start mount "$BIN/mosaic-mount" --master "$master_addr" --key-file "$KEY_FILE" \
-            "${allow_other[@]}" "$MNT"
+            --credentials "$CREDS/client" "${allow_other[@]}" "$MNT"
         wait_ready mount "mount at $MNT" mounted
     fi
 
@@ -288,7 +308,7 @@ cmd_status() {
     local master_addr=$MASTER_ADDR
     [[ -s "$RUN/master.addr" ]] && master_addr=$(<"$RUN/master.addr")
     # The status command's exit status (0 healthy, 1 degraded, 2 unavailable) is ours.
-    exec "$BIN/mosaic-sentinel" status --master "$master_addr" "${json[@]}"
+    exec "$BIN/mosaic-sentinel" status --master "$master_addr" --credentials "$CREDS/sentinel" "${json[@]}"
 }
 
 usage() {

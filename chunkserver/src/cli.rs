@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 /// reads and writes. It never sees keys or plaintext. Example:
 ///
 ///   mosaic-chunkserver --master 10.0.0.1:9420 --data /srv/mosaic/cs1 --listen 0.0.0.0:9430
-///       --advertise 10.0.0.2:9430
+///       --advertise 10.0.0.2:9430 --credentials /etc/mosaic/cs1
+///
+/// The credential directory comes from `mosaic-master issue chunkserver cs1 --out DIR`.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(name = "mosaic-chunkserver", version, verbatim_doc_comment)]
 pub struct Cli {
     /// TOML config file (keys: master, data_dir, listen, advertise, capacity_bytes,
-    /// sync_every_write). Flags override its values.
+    /// sync_every_write, scrub_bytes_per_sec, scrub_period_ms). Flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The master's address, HOST:PORT.
@@ -42,9 +44,19 @@ pub struct Cli {
     /// flags as sync, i.e. its fsync and close).
     #[arg(long)]
     pub sync_every_write: bool,
+    /// Background scrub pace in bytes per second (suffixes K, M, G); 0 turns scrubbing off.
+    /// Default 16M.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub scrub_rate: Option<u64>,
+    /// Shortest time between the starts of two scrub cycles, in milliseconds. Default
+    /// 3600000 (one hour).
+    #[arg(long, value_name = "MS")]
+    pub scrub_period_ms: Option<u64>,
     /// Once registered and serving, write the advertised address to this file.
     #[arg(long, value_name = "PATH")]
     pub addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: common::tls::TlsArgs,
 }
 
 impl Cli {
@@ -64,8 +76,18 @@ impl Cli {
                 })?,
                 capacity_bytes: None,
                 sync_every_write: false,
+                scrub_bytes_per_sec: common::config::DEFAULT_SCRUB_BYTES_PER_SEC,
+                scrub_period_ms: common::config::DEFAULT_SCRUB_PERIOD_MS,
+                tls_cert_file: None,
+                tls_key_file: None,
+                tls_ca_file: None,
             },
         };
+        self.tls.apply(
+            &mut config.tls_cert_file,
+            &mut config.tls_key_file,
+            &mut config.tls_ca_file,
+        );
         if let Some(master) = &self.master {
             config.master = master.clone();
         }
@@ -80,6 +102,12 @@ impl Cli {
         }
         if let Some(capacity) = self.capacity {
             config.capacity_bytes = Some(capacity);
+        }
+        if let Some(rate) = self.scrub_rate {
+            config.scrub_bytes_per_sec = rate;
+        }
+        if let Some(period) = self.scrub_period_ms {
+            config.scrub_period_ms = period;
         }
         if self.sync_every_write {
             config.sync_every_write = true;

@@ -92,6 +92,23 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         chunks = status.chunk_count, used_bytes = status.used_bytes,
         capacity_bytes = status.capacity_bytes, "data directory opened");
 
+    let tls = common::tls::load_configured(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &config.tls_ca_file,
+        "mosaic-chunkserver",
+    )?;
+    if tls.identity().role != common::tls::Role::Chunkserver {
+        anyhow::bail!(
+            "the credential given to this chunkserver is a {} certificate ({}): issue one with \
+             `mosaic-master issue chunkserver NAME`",
+            tls.identity().role,
+            tls.identity().name
+        );
+    }
+    tracing::info!(identity = %tls.identity(), "TLS credential loaded");
+    let revoked = common::tls::Revoked::default();
+
     let listener = common::rpc::bind(config.listen).await?;
     let bound = listener.local_addr().context("read the bound address")?;
     let addr = config
@@ -105,6 +122,8 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         store.clone(),
         addr.clone(),
         identity,
+        tls.clone(),
+        revoked.clone(),
     ));
     tracing::info!(master = %config.master, "registering");
     agent.join().await?;
@@ -113,7 +132,9 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
     let (serve_stop_tx, serve_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service::serve(
         listener,
-        service::ChunkService::new(store),
+        tls.clone(),
+        revoked,
+        service::ChunkService::new(store.clone(), repair::peer_connector(tls)),
         async {
             let _ = serve_stop_rx.await;
         },

@@ -41,13 +41,15 @@ const REPORT_ATTEMPTS: u32 = 3;
 /// A reconnecting client of the master.
 pub(crate) struct MasterLink {
     addr: String,
+    tls: common::tls::Tls,
     client: tokio::sync::Mutex<Option<MasterClient>>,
 }
 
 impl MasterLink {
-    pub(crate) fn new(addr: String) -> MasterLink {
+    pub(crate) fn new(addr: String, tls: common::tls::Tls) -> MasterLink {
         MasterLink {
             addr,
+            tls,
             client: tokio::sync::Mutex::new(None),
         }
     }
@@ -64,7 +66,8 @@ impl MasterLink {
             match &*slot {
                 Some(client) => client.clone(),
                 None => {
-                    let client = common::rpc::connect_master(&self.addr, CONNECT_TIMEOUT).await?;
+                    let client =
+                        common::rpc::connect_master(&self.addr, &self.tls, CONNECT_TIMEOUT).await?;
                     *slot = Some(client.clone());
                     client
                 }
@@ -89,6 +92,9 @@ pub(crate) struct Agent {
     identity: Mutex<Option<NodeIdentity>>,
     node: AtomicU64,
     heartbeat_ms: AtomicU64,
+    /// Revoked certificate serials from the master's heartbeat replies; the accept loop
+    /// refuses peers that present one.
+    revoked: common::tls::Revoked,
 }
 
 impl Agent {
@@ -97,9 +103,12 @@ impl Agent {
         store: Store,
         addr: String,
         identity: Option<NodeIdentity>,
+        tls: common::tls::Tls,
+        revoked: common::tls::Revoked,
     ) -> Agent {
         Agent {
-            master: MasterLink::new(master),
+            master: MasterLink::new(master, tls),
+            revoked,
             data_dir: store.data_dir().to_path_buf(),
             store,
             addr,
@@ -162,6 +171,7 @@ impl Agent {
             to_delete = reply.delete.len(),
             "chunk inventory reported"
         );
+        self.apply_revocations(&reply.revoked);
         self.apply_deletes(reply.delete).await;
         Ok(())
     }
@@ -207,6 +217,16 @@ impl Agent {
         }
     }
 
+    /// Adopts the master's revocation list (the whole list comes with every reply).
+    fn apply_revocations(&self, serials: &[String]) {
+        if self.revoked.replace(serials.iter().cloned().collect()) {
+            tracing::info!(
+                revoked = serials.len(),
+                "revocation list updated by the master"
+            );
+        }
+    }
+
     async fn apply_deletes(&self, chunks: Vec<ChunkId>) {
         if chunks.is_empty() {
             return;
@@ -246,6 +266,7 @@ impl Agent {
                         tracing::info!("master reachable again");
                         failing = false;
                     }
+                    self.apply_revocations(&reply.revoked);
                     self.apply_deletes(reply.delete).await;
                     if reply.reregister {
                         tracing::info!("the master does not know this node; registering again");

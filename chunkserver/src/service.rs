@@ -6,7 +6,7 @@ use crate::repair::PeerConnector;
 use crate::store::Store;
 use common::rpc::ChunkServer;
 use common::types::{BlockData, HeldChunk, NodeStatus, ReadBlocks, WriteBlocks};
-use common::{ChunkId, FsResult};
+use common::{ChunkId, FsResult, Version};
 use std::future::Future;
 use tarpc::context::Context;
 use tokio::net::TcpListener;
@@ -133,14 +133,20 @@ impl ChunkServer for ChunkService {
 }
 
 /// Serves the chunk service on `listener` until `shutdown` resolves.
+/// Serves the chunk service on `listener` until `shutdown` resolves: mutual TLS with `tls`,
+/// refusing certificates in `revoked`.
 pub async fn serve(
     listener: TcpListener,
+    tls: common::tls::Tls,
+    revoked: common::tls::Revoked,
     service: ChunkService,
     shutdown: impl Future<Output = ()>,
 ) {
     common::rpc::serve(
         listener,
-        move |stream| common::serve_connection!(stream, service.clone().serve()),
+        tls,
+        revoked,
+        move |stream, peer| common::serve_connection!(stream, peer, service.clone().serve()),
         shutdown,
     )
     .await
@@ -171,11 +177,26 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, ChunkService::new(store), async {
-            let _ = stop_rx.await;
-        }));
+        let ca = common::tls::Ca::generate("test").expect("CA");
+        let tls = |role, name| {
+            ca.issue(role, name)
+                .expect("issue")
+                .tls()
+                .expect("credential")
+        };
+        let node_tls = tls(common::tls::Role::Chunkserver, "cs");
+        let server = tokio::spawn(serve(
+            listener,
+            node_tls.clone(),
+            common::tls::Revoked::default(),
+            ChunkService::new(store, crate::repair::peer_connector(node_tls)),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
 
-        let client = common::rpc::connect_chunkserver(&addr, DEADLINE)
+        let client_tls = tls(common::tls::Role::Client, "client");
+        let client = common::rpc::connect_chunkserver(&addr, &client_tls, DEADLINE)
             .await
             .expect("connect");
         let keys = KeyRing::single(DataKey::new(0, [9u8; 32]));

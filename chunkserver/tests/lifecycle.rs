@@ -8,12 +8,13 @@ use chunkserver::store::{ENTRY_LEN, HEADER_LEN, Store, StoreOptions};
 use common::block::{DataKey, seal};
 use common::config::ChunkserverConfig;
 use common::rpc::{Master, ctx};
+use common::tls::{Ca, Role, Tls};
 use common::types::*;
 use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tarpc::context::Context;
 use tokio::net::TcpListener;
@@ -111,6 +112,7 @@ impl Master for FakeMaster {
         Ok(HeartbeatReply {
             delete: std::mem::take(&mut book.delete_on_heartbeat),
             reregister: false,
+            revoked: Vec::new(),
         })
     }
 
@@ -125,6 +127,7 @@ impl Master for FakeMaster {
         Ok(HeartbeatReply {
             delete: std::mem::take(&mut book.delete_on_report),
             reregister: false,
+            revoked: Vec::new(),
         })
     }
 }
@@ -136,6 +139,7 @@ async fn spawn_master(book: Arc<Mutex<Book>>, refuse: usize) -> (String, Arc<Mut
     let addr = listener.local_addr().expect("addr").to_string();
     let refused = Arc::new(Mutex::new(0usize));
     let counter = refused.clone();
+    let tls = credential(Role::Master, "fake-master");
     tokio::spawn(async move {
         let master = FakeMaster(book);
         loop {
@@ -150,10 +154,49 @@ async fn spawn_master(book: Arc<Mutex<Book>>, refuse: usize) -> (String, Arc<Mut
                     continue;
                 }
             }
-            tokio::spawn(common::serve_connection!(stream, master.clone().serve()));
+            let acceptor = tls.acceptor().clone();
+            let master = master.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(peer) = common::tls::peer_identity(&stream) else {
+                    return;
+                };
+                common::serve_connection!(stream, peer, master.serve()).await;
+            });
         }
     });
     (addr, refused)
+}
+
+/// The test cluster's CA: the fake master and the chunkservers hold credentials it signed.
+static CA: LazyLock<Ca> = LazyLock::new(|| Ca::generate("lifecycle").expect("test CA"));
+
+fn credential(role: Role, name: &str) -> Tls {
+    CA.issue(role, name)
+        .expect("issue")
+        .tls()
+        .expect("credential")
+}
+
+/// The test config of a chunkserver on `data`, with a chunkserver credential written into
+/// `DATA/test-credentials` (the store only scans `chunks/`).
+fn cs_config(master: String, data: std::path::PathBuf) -> ChunkserverConfig {
+    let dir = data.join("test-credentials");
+    let paths = if dir.join(common::tls::KEY_FILE).exists() {
+        common::tls::CredentialPaths::in_dir(&dir)
+    } else {
+        CA.issue(Role::Chunkserver, "cs")
+            .expect("issue")
+            .write_to(&dir)
+            .expect("write credential")
+    };
+    let mut config = ChunkserverConfig::for_tests(master, data);
+    config.tls_cert_file = Some(paths.cert);
+    config.tls_key_file = Some(paths.key);
+    config.tls_ca_file = Some(paths.ca);
+    config
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -205,7 +248,7 @@ async fn registers_reports_heartbeats_and_stops_gracefully() {
     }));
     let (master_addr, refused) = spawn_master(book.clone(), 2).await;
 
-    let config = ChunkserverConfig::for_tests(master_addr.clone(), data.clone());
+    let config = cs_config(master_addr.clone(), data.clone());
     let cs = tokio::time::timeout(DEADLINE, chunkserver::start(config.clone()))
         .await
         .expect("start in time")
@@ -240,9 +283,10 @@ async fn registers_reports_heartbeats_and_stops_gracefully() {
     }
 
     // The inventory answer deleted chunk 7 before serving started.
-    let client = common::rpc::connect_chunkserver(&cs.addr, DEADLINE)
-        .await
-        .expect("connect");
+    let client =
+        common::rpc::connect_chunkserver(&cs.addr, &credential(Role::Client, "client"), DEADLINE)
+            .await
+            .expect("connect");
     let held = client
         .list_chunks(ctx(DEADLINE))
         .await
@@ -373,7 +417,7 @@ async fn a_directory_of_another_cluster_is_refused() {
         ..Book::default()
     }));
     let (master_addr, _) = spawn_master(book.clone(), 0).await;
-    let config = ChunkserverConfig::for_tests(master_addr, dir.path().to_path_buf());
+    let config = cs_config(master_addr, dir.path().to_path_buf());
     let err = match tokio::time::timeout(DEADLINE, chunkserver::start(config))
         .await
         .expect("refusal in time")
@@ -397,7 +441,7 @@ async fn an_unreadable_node_file_is_refused_before_contacting_the_master() {
     std::fs::write(dir.path().join(identity::FILE_NAME), "not toml at all [").expect("write");
     let book = Arc::new(Mutex::new(Book::default()));
     let (master_addr, _) = spawn_master(book.clone(), 0).await;
-    let config = ChunkserverConfig::for_tests(master_addr, dir.path().to_path_buf());
+    let config = cs_config(master_addr, dir.path().to_path_buf());
     let result = tokio::time::timeout(DEADLINE, chunkserver::start(config))
         .await
         .expect("refusal in time");

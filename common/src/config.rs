@@ -49,10 +49,10 @@ fn default_n() -> u32 {
     3
 }
 fn default_w() -> u32 {
-    3
+    2
 }
 fn default_r() -> u32 {
-    1
+    2
 }
 fn default_session_ttl() -> u64 {
     DEFAULT_SESSION_TTL_MS
@@ -91,10 +91,11 @@ pub struct MasterConfig {
     /// Copies of every chunk (N). Default 3.
     #[serde(default = "default_n")]
     pub replicas: u32,
-    /// Acknowledgements a write needs (W). Default 3 (every replica).
+    /// Acknowledgements a write needs (W). Default 2: one node failing never stops writes.
     #[serde(default = "default_w")]
     pub write_quorum: u32,
-    /// Current replicas a read needs (R); W + R must exceed N. Default 1.
+    /// Read quorum (R); W + R must exceed N. Default 2. What it means in this design
+    /// (the master's committed version fences every read) is in docs/PROTOCOL.md.
     #[serde(default = "default_r")]
     pub read_quorum: u32,
     /// Client session lease in milliseconds. Default 30000.
@@ -110,6 +111,16 @@ pub struct MasterConfig {
     /// acknowledged operation survives power loss, not just a crash of the master.
     #[serde(default = "default_true")]
     pub durable_commits: bool,
+    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`. Default: the master
+    /// credential `init` wrote, `STATE/pki/master/cert.pem` (and `key.pem`, `ca.pem`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): only peers it signed are accepted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl MasterConfig {
@@ -119,12 +130,15 @@ impl MasterConfig {
             state_dir,
             chunk_size: 1024 * 1024,
             replicas: 3,
-            write_quorum: 3,
-            read_quorum: 1,
+            write_quorum: 2,
+            read_quorum: 2,
             session_ttl_ms: 10_000,
             heartbeat_interval_ms: 200,
             node_offline_ms: 2_000,
             durable_commits: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 
@@ -159,6 +173,36 @@ pub struct ChunkserverConfig {
     /// made durable by the client's fsync/close, as on a local filesystem.
     #[serde(default)]
     pub sync_every_write: bool,
+    /// Background scrub rate in bytes per second: every stored block is re-read and its
+    /// checksum verified at this pace. 0 turns scrubbing off. Default 16 MiB/s.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_bytes_per_sec: u64,
+    /// Shortest time from the start of one scrub cycle to the start of the next, in
+    /// milliseconds: an idle node does not re-read its disk more often. Default 1 hour.
+    #[serde(default = "default_scrub_period")]
+    pub scrub_period_ms: u64,
+    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): only peers it signed are accepted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Default scrub pace: a few percent of one disk's sequential bandwidth, so client I/O
+/// barely notices; 1 TiB takes about 18 hours.
+pub const DEFAULT_SCRUB_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
+/// Default scrub period: a full cycle at most once an hour.
+pub const DEFAULT_SCRUB_PERIOD_MS: u64 = 3_600_000;
+
+fn default_scrub_rate() -> u64 {
+    DEFAULT_SCRUB_BYTES_PER_SEC
+}
+fn default_scrub_period() -> u64 {
+    DEFAULT_SCRUB_PERIOD_MS
 }
 
 fn default_any_port() -> SocketAddr {
@@ -168,12 +212,17 @@ fn default_any_port() -> SocketAddr {
 impl ChunkserverConfig {
     pub fn for_tests(master: String, data_dir: PathBuf) -> ChunkserverConfig {
         ChunkserverConfig {
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             listen: default_any_port(),
             advertise: None,
             master,
             data_dir,
             capacity_bytes: Some(1 << 30),
             sync_every_write: false,
+            scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+            scrub_period_ms: DEFAULT_SCRUB_PERIOD_MS,
         }
     }
 }
@@ -201,6 +250,38 @@ pub struct MountConfig {
     /// Dirty bytes per open file buffered before a background flush starts. Default 8 MiB.
     #[serde(default = "default_flush_threshold")]
     pub flush_threshold_bytes: u64,
+    /// Deadline of one block write to one replica, in milliseconds. A replica that misses
+    /// it (stalled, paused, overloaded) is dropped from that write, which completes with
+    /// the others if they are at least W. Default 3000.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_ms: u64,
+    /// Shortest wait for a read answer before the same read is also sent to the next
+    /// replica (hedging); the first answer wins. Default 20.
+    #[serde(default = "default_hedge_delay")]
+    pub hedge_delay_ms: u64,
+    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): only peers it signed are accepted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Default per-replica write deadline: long enough for a 4 MiB request to a busy disk,
+/// short enough that a stalled node costs an application a few seconds at most.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 3_000;
+/// Default hedge delay floor: above a healthy loopback or LAN read of 4 MiB, far below a
+/// stalled node's deadline.
+pub const DEFAULT_HEDGE_DELAY_MS: u64 = 20;
+
+fn default_write_timeout() -> u64 {
+    DEFAULT_WRITE_TIMEOUT_MS
+}
+fn default_hedge_delay() -> u64 {
+    DEFAULT_HEDGE_DELAY_MS
 }
 
 fn default_flush_threshold() -> u64 {
@@ -211,6 +292,9 @@ impl MountConfig {
     /// Defaults for everything but the two required fields.
     pub fn for_cli(master: String, key_file: PathBuf) -> MountConfig {
         MountConfig {
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             master,
             key_file,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
@@ -218,11 +302,16 @@ impl MountConfig {
             attr_timeout_ms: DEFAULT_ATTR_TIMEOUT_MS,
             allow_other: false,
             flush_threshold_bytes: default_flush_threshold(),
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
         }
     }
 
     pub fn for_tests(master: String, key_file: PathBuf) -> MountConfig {
         MountConfig {
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             master,
             key_file,
             rpc_timeout_ms: 2_000,
@@ -230,6 +319,8 @@ impl MountConfig {
             attr_timeout_ms: 1_000,
             allow_other: false,
             flush_threshold_bytes: default_flush_threshold(),
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
         }
     }
 }
@@ -246,6 +337,15 @@ pub struct SentinelConfig {
     /// Silence after which a node is DEAD, in milliseconds. Default 10000.
     #[serde(default = "default_dead_after")]
     pub dead_after_ms: u64,
+    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): only peers it signed are accepted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_dead_after() -> u64 {

@@ -139,6 +139,15 @@ impl From<tarpc::client::RpcError> for FsError {
     fn from(err: tarpc::client::RpcError) -> Self {
         match err {
             tarpc::client::RpcError::DeadlineExceeded => FsError::TimedOut("rpc deadline".into()),
+            // The server's role check refused the call (see `rpc::RoleGuard`): retrying
+            // elsewhere cannot help, unlike an unreachable peer.
+            // Matched on the text: tarpc's wire form of `io::ErrorKind` does not keep
+            // PermissionDenied.
+            tarpc::client::RpcError::Server(e)
+                if e.detail.starts_with(crate::rpc::ROLE_REFUSAL) =>
+            {
+                FsError::NotPermitted
+            }
             other => FsError::Unavailable(other.to_string()),
         }
     }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod rpc;
 pub mod telemetry;
+pub mod tls;
 pub mod types;
 
 pub use error::{FsError, FsResult};

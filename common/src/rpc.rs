@@ -6,7 +6,7 @@
 //! byte stream, so TLS wraps the TCP stream without touching the services.
 
 use crate::types::*;
-use crate::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
+use crate::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use futures::Future;
 use serde_bytes::ByteBuf;
 use std::net::SocketAddr;
@@ -17,6 +17,9 @@ use tarpc::tokio_util::codec::LengthDelimitedCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::tls::{Identity, Revoked, Role, Tls};
+use std::sync::Arc;
+
 /// Sealed 64 KiB blocks one data request may carry: 64 blocks = 4 MiB of file data. Large
 /// enough that a 1 MiB FUSE write or a readahead window is one request; small enough that a
 /// frame never needs more than [`MAX_FRAME_BYTES`].
@@ -25,6 +28,9 @@ pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
 /// bincode framing, with room to spare. Set on both ends (tarpc's default is 8 MiB too, but
 /// we never rely on a default for a limit).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Longest time an accepted connection may take to complete its TLS handshake: generous for
+/// a loaded machine, short enough that idle connections from a scanner do not pile up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The master: namespace, chunk placement, versions and the node registry.
 #[tarpc::service]
@@ -154,15 +160,37 @@ async fn tcp_connect(addr: &str, timeout: Duration) -> FsResult<TcpStream> {
     Ok(stream)
 }
 
-/// Connects to a master. The returned client multiplexes requests over one connection.
-pub async fn connect_master(addr: &str, timeout: Duration) -> FsResult<MasterClient> {
-    let stream = tcp_connect(addr, timeout).await?;
+/// Dials `addr` and runs the TLS handshake, both within `timeout`, requiring that the far
+/// end holds a cluster certificate of role `expect`.
+async fn tls_connect(
+    addr: &str,
+    tls: &Tls,
+    expect: Role,
+    timeout: Duration,
+) -> FsResult<tokio_rustls::client::TlsStream<TcpStream>> {
+    let handshake = async {
+        let stream = tcp_connect(addr, timeout).await?;
+        tls.connect(stream, expect, addr).await
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| FsError::TimedOut(format!("TLS handshake with {addr}")))?
+}
+
+/// Connects to a master over mutual TLS. The returned client multiplexes requests over one
+/// connection.
+pub async fn connect_master(addr: &str, tls: &Tls, timeout: Duration) -> FsResult<MasterClient> {
+    let stream = tls_connect(addr, tls, Role::Master, timeout).await?;
     Ok(MasterClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
 }
 
-/// Connects to a chunkserver.
-pub async fn connect_chunkserver(addr: &str, timeout: Duration) -> FsResult<ChunkServerClient> {
-    let stream = tcp_connect(addr, timeout).await?;
+/// Connects to a chunkserver over mutual TLS.
+pub async fn connect_chunkserver(
+    addr: &str,
+    tls: &Tls,
+    timeout: Duration,
+) -> FsResult<ChunkServerClient> {
+    let stream = tls_connect(addr, tls, Role::Chunkserver, timeout).await?;
     Ok(ChunkServerClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
 }
 
@@ -174,12 +202,24 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("bind {addr}"))
 }
 
-/// Accepts connections on `listener` until `shutdown` resolves, handing each to `handle`
-/// (usually [`serve_connection!`]) in its own task.
-pub async fn serve<F, Fut>(listener: TcpListener, handle: F, shutdown: impl Future<Output = ()>)
-where
-    F: Fn(TcpStream) -> Fut,
+/// An accepted connection after a successful mutual TLS handshake.
+pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Accepts connections on `listener` until `shutdown` resolves. Each connection gets its
+/// own task that runs the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], so a silent
+/// peer holds nothing but its socket), refuses revoked certificates, and hands the stream
+/// and the peer's identity to `handle` (usually [`serve_connection!`]). A peer without a
+/// certificate of the cluster CA never completes the handshake.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Tls,
+    revoked: Revoked,
+    handle: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(ServerStream, Identity) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
+    F: Clone + Send + 'static,
 {
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
@@ -197,13 +237,81 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                tracing::debug!(%peer, "connection accepted");
-                connections.spawn(handle(stream));
+                let acceptor = tls.acceptor().clone();
+                let revoked = revoked.clone();
+                let handle = handle.clone();
+                connections.spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "connection refused: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "connection refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                            return;
+                        }
+                    };
+                    let identity = match crate::tls::peer_identity(&stream) {
+                        Ok(identity) => identity,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "connection refused: unreadable certificate");
+                            return;
+                        }
+                    };
+                    if revoked.contains(&identity.serial) {
+                        tracing::warn!(%peer, %identity, "connection refused: certificate revoked");
+                        return;
+                    }
+                    tracing::debug!(%peer, %identity, "connection accepted");
+                    handle(stream, identity).await;
+                });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     connections.abort_all();
+}
+
+/// How a role refusal's detail text starts; the client maps it to [`FsError::NotPermitted`].
+pub const ROLE_REFUSAL: &str = "refused by role: ";
+
+/// Wraps a tarpc service so that each request is first checked against the caller's role
+/// ([`crate::tls::allowed`]). A refused call is answered with a server error whose text
+/// starts with [`ROLE_REFUSAL`], which the caller sees as [`FsError::NotPermitted`], and is
+/// logged.
+#[derive(Clone)]
+pub struct RoleGuard<S> {
+    pub inner: S,
+    pub peer: Arc<Identity>,
+}
+
+impl<S> tarpc::server::Serve for RoleGuard<S>
+where
+    S: tarpc::server::Serve,
+{
+    type Req = S::Req;
+    type Resp = S::Resp;
+
+    async fn serve(
+        self,
+        ctx: tarpc::context::Context,
+        req: Self::Req,
+    ) -> Result<Self::Resp, tarpc::ServerError> {
+        use tarpc::RequestName as _;
+        let method = req.name();
+        if !crate::tls::allowed(self.peer.role, method) {
+            tracing::warn!(peer = %self.peer, method, "call refused: not allowed for this role");
+            return Err(tarpc::ServerError::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{ROLE_REFUSAL}{method} is not allowed for a {} certificate",
+                    self.peer.role
+                ),
+            ));
+        }
+        self.inner.serve(ctx, req).await
+    }
 }
 
 #[doc(hidden)]
@@ -213,20 +321,61 @@ pub mod __private {
     pub use tokio;
 }
 
-/// Serves one connection with a concrete tarpc service (`MyService.serve()`), each request
-/// in its own task so that blocking disk or CPU work on one never stalls the others.
+/// Serves one connection with a concrete tarpc service (`MyService.serve()`) for the peer
+/// `Identity` (calls its role may not make are refused), each request in its own task so
+/// that blocking disk or CPU work on one never stalls the others.
 /// A macro because the service futures are only provably `Send` at the concrete type.
 #[macro_export]
 macro_rules! serve_connection {
-    ($stream:expr, $serve:expr) => {{
+    ($stream:expr, $peer:expr, $serve:expr) => {{
         use $crate::rpc::__private::futures::StreamExt as _;
         use $crate::rpc::__private::tarpc::server::Channel as _;
         $crate::rpc::__private::tarpc::server::BaseChannel::with_defaults($crate::rpc::transport(
             $stream,
         ))
-        .execute($serve)
+        .execute($crate::rpc::RoleGuard {
+            inner: $serve,
+            peer: ::std::sync::Arc::new($peer),
+        })
         .for_each(|request| async move {
             $crate::rpc::__private::tokio::spawn(request);
         })
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tarpc::tokio_serde::Deserializer as _;
+
+    /// Decodes `bytes` as one frame body the way the server does; must never panic.
+    fn decode<T: for<'de> serde::Deserialize<'de> + Unpin>(bytes: &[u8]) -> bool {
+        let mut codec = Bincode::<T, ()>::default();
+        std::pin::Pin::new(&mut codec)
+            .deserialize(&bytes::BytesMut::from(bytes))
+            .is_ok()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<tarpc::ClientMessage<MasterRequest>>(&bytes);
+            let _ = decode::<tarpc::ClientMessage<ChunkServerRequest>>(&bytes);
+            let _ = decode::<tarpc::Response<MasterResponse>>(&bytes);
+            let _ = decode::<tarpc::Response<ChunkServerResponse>>(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_an_error_not_an_allocation() {
+        // Every field read after the variant tag claims a length or count near 2^62..2^64:
+        // decoding must fail on the missing bytes, never reserve the claimed size (an
+        // allocation that large would abort the process).
+        let mut frame = vec![0u8; 4];
+        frame.extend(u64::MAX.to_le_bytes());
+        frame.extend((1u64 << 62).to_le_bytes());
+        assert!(!decode::<tarpc::ClientMessage<MasterRequest>>(&frame));
+        assert!(!decode::<tarpc::ClientMessage<ChunkServerRequest>>(&frame));
+    }
 }

@@ -396,6 +396,10 @@ pub struct HeartbeatReply {
     pub delete: Vec<ChunkId>,
     /// The master does not know this node (e.g. its database was replaced): register again.
     pub reregister: bool,
+    /// Serial numbers (lowercase hex) of revoked certificates: the node refuses peers that
+    /// present one, as the master does. The whole list every time: it is short, and a node
+    /// that missed a reply catches up with the next.
+    pub revoked: Vec<String>,
 }
 
 /// The master's view of one node.

@@ -15,8 +15,10 @@ use std::path::PathBuf;
     version,
     about = "Mount a MosaicFS cluster",
     long_about = "Mount a MosaicFS cluster at MOUNTPOINT.\n\n\
-        Examples:\n  mosaic-mount --master 127.0.0.1:9420 --key-file .cluster/master/data.key ./mnt\n  \
-        mount -t fuse.mosaic 127.0.0.1:9420 /mnt/mosaic -o key_file=/etc/mosaic/data.key,allow_other\n\n\
+        Examples:\n  mosaic-mount --master 127.0.0.1:9420 --key-file .cluster/master/data.key \
+        --credentials .cluster/credentials/client ./mnt\n  \
+        mount -t fuse.mosaic 127.0.0.1:9420 /mnt/mosaic -o key_file=/etc/mosaic/data.key,credentials=/etc/mosaic/client,allow_other\n\n\
+        The credentials directory comes from `mosaic-master issue client NAME --out DIR`.\n\n\
         Unmount with `fusermount3 -u MOUNTPOINT` or Ctrl-C."
 )]
 pub struct Cli {
@@ -41,7 +43,15 @@ pub struct Cli {
     /// How long operations retry unreachable nodes before failing with EIO (default 15000).
     #[arg(long)]
     pub retry_window_ms: Option<u64>,
-    /// Mount options, comma separated (helper form): key_file=PATH, allow_other,
+    /// Deadline of one block write to one replica in milliseconds; a replica missing it is
+    /// dropped from that write (default 3000).
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// Shortest wait in milliseconds before a slow read is also sent to the next replica
+    /// (default 20).
+    #[arg(long)]
+    pub hedge_delay_ms: Option<u64>,
+    /// Mount options, comma separated (helper form): key_file=PATH, credentials=DIR, allow_other,
     /// attr_timeout_ms=N, rpc_timeout_ms=N, retry_window_ms=N; generic options such as
     /// rw, defaults, _netdev, noauto, nofail are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -52,6 +62,8 @@ pub struct Cli {
     /// Stay in the foreground even in the helper form.
     #[arg(long)]
     pub foreground: bool,
+    #[command(flatten)]
+    pub tls: common::tls::TlsArgs,
     /// [SOURCE] MOUNTPOINT. SOURCE is the master's address (helper form).
     #[arg(required = true, num_args = 1..=2, value_name = "[SOURCE] MOUNTPOINT")]
     pub paths: Vec<PathBuf>,
@@ -104,6 +116,7 @@ impl Cli {
         };
         let mut master = self.master.or(source);
         let mut key_file = self.key_file;
+        let mut tls = self.tls;
         let mut allow_other = self.allow_other;
         let mut attr = self.attr_timeout_ms;
         let mut rpc = self.rpc_timeout_ms;
@@ -123,6 +136,11 @@ impl Cli {
                 "" => {}
                 "key_file" => {
                     key_file = Some(PathBuf::from(value.context("key_file needs a path")?))
+                }
+                "credentials" => {
+                    tls.credentials = Some(PathBuf::from(
+                        value.context("credentials needs a directory")?,
+                    ))
                 }
                 "master" => master = Some(value.context("master needs an address")?.to_string()),
                 "allow_other" => allow_other = true,
@@ -150,6 +168,11 @@ impl Cli {
             config.key_file = key_file;
         }
         config.allow_other |= allow_other;
+        tls.apply(
+            &mut config.tls_cert_file,
+            &mut config.tls_key_file,
+            &mut config.tls_ca_file,
+        );
         if let Some(v) = attr {
             config.attr_timeout_ms = v;
         }
@@ -158,6 +181,12 @@ impl Cli {
         }
         if let Some(v) = retry {
             config.retry_window_ms = v;
+        }
+        if let Some(v) = self.write_timeout_ms {
+            config.write_timeout_ms = v;
+        }
+        if let Some(v) = self.hedge_delay_ms {
+            config.hedge_delay_ms = v;
         }
         let background = self.background || (helper_form && !self.foreground);
         Ok(Plan {

@@ -18,7 +18,14 @@ use std::time::Duration;
 const CONNECTIONS_PER_NODE: usize = 2;
 
 pub trait DataPlane: Send + Sync + 'static {
-    fn write_blocks(&self, node: &NodeAddr, req: WriteBlocks) -> BoxFuture<'static, FsResult<()>>;
+    /// Writes blocks to one replica within `timeout` (the write deadline, usually shorter
+    /// than the general RPC deadline: a stalled replica is dropped from the write).
+    fn write_blocks(
+        &self,
+        node: &NodeAddr,
+        req: WriteBlocks,
+        timeout: Duration,
+    ) -> BoxFuture<'static, FsResult<()>>;
     fn read_blocks(
         &self,
         node: &NodeAddr,
@@ -33,14 +40,16 @@ pub trait DataPlane: Send + Sync + 'static {
 
 /// Chunkservers over tarpc.
 pub struct RpcDataPlane {
+    tls: common::tls::Tls,
     pools: Mutex<HashMap<String, Vec<Option<ChunkServerClient>>>>,
     next: AtomicUsize,
     rpc_timeout: Duration,
 }
 
 impl RpcDataPlane {
-    pub fn new(rpc_timeout: Duration) -> Arc<RpcDataPlane> {
+    pub fn new(tls: common::tls::Tls, rpc_timeout: Duration) -> Arc<RpcDataPlane> {
         Arc::new(RpcDataPlane {
+            tls,
             pools: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             rpc_timeout,
@@ -52,7 +61,7 @@ impl RpcDataPlane {
         if let Some(Some(client)) = self.pools.lock().get(addr).map(|pool| pool[slot].clone()) {
             return Ok((slot, client));
         }
-        let client = connect_chunkserver(addr, self.rpc_timeout).await?;
+        let client = connect_chunkserver(addr, &self.tls, self.rpc_timeout).await?;
         let mut pools = self.pools.lock();
         let pool = pools
             .entry(addr.to_string())
@@ -69,13 +78,13 @@ impl RpcDataPlane {
 
     /// One call with its deadline; a transport failure drops the connection so the next
     /// call reconnects.
-    async fn call<T, F, Fut>(self: Arc<Self>, addr: String, f: F) -> FsResult<T>
+    async fn call<T, F, Fut>(self: Arc<Self>, addr: String, timeout: Duration, f: F) -> FsResult<T>
     where
         F: FnOnce(ChunkServerClient, tarpc::context::Context) -> Fut,
         Fut: std::future::Future<Output = Result<FsResult<T>, tarpc::client::RpcError>>,
     {
         let (slot, client) = self.client(&addr).await?;
-        match f(client, ctx(self.rpc_timeout)).await {
+        match f(client, ctx(timeout)).await {
             Ok(answer) => answer,
             Err(rpc) => {
                 self.forget(&addr, slot);
@@ -89,13 +98,17 @@ impl RpcDataPlane {
 }
 
 impl DataPlane for Arc<RpcDataPlane> {
-    fn write_blocks(&self, node: &NodeAddr, req: WriteBlocks) -> BoxFuture<'static, FsResult<()>> {
+    fn write_blocks(
+        &self,
+        node: &NodeAddr,
+        req: WriteBlocks,
+        timeout: Duration,
+    ) -> BoxFuture<'static, FsResult<()>> {
         let this = self.clone();
         let addr = node.addr.clone();
-        Box::pin(this.call(
-            addr,
-            move |c, cx| async move { c.write_blocks(cx, req).await },
-        ))
+        Box::pin(this.call(addr, timeout, move |c, cx| async move {
+            c.write_blocks(cx, req).await
+        }))
     }
 
     fn read_blocks(
@@ -105,10 +118,10 @@ impl DataPlane for Arc<RpcDataPlane> {
     ) -> BoxFuture<'static, FsResult<BlockData>> {
         let this = self.clone();
         let addr = node.addr.clone();
-        Box::pin(this.call(
-            addr,
-            move |c, cx| async move { c.read_blocks(cx, req).await },
-        ))
+        let timeout = this.rpc_timeout;
+        Box::pin(this.call(addr, timeout, move |c, cx| async move {
+            c.read_blocks(cx, req).await
+        }))
     }
 
     fn sync_chunks(
@@ -118,10 +131,10 @@ impl DataPlane for Arc<RpcDataPlane> {
     ) -> BoxFuture<'static, FsResult<()>> {
         let this = self.clone();
         let addr = node.addr.clone();
-        Box::pin(this.call(
-            addr,
-            move |c, cx| async move { c.sync_chunks(cx, chunks).await },
-        ))
+        let timeout = this.rpc_timeout;
+        Box::pin(this.call(addr, timeout, move |c, cx| async move {
+            c.sync_chunks(cx, chunks).await
+        }))
     }
 }
 
@@ -158,7 +171,12 @@ impl MemDataPlane {
 }
 
 impl DataPlane for Arc<MemDataPlane> {
-    fn write_blocks(&self, node: &NodeAddr, req: WriteBlocks) -> BoxFuture<'static, FsResult<()>> {
+    fn write_blocks(
+        &self,
+        node: &NodeAddr,
+        req: WriteBlocks,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, FsResult<()>> {
         let result = self.check_up(node).and_then(|()| {
             let mut chunks = self.chunks.lock();
             let chunk = chunks.entry((node.addr.clone(), req.chunk)).or_default();
@@ -170,7 +188,13 @@ impl DataPlane for Arc<MemDataPlane> {
             }
             chunk.version = req.version;
             for (i, block) in req.blocks.into_iter().enumerate() {
-                chunk.blocks.insert(req.first_block + i as u32, block);
+                let index = req.first_block + i as u32;
+                // An empty block clears it to a hole, as on a real chunkserver.
+                if block.is_empty() {
+                    chunk.blocks.remove(&index);
+                } else {
+                    chunk.blocks.insert(index, block);
+                }
             }
             Ok(())
         });

@@ -23,10 +23,29 @@ pub use crate::core::{ClientCore, CoreConfig};
 /// Connects to the cluster: loads the key, says hello, checks the key against the cluster.
 pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
     let keys = KeyRing::load(&config.key_file)?;
+    let tls = common::tls::load_configured(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &config.tls_ca_file,
+        "mosaic-mount",
+    )?;
+    if tls.identity().role != common::tls::Role::Client {
+        bail!(
+            "the credential given to mosaic-mount is a {} certificate ({}): issue one with \
+             `mosaic-master issue client NAME`",
+            tls.identity().role,
+            tls.identity().name
+        );
+    }
     let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
     let retry_window = Duration::from_millis(config.retry_window_ms);
-    let meta = meta::MetaConn::new(config.master.clone(), rpc_timeout, retry_window);
-    let data: Arc<dyn data::DataPlane> = Arc::new(data::RpcDataPlane::new(rpc_timeout));
+    let meta = meta::MetaConn::new(
+        config.master.clone(),
+        tls.clone(),
+        rpc_timeout,
+        retry_window,
+    );
+    let data: Arc<dyn data::DataPlane> = Arc::new(data::RpcDataPlane::new(tls, rpc_timeout));
     let core_config = CoreConfig {
         rpc_timeout,
         retry_window,

@@ -21,15 +21,24 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct MetaConn {
     addr: String,
+    /// The mount's client credential; `None` only for an in-process client (tests), which
+    /// cannot reconnect.
+    tls: Option<common::tls::Tls>,
     client: Mutex<Option<MasterClient>>,
     rpc_timeout: Duration,
     retry_window: Duration,
 }
 
 impl MetaConn {
-    pub fn new(addr: String, rpc_timeout: Duration, retry_window: Duration) -> MetaConn {
+    pub fn new(
+        addr: String,
+        tls: common::tls::Tls,
+        rpc_timeout: Duration,
+        retry_window: Duration,
+    ) -> MetaConn {
         MetaConn {
             addr,
+            tls: Some(tls),
             client: Mutex::new(None),
             rpc_timeout,
             retry_window,
@@ -44,6 +53,7 @@ impl MetaConn {
     ) -> MetaConn {
         MetaConn {
             addr: String::from("in-process"),
+            tls: None,
             client: Mutex::new(Some(client)),
             rpc_timeout,
             retry_window,
@@ -58,7 +68,10 @@ impl MetaConn {
         if let Some(client) = self.client.lock().clone() {
             return Ok(client);
         }
-        let client = connect_master(&self.addr, self.rpc_timeout).await?;
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            FsError::Unavailable("the in-process master connection is gone".into())
+        })?;
+        let client = connect_master(&self.addr, tls, self.rpc_timeout).await?;
         *self.client.lock() = Some(client.clone());
         Ok(client)
     }

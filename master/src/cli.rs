@@ -1,5 +1,6 @@
-//! The `mosaic-master` command line: `init` creates a cluster's state directory and data
-//! key; `run` serves it. Flags override single fields of the TOML config. Nothing here is
+//! The `mosaic-master` command line: `init` creates a cluster's state directory, CA and data
+//! key; `run` serves it; `issue`, `revoke`, `init-pki` and `rotate-key` are the admin's
+//! credential and key tools (local file operations: the master need not run). Flags override single fields of the TOML config. Nothing here is
 //! needed by tests: they call the library directly.
 
 use anyhow::Context as _;
@@ -29,6 +30,60 @@ pub enum Command {
     Init(InitArgs),
     /// Serve the cluster's metadata until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Sign a TLS credential for a chunkserver, client or sentinel with the cluster CA.
+    Issue(IssueArgs),
+    /// Revoke every credential issued to NAME (or one, with --serial): the master and the
+    /// chunkservers refuse it from then on (within about a second while running).
+    Revoke(RevokeArgs),
+    /// Create the CA and the master's credential for a cluster made before TLS.
+    InitPki(InitPkiArgs),
+    /// Add a new data key to a key file: new writes use it, old blocks stay readable.
+    RotateKey(RotateKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// What the credential is for: chunkserver, client or sentinel.
+    #[arg(value_name = "ROLE")]
+    pub role: common::tls::Role,
+    /// The peer's name, shown in logs and the audit log (letters, digits, '-', '_', '.').
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// State directory holding the cluster CA (pki/).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Directory to write cert.pem, key.pem (0600) and ca.pem to; must not hold a key yet.
+    /// Default: STATE/credentials/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The name the credential was issued to.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// State directory holding the cluster CA (pki/).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Revoke only the credential with this serial (hex, as `issue` printed it).
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitPkiArgs {
+    /// State directory of an existing cluster.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// The data key file to extend (rewritten atomically, mode 0600). Copy it to every
+    /// client and remount them: a client without the new key cannot read new blocks.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +122,9 @@ pub struct RunArgs {
     /// Once listening, write the bound address here (atomically): a readiness signal.
     #[arg(long, value_name = "PATH")]
     pub addr_file: Option<PathBuf>,
+    /// TLS credential directory (cert.pem, key.pem, ca.pem); default STATE/pki/master.
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -102,6 +160,12 @@ impl RunArgs {
         if let Some(r) = self.read_quorum {
             config.read_quorum = r;
         }
+        if let Some(dir) = &self.credentials {
+            let paths = common::tls::CredentialPaths::in_dir(dir);
+            config.tls_cert_file = Some(paths.cert);
+            config.tls_key_file = Some(paths.key);
+            config.tls_ca_file = Some(paths.ca);
+        }
         Ok(config)
     }
 }
@@ -114,6 +178,68 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let cluster = master::init_cluster(&args.state, &key_file, args.chunk_size)?;
     println!("cluster id: {cluster}");
     println!("data key:   {}", key_file.display());
+    println!(
+        "cluster CA: {} (issue credentials with `mosaic-master issue ROLE NAME --state {}`)",
+        master::pki::pki_dir(&args.state).display(),
+        args.state.display()
+    );
+    Ok(())
+}
+
+pub fn issue(args: &IssueArgs) -> anyhow::Result<()> {
+    if args.role == common::tls::Role::Master {
+        anyhow::bail!(
+            "the master's credential is made by `init`; issue chunkserver, client or sentinel"
+        );
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.state.join("credentials").join(&args.name));
+    let issued = master::pki::issue(&args.state, args.role, &args.name, &out)?;
+    println!(
+        "issued {} credential {:?} (serial {}) in {}",
+        args.role,
+        args.name,
+        issued.serial,
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
+    let revoked = master::pki::revoke(&args.state, &args.name, args.serial.as_deref())?;
+    if revoked.is_empty() {
+        println!("{:?} was already revoked", args.name);
+    }
+    for r in revoked {
+        println!("revoked {} {:?} (serial {})", r.role, r.name, r.serial);
+    }
+    Ok(())
+}
+
+pub fn init_pki(args: &InitPkiArgs) -> anyhow::Result<()> {
+    let db = args.state.join(master::DB_FILE);
+    if !db.exists() {
+        anyhow::bail!(
+            "{} does not exist: create the cluster with `mosaic-master init`",
+            db.display()
+        );
+    }
+    master::pki::init_pki(&args.state, "existing")?;
+    println!(
+        "cluster CA: {}",
+        master::pki::pki_dir(&args.state).display()
+    );
+    Ok(())
+}
+
+pub fn rotate_key(args: &RotateKeyArgs) -> anyhow::Result<()> {
+    let id = master::rotate_key_file(&args.key_file)?;
+    println!(
+        "added data key {id} to {}: new writes use it; copy the file to every client and remount",
+        args.key_file.display()
+    );
     Ok(())
 }
 
@@ -148,7 +274,7 @@ mod tests {
         let cli = Cli::try_parse_from([&["mosaic-master", "run"], args].concat()).expect("parse");
         match cli.command {
             Command::Run(args) => args,
-            Command::Init(_) => panic!("parsed as init"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -210,7 +336,7 @@ mod tests {
                 assert_eq!(args.chunk_size, DEFAULT_CHUNK_SIZE);
                 assert_eq!(args.key_file, None);
             }
-            Command::Run(_) => panic!("parsed as run"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 }

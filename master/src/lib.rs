@@ -8,8 +8,10 @@
 //! daemon with a shutdown future. Tests call these in-process.
 
 pub mod locks;
+pub mod pki;
 pub mod placement;
 pub mod registry;
+pub mod repair;
 pub mod service;
 pub mod sessions;
 pub mod store;
@@ -61,8 +63,9 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("fsync directory {}", dir.display()))
 }
 
-/// Creates a cluster: the state directory (0700) with `meta.db`, a new random data key in
-/// `key_file` (0600, never overwritten) and its check value in the database.
+/// Creates a cluster: the state directory (0700) with `meta.db`, the cluster CA and the
+/// master's TLS credential in `pki/` (keys 0600), a new random data key in `key_file`
+/// (0600, never overwritten) and its check value in the database.
 pub fn init_cluster(
     state_dir: &Path,
     key_file: &Path,
@@ -126,6 +129,9 @@ pub fn init_cluster_with_keys(
         chunk_size,
         key_check: keys.key_check().to_vec(),
     };
+    // The CA first: a database without one could not serve anyone (every connection is
+    // TLS), and `init_pki` refuses to replace an existing CA.
+    pki::init_pki(state_dir, &cluster.id.to_string())?;
     SqliteStore::create(&tmp, &cluster, Timespec::now())?;
     // Publish atomically and without clobbering: hard_link fails if meta.db appeared.
     std::fs::hard_link(&tmp, &db)
@@ -133,6 +139,33 @@ pub fn init_cluster_with_keys(
     std::fs::remove_file(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
     sync_dir(state_dir)?;
     Ok(cluster.id)
+}
+
+/// Adds a new key to the key file at `path` and returns its id: new blocks are sealed with
+/// it, blocks sealed with older keys stay readable (the block header names its key id).
+/// The file is replaced atomically (temp file 0600, fsync, rename, fsync the directory),
+/// so a crash leaves either the old ring or the new one, never a ring without a key.
+pub fn rotate_key_file(path: &Path) -> anyhow::Result<u32> {
+    let mut keys = KeyRing::load(path)?;
+    let id = keys.rotate();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("key file {} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.rotate.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    common::tls::write_new(&tmp, &keys.to_file_text(), 0o600)?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("replace {} with the rotated ring", path.display()))?;
+    sync_dir(dir)?;
+    Ok(id)
 }
 
 fn refuse_existing_db(state_dir: &Path) -> anyhow::Result<()> {
@@ -231,23 +264,71 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     .await
     .context("open the metadata database")??;
 
+    let tls = match common::tls::CredentialPaths::from_fields(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &config.tls_ca_file,
+    )? {
+        Some(paths) => paths,
+        None => pki::master_credentials(&config.state_dir),
+    }
+    .load()?;
+    if tls.identity().role != common::tls::Role::Master {
+        anyhow::bail!(
+            "the master's certificate is for a {} ({}): give the master credential from \
+             STATE/pki/master",
+            tls.identity().role,
+            tls.identity().name
+        );
+    }
+    let revoked = service.revoked().clone();
+    let state_dir = config.state_dir.clone();
+    reload_revoked(&state_dir, &revoked).await?;
+    tracing::info!(identity = %tls.identity(), revoked = revoked.to_vec().len(), "TLS credential loaded");
+
     let listener = common::rpc::bind(config.listen).await?;
     let addr = listener.local_addr().context("read the bound address")?;
     let policy = config.policy();
     tracing::info!(%addr, n = policy.n, w = policy.w, r = policy.r, "master listening");
 
     let (stop, stop_rx) = watch::channel(false);
+    let repairer = tokio::spawn(repair::repair_loop(
+        service.clone(),
+        repair::connector(tls.clone()),
+        stop_rx.clone(),
+    ));
     let server = {
         let svc = service.clone();
         let stop_rx = stop_rx.clone();
         tokio::spawn(common::rpc::serve(
             listener,
-            move |stream| {
+            tls,
+            revoked.clone(),
+            move |stream, peer| {
                 let svc = svc.clone();
-                common::serve_connection!(stream, svc.serve())
+                common::serve_connection!(stream, peer, svc.serve())
             },
             stopped(stop_rx),
         ))
+    };
+    let poller = {
+        let stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = stopped(stop_rx);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(pki::REVOCATION_POLL) => {
+                        if let Err(e) = reload_revoked(&state_dir, &revoked).await {
+                            // Keep the last good list: a half-written file must not
+                            // un-revoke anyone.
+                            tracing::error!(error = %format!("{e:#}"), "revocation list not reloaded");
+                        }
+                    }
+                }
+            }
+        })
     };
     let period = (Duration::from_millis(config.session_ttl_ms) / 4)
         .clamp(REAPER_MIN_PERIOD, REAPER_MAX_PERIOD);
@@ -266,8 +347,21 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     Ok(RunningMaster {
         addr,
         stop,
-        tasks: vec![server, reaper],
+        tasks: vec![server, reaper, poller, repairer],
     })
+}
+
+/// Re-reads `STATE/pki/revoked` into `revoked`, logging what changed.
+async fn reload_revoked(state_dir: &Path, revoked: &common::tls::Revoked) -> anyhow::Result<()> {
+    let dir = state_dir.to_owned();
+    let serials = tokio::task::spawn_blocking(move || pki::revoked_serials(&dir))
+        .await
+        .context("read the revocation list")??;
+    let count = serials.len();
+    if revoked.replace(serials) {
+        tracing::info!(revoked = count, "revocation list loaded");
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` resolves, then stops cleanly.

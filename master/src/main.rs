@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     common::telemetry::init("info");
     let result = match &cli.command {
         cli::Command::Init(args) => cli::init(args),
+        cli::Command::Issue(args) => cli::issue(args),
+        cli::Command::Revoke(args) => cli::revoke(args),
+        cli::Command::InitPki(args) => cli::init_pki(args),
+        cli::Command::RotateKey(args) => cli::rotate_key(args),
         cli::Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("mosaic-master")

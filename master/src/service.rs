@@ -41,6 +41,9 @@ struct Inner {
     policy: ReplicationPolicy,
     session_ttl_ms: u64,
     heartbeat_interval_ms: u64,
+    /// Serials of revoked certificates, kept current from `STATE/pki/revoked` by the
+    /// master's poller; sent to chunkservers with every heartbeat reply.
+    revoked: common::tls::Revoked,
 }
 
 #[derive(Clone)]
@@ -75,6 +78,7 @@ impl MasterService {
                 policy: config.policy(),
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
+                revoked: common::tls::Revoked::default(),
             }),
         })
     }
@@ -99,6 +103,12 @@ impl MasterService {
             span.in_scope(|| tracing::error!(error = %err, "metadata store failure"));
         }
         result
+    }
+
+    /// The revocation set this service reports to chunkservers; the accept loop checks the
+    /// same set.
+    pub fn revoked(&self) -> &common::tls::Revoked {
+        &self.inner.revoked
     }
 
     fn views(&self) -> Vec<NodeView> {
@@ -472,6 +482,7 @@ impl Master for MasterService {
             return Ok(HeartbeatReply {
                 delete: Vec::new(),
                 reregister: true,
+                revoked: Vec::new(),
             });
         }
         let span = info_span!("heartbeat", %node);
@@ -484,6 +495,7 @@ impl Master for MasterService {
         Ok(HeartbeatReply {
             delete,
             reregister: false,
+            revoked: self.inner.revoked.to_vec(),
         })
     }
 
@@ -497,6 +509,7 @@ impl Master for MasterService {
             return Ok(HeartbeatReply {
                 delete: Vec::new(),
                 reregister: true,
+                revoked: Vec::new(),
             });
         }
         let span = info_span!("report_chunks", %node, held = held.len());
@@ -507,6 +520,7 @@ impl Master for MasterService {
         Ok(HeartbeatReply {
             delete,
             reregister: false,
+            revoked: self.inner.revoked.to_vec(),
         })
     }
 

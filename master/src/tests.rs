@@ -191,6 +191,17 @@ struct Served {
     keys: KeyRing,
     master: RunningMaster,
     client: MasterClient,
+    /// A connection with a chunkserver credential, for the node protocol.
+    node: MasterClient,
+}
+
+/// Loads a new credential for `role` issued by the cluster in `state`.
+fn credential(state: &std::path::Path, role: common::tls::Role, name: &str) -> common::tls::Tls {
+    let out = state.join("creds").join(name);
+    crate::pki::issue(state, role, name, &out).expect("issue");
+    common::tls::CredentialPaths::in_dir(&out)
+        .load()
+        .expect("load credential")
 }
 
 async fn serve(config: impl FnOnce(&mut MasterConfig)) -> Served {
@@ -201,7 +212,12 @@ async fn serve(config: impl FnOnce(&mut MasterConfig)) -> Served {
     let mut cfg = MasterConfig::for_tests(state.clone());
     config(&mut cfg);
     let master = start(cfg).await.expect("start");
-    let client = connect_master(&master.addr.to_string(), DEADLINE)
+    let tls = credential(&state, common::tls::Role::Client, "client");
+    let client = connect_master(&master.addr.to_string(), &tls, DEADLINE)
+        .await
+        .expect("connect");
+    let node_tls = credential(&state, common::tls::Role::Chunkserver, "node");
+    let node = connect_master(&master.addr.to_string(), &node_tls, DEADLINE)
         .await
         .expect("connect");
     Served {
@@ -210,6 +226,7 @@ async fn serve(config: impl FnOnce(&mut MasterConfig)) -> Served {
         keys,
         master,
         client,
+        node,
     }
 }
 
@@ -325,7 +342,8 @@ async fn rpc_node_registry_and_summary() {
     let Served {
         _dir,
         master,
-        client,
+        client: fs_client,
+        node: client,
         ..
     } = serve(|_| {}).await;
     let c = || ctx(DEADLINE);
@@ -334,6 +352,20 @@ async fn rpc_node_registry_and_summary() {
         used_bytes: 1 << 20,
         ..NodeStatus::default()
     };
+    // Only chunkservers speak the node protocol: a client certificate is refused.
+    let refused = fs_client
+        .register_node(
+            c(),
+            RegisterNode {
+                node: None,
+                cluster: None,
+                addr: "127.0.0.1:7000".into(),
+                status: status.clone(),
+            },
+        )
+        .await
+        .map_err(FsError::from);
+    assert_eq!(refused, Err(FsError::NotPermitted));
     let reg = client
         .register_node(
             c(),
@@ -393,7 +425,7 @@ async fn rpc_node_registry_and_summary() {
         .expect("heartbeat");
     assert!(unknown.reregister);
 
-    let summary = client
+    let summary = fs_client
         .cluster_summary(c())
         .await
         .expect("rpc")
@@ -402,7 +434,7 @@ async fn rpc_node_registry_and_summary() {
     assert_eq!(summary.nodes[0].addr, "127.0.0.1:7002");
     assert!(summary.nodes[0].online);
     assert_eq!((summary.files, summary.dirs, summary.chunks), (0, 1, 0));
-    let statfs = client.statfs(c()).await.expect("rpc").expect("statfs");
+    let statfs = fs_client.statfs(c()).await.expect("rpc").expect("statfs");
     assert_eq!(
         (statfs.total_bytes, statfs.free_bytes),
         (1 << 30, (1 << 30) - (1 << 20))
@@ -453,7 +485,8 @@ async fn sessions_survive_a_restart_and_expire_without_keepalive() {
     let mut cfg = MasterConfig::for_tests(state.clone());
     cfg.session_ttl_ms = 300;
     let master = start(cfg).await.expect("restart");
-    let client = connect_master(&master.addr.to_string(), DEADLINE)
+    let tls = credential(&state, common::tls::Role::Client, "client-2");
+    let client = connect_master(&master.addr.to_string(), &tls, DEADLINE)
         .await
         .expect("connect");
     client

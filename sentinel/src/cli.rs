@@ -55,9 +55,12 @@ struct RunArgs {
     /// address the sentinel watches is written here (atomically).
     #[arg(long, value_name = "PATH")]
     addr_file: Option<PathBuf>,
-    /// TOML config file (`master`, `probe_interval_ms`, `dead_after_ms`); flags win.
+    /// TOML config file (`master`, `probe_interval_ms`, `dead_after_ms`, `tls_*_file`);
+    /// flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    tls: common::tls::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,9 @@ struct StatusArgs {
     /// Redraw every second until Ctrl-C; the exit status is that of the last report.
     #[arg(long)]
     watch: bool,
+    /// A sentinel (or client) credential: `mosaic-master issue sentinel NAME --out DIR`.
+    #[command(flatten)]
+    tls: common::tls::TlsArgs,
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -112,8 +118,16 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             })?,
             probe_interval_ms: DEFAULT_HEARTBEAT_MS,
             dead_after_ms: crate::STATUS_DEAD_AFTER_MS,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         },
     };
+    args.tls.apply(
+        &mut config.tls_cert_file,
+        &mut config.tls_key_file,
+        &mut config.tls_ca_file,
+    );
     if let Some(master) = &args.master {
         config.master = master.clone();
     }
@@ -231,7 +245,19 @@ fn status_command(args: StatusArgs) -> u8 {
 
 /// One report: (stdout text, stderr text, verdict).
 async fn one_status(args: &StatusArgs) -> (String, String, Verdict) {
-    match crate::status(&args.master).await {
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    args.tls.apply(&mut cert, &mut key, &mut ca);
+    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+        Ok(tls) => tls,
+        Err(err) => {
+            return (
+                String::new(),
+                format!("mosaic-sentinel: {err:#}\n"),
+                Verdict::Unavailable,
+            );
+        }
+    };
+    match crate::status(&args.master, &tls).await {
         Ok(report) => {
             let out = if args.json {
                 render_json(&report)

@@ -26,6 +26,7 @@ pub trait Cluster: Send + Sync {
 /// failure, so a steady probe loop does not open a TCP connection per probe.
 pub struct RpcCluster {
     master_addr: String,
+    tls: common::tls::Tls,
     master_timeout: Duration,
     probe_timeout: Duration,
     master: tokio::sync::Mutex<Option<rpc::MasterClient>>,
@@ -35,9 +36,15 @@ pub struct RpcCluster {
 impl RpcCluster {
     /// `master_timeout` bounds connect + `cluster_summary`; `probe_timeout` bounds connect +
     /// `status()` of one node.
-    pub fn new(master_addr: String, master_timeout: Duration, probe_timeout: Duration) -> Self {
+    pub fn new(
+        master_addr: String,
+        tls: common::tls::Tls,
+        master_timeout: Duration,
+        probe_timeout: Duration,
+    ) -> Self {
         RpcCluster {
             master_addr,
+            tls,
             master_timeout,
             probe_timeout,
             master: tokio::sync::Mutex::new(None),
@@ -70,7 +77,7 @@ impl RpcCluster {
         let client = match self.cached_node(node, addr) {
             Some(client) => client,
             None => {
-                let client = rpc::connect_chunkserver(addr, self.probe_timeout).await?;
+                let client = rpc::connect_chunkserver(addr, &self.tls, self.probe_timeout).await?;
                 self.set_node(node, Some((addr.to_string(), client.clone())));
                 client
             }
@@ -87,7 +94,8 @@ impl Cluster for RpcCluster {
         let client = match master.as_ref() {
             Some(client) => client.clone(),
             None => {
-                let client = rpc::connect_master(&self.master_addr, self.master_timeout).await?;
+                let client =
+                    rpc::connect_master(&self.master_addr, &self.tls, self.master_timeout).await?;
                 *master = Some(client.clone());
                 client
             }

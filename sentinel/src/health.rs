@@ -480,6 +480,9 @@ mod tests {
             master: "127.0.0.1:1".into(),
             probe_interval_ms: 500,
             dead_after_ms: 7_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         };
         let policy = HealthPolicy::from_config(&config);
         assert_eq!(policy.stale_after, Duration::from_millis(1_500));

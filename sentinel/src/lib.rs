@@ -40,8 +40,15 @@ pub const STATUS_DEAD_AFTER_MS: u64 = 10_000;
 /// call [`Sentinel::run`].
 pub fn sentinel(config: &SentinelConfig) -> anyhow::Result<Sentinel<RpcCluster>> {
     let interval = Duration::from_millis(config.probe_interval_ms);
+    let tls = common::tls::load_configured(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &config.tls_ca_file,
+        "mosaic-sentinel",
+    )?;
     let cluster = RpcCluster::new(
         config.master.clone(),
+        tls,
         monitor::MASTER_DEADLINE,
         monitor::probe_deadline(interval),
     );
@@ -63,15 +70,19 @@ pub async fn run(config: SentinelConfig, shutdown: impl Future<Output = ()>) -> 
 
 /// One status report of the cluster behind `master`: its summary plus one short probe of
 /// every node. `Err` means the master could not be reached (verdict UNAVAILABLE).
-pub async fn status(master: &str) -> Result<StatusReport, common::FsError> {
+pub async fn status(master: &str, tls: &common::tls::Tls) -> Result<StatusReport, common::FsError> {
     let config = SentinelConfig {
         master: master.to_string(),
         probe_interval_ms: common::config::DEFAULT_HEARTBEAT_MS,
         dead_after_ms: STATUS_DEAD_AFTER_MS,
+        tls_cert_file: None,
+        tls_key_file: None,
+        tls_ca_file: None,
     };
     let interval = Duration::from_millis(config.probe_interval_ms);
     let cluster = RpcCluster::new(
         master.to_string(),
+        tls.clone(),
         STATUS_MASTER_DEADLINE,
         monitor::probe_deadline(interval),
     );

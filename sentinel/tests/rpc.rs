@@ -4,15 +4,26 @@
 //! stops mid-way.
 
 use common::rpc::{self, ChunkServer, Master};
+use common::tls::{Ca, Role, Tls};
 use common::types::*;
 use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId};
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
 use serde_bytes::ByteBuf;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tarpc::context::Context;
+
+/// The test cluster's CA: fake peers and the sentinel hold credentials it signed.
+static CA: LazyLock<Ca> = LazyLock::new(|| Ca::generate("sentinel-tests").expect("test CA"));
+
+fn credential(role: Role, name: &str) -> Tls {
+    CA.issue(role, name)
+        .expect("issue")
+        .tls()
+        .expect("credential")
+}
 
 /// A chunkserver that only knows how to report its status.
 #[derive(Clone)]
@@ -61,7 +72,9 @@ async fn start_chunkserver() -> (String, tokio::sync::oneshot::Sender<()>) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(rpc::serve(
         listener,
-        |stream| common::serve_connection!(stream, StatusOnly.serve()),
+        credential(Role::Chunkserver, "cs"),
+        common::tls::Revoked::default(),
+        |stream, peer| common::serve_connection!(stream, peer, StatusOnly.serve()),
         async {
             let _ = stop_rx.await;
         },
@@ -78,6 +91,7 @@ fn closed_port() -> String {
 fn cluster(master: &str) -> sentinel::RpcCluster {
     sentinel::RpcCluster::new(
         master.to_string(),
+        credential(Role::Sentinel, "sentinel"),
         Duration::from_secs(1),
         Duration::from_millis(500),
     )
@@ -130,7 +144,7 @@ async fn probe_of_a_closed_port_fails_fast() {
 async fn unreachable_master_is_an_error_not_a_hang() {
     let master = closed_port();
     let started = Instant::now();
-    let err = sentinel::status(&master)
+    let err = sentinel::status(&master, &credential(Role::Sentinel, "sentinel"))
         .await
         .expect_err("no master there");
     assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
@@ -350,7 +364,11 @@ async fn start_master(nodes: Vec<NodeInfo>) -> (String, Arc<Mutex<ClusterSummary
     let served = summary.clone();
     tokio::spawn(rpc::serve(
         listener,
-        move |stream| common::serve_connection!(stream, SummaryOnly(served.clone()).serve()),
+        credential(Role::Master, "master"),
+        common::tls::Revoked::default(),
+        move |stream, peer| {
+            common::serve_connection!(stream, peer, SummaryOnly(served.clone()).serve())
+        },
         std::future::pending(),
     ));
     (addr, summary)

@@ -2,7 +2,8 @@
 //!
 //! Layout of the temp dir (kept after the test when `MOSAIC_KEEP_TMP=1`):
 //! ```text
-//! state/            the master's state dir (meta.db, data.key)
+//! state/            the master's state dir (meta.db, data.key, pki/)
+//! creds/<name>/     TLS credentials issued for the test: cs<i>, client, sentinel
 //! cs<i>/            chunkserver i's data dir
 //! logs/<name>.log   stdout+stderr of every child, appended across restarts
 //! *.addr            address files the daemons write when ready
@@ -76,11 +77,8 @@ impl ClusterOptions {
         let n = self
             .replicas
             .unwrap_or_else(|| self.chunkservers.clamp(1, 3) as u32);
-        (
-            n,
-            self.write_quorum.unwrap_or(n),
-            self.read_quorum.unwrap_or(1),
-        )
+        let w = self.write_quorum.unwrap_or(n / 2 + 1);
+        (n, w, self.read_quorum.unwrap_or(n + 1 - w))
     }
 }
 
@@ -197,6 +195,13 @@ impl TestCluster {
             key_file.display()
         );
 
+        for (role, name) in [("client", CLIENT), ("sentinel", SENTINEL)] {
+            issue_credential(root.path(), &state_dir, role, name);
+        }
+        for i in 0..opts.chunkservers {
+            issue_credential(root.path(), &state_dir, "chunkserver", &format!("cs{i}"));
+        }
+
         let master_addr_file = root.path().join("master.addr");
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut master = spawn_master(root.path(), &state_dir, &master_addr_file, listen, &opts);
@@ -254,7 +259,9 @@ impl TestCluster {
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--addr-file")
-            .arg(addr_file);
+            .arg(addr_file)
+            .arg("--credentials")
+            .arg(self.credentials(&format!("cs{i}")));
         if let Some(capacity) = self.opts.capacity_bytes {
             cmd.arg("--capacity").arg(capacity.to_string());
         }
@@ -269,6 +276,42 @@ impl TestCluster {
             cmd,
             &self.log_path(&format!("chunkserver-{i}")),
         )
+    }
+
+    /// The credential directory issued to `name` (`cs<i>`, `client`, `sentinel` or one made
+    /// by [`Self::issue`]).
+    pub fn credentials(&self, name: &str) -> PathBuf {
+        self.root.path().join("creds").join(name)
+    }
+
+    /// Issues a new credential with `mosaic-master issue ROLE NAME`; returns its directory.
+    pub fn issue(&self, role: &str, name: &str) -> PathBuf {
+        issue_credential(self.root.path(), &self.state_dir, role, name)
+    }
+
+    /// Runs `mosaic-master revoke NAME`; the running master picks it up within about a
+    /// second (it polls the revocation file): callers wait for the effect with a deadline.
+    pub fn revoke(&self, name: &str) {
+        let mut cmd = Command::new(bin(bins::MASTER));
+        cmd.arg("revoke")
+            .arg(name)
+            .arg("--state")
+            .arg(&self.state_dir);
+        let out = run(cmd, TOOL_DEADLINE);
+        assert!(
+            out.status.success(),
+            "mosaic-master revoke {name} failed ({}):\n{}{}",
+            out.status,
+            out.stdout_text(),
+            out.stderr_text()
+        );
+    }
+
+    /// The harness's own client credential, loaded (for RPCs the tests make).
+    pub fn client_tls(&self) -> common::tls::Tls {
+        common::tls::CredentialPaths::in_dir(&self.credentials(CLIENT))
+            .load()
+            .unwrap_or_else(|e| panic!("load the test client credential: {e:#}"))
     }
 
     /// The temp dir holding everything of this cluster.
@@ -469,11 +512,16 @@ impl TestCluster {
             .clone()
             .unwrap_or_else(|| self.key_file.clone());
         let log = self.log_path(&format!("mount-{k}"));
+        let credentials = opts
+            .credentials
+            .clone()
+            .unwrap_or_else(|| self.credentials(CLIENT));
         Mount::start(
             Arc::clone(&self.root),
             path,
             &self.master_addr(),
             &key_file,
+            &credentials,
             &opts,
             &log,
         )
@@ -486,6 +534,8 @@ impl TestCluster {
         cmd.arg("status")
             .arg("--master")
             .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(self.credentials(SENTINEL))
             .arg("--json");
         let out: CmdOutput = try_run(cmd, TOOL_DEADLINE)?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -506,8 +556,9 @@ impl TestCluster {
     /// The master's cluster summary over RPC.
     pub fn master_summary(&self) -> FsResult<ClusterSummary> {
         let addr = self.master_addr();
+        let tls = self.client_tls();
         block_on(async move {
-            let client = common::rpc::connect_master(&addr, RPC_DEADLINE).await?;
+            let client = common::rpc::connect_master(&addr, &tls, RPC_DEADLINE).await?;
             client
                 .cluster_summary(common::rpc::ctx(RPC_DEADLINE))
                 .await
@@ -526,6 +577,33 @@ impl TestCluster {
                 .filter(|s| s.nodes.iter().filter(|n| n.online).count() >= want)
         })
     }
+}
+
+/// Name of the client credential every harness mount and RPC uses.
+const CLIENT: &str = "client";
+/// Name of the sentinel credential `sentinel status` uses.
+const SENTINEL: &str = "sentinel";
+
+/// `mosaic-master issue ROLE NAME --state STATE --out ROOT/creds/NAME`; panics on failure.
+fn issue_credential(root: &Path, state_dir: &Path, role: &str, name: &str) -> PathBuf {
+    let out_dir = root.join("creds").join(name);
+    let mut cmd = Command::new(bin(bins::MASTER));
+    cmd.arg("issue")
+        .arg(role)
+        .arg(name)
+        .arg("--state")
+        .arg(state_dir)
+        .arg("--out")
+        .arg(&out_dir);
+    let out = run(cmd, TOOL_DEADLINE);
+    assert!(
+        out.status.success(),
+        "mosaic-master issue {role} {name} failed ({}):\n{}{}",
+        out.status,
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    out_dir
 }
 
 fn spawn_master(

@@ -38,6 +38,8 @@ pub struct MountOptions {
     pub attr_timeout_ms: Option<u64>,
     /// Mount with this key file instead of the cluster's own.
     pub key_file: Option<PathBuf>,
+    /// Mount with this TLS credential directory instead of the cluster's client credential.
+    pub credentials: Option<PathBuf>,
     /// Further flags passed to `mosaic-mount` before the mountpoint.
     pub extra_args: Vec<String>,
 }
@@ -182,6 +184,7 @@ impl Mount {
         path: PathBuf,
         master: &str,
         key_file: &Path,
+        credentials: &Path,
         opts: &MountOptions,
         log: &Path,
     ) -> Result<Mount, MountFailed> {
@@ -191,7 +194,9 @@ impl Mount {
         cmd.arg("--master")
             .arg(master)
             .arg("--key-file")
-            .arg(key_file);
+            .arg(key_file)
+            .arg("--credentials")
+            .arg(credentials);
         if let Some(ms) = opts.attr_timeout_ms {
             cmd.arg("--attr-timeout-ms").arg(ms.to_string());
         }

@@ -207,8 +207,9 @@ async fn verify(client: &MasterClient) -> FsResult<()> {
 fn master_kill_9_and_restart_keeps_the_namespace() {
     let mut cluster = TestCluster::start(ClusterOptions::default());
     let addr = cluster.master_addr();
+    let tls = cluster.client_tls();
     block_on(async {
-        let client = connect_master(&addr, RPC_DEADLINE).await?;
+        let client = connect_master(&addr, &tls, RPC_DEADLINE).await?;
         populate(&client).await?;
         verify(&client).await
     })
@@ -219,7 +220,7 @@ fn master_kill_9_and_restart_keeps_the_namespace() {
     cluster.restart_master();
 
     block_on(async {
-        let client = connect_master(&addr, RPC_DEADLINE).await?;
+        let client = connect_master(&addr, &tls, RPC_DEADLINE).await?;
         verify(&client).await
     })
     .expect("the namespace after the restart");

@@ -1,0 +1,742 @@
+//! Cluster identity: the certificate authority, credentials, mutual TLS 1.3 and roles.
+//!
+//! Every MosaicFS connection is TLS 1.3 with a certificate on both ends, each signed by the
+//! cluster's own CA (made by `mosaic-master init`). A certificate names one peer: its
+//! common name is the peer's NAME, its organizational unit is its [`Role`], and its only
+//! DNS name is `ROLE.mosaic`, so a client that dials a chunkserver checks, through ordinary
+//! server-name verification, that the far end really is a chunkserver and not, say, a
+//! client certificate replayed by a rogue process. Which remote procedures each role may
+//! call is [`allowed`]; a revoked certificate is refused by serial number at accept time.
+//!
+//! The crypto provider is `ring` (builds from crates.io with only a C compiler). This module
+//! never reads or writes a data key: TLS protects the links, the block format protects data.
+
+use crate::{FsError, FsResult};
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// File names inside a credential directory (`mosaic-master issue ... --out DIR`).
+pub const CERT_FILE: &str = "cert.pem";
+pub const KEY_FILE: &str = "key.pem";
+pub const CA_FILE: &str = "ca.pem";
+/// The DNS name suffix of every cluster certificate: `master.mosaic`, `chunkserver.mosaic`.
+/// Not a real domain: these names only ever meet the cluster's own CA.
+const DNS_SUFFIX: &str = "mosaic";
+/// Leaf certificates live ten years: revocation, not expiry, is how a node is shut out,
+/// and an expiry in the middle of the night would stop a cluster for no security gain.
+const LEAF_VALIDITY_DAYS: i64 = 3650;
+/// The CA outlives every leaf it can sign.
+const CA_VALIDITY_DAYS: i64 = 2 * LEAF_VALIDITY_DAYS;
+/// Clocks of different machines disagree a little; a certificate is valid from an hour
+/// before it was made so a peer whose clock is behind does not refuse it.
+const CLOCK_SKEW: time::Duration = time::Duration::hours(1);
+/// Longest accepted peer name: fits a DNS label, a file name and a log line.
+const MAX_NAME_LEN: usize = 63;
+
+/// What a peer is. Encoded in its certificate; decides what it may call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Master,
+    Chunkserver,
+    Client,
+    Sentinel,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Master,
+        Role::Chunkserver,
+        Role::Client,
+        Role::Sentinel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Chunkserver => "chunkserver",
+            Role::Client => "client",
+            Role::Sentinel => "sentinel",
+        }
+    }
+
+    /// The DNS name in this role's certificates and the server name a dialer expects.
+    pub fn dns_name(self) -> String {
+        format!("{}.{DNS_SUFFIX}", self.as_str())
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Role> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .with_context(|| {
+                format!("unknown role {s:?}: expected master, chunkserver, client or sentinel")
+            })
+    }
+}
+
+/// The authenticated peer of a connection, read from its verified certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub role: Role,
+    pub name: String,
+    /// The certificate's serial number in lowercase hex: what revocation names.
+    pub serial: String,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} (serial {})", self.role, self.name, self.serial)
+    }
+}
+
+impl Identity {
+    /// Reads role, name and serial from a DER certificate. Only called on certificates
+    /// the TLS handshake already verified against the cluster CA.
+    pub fn from_der(der: &[u8]) -> anyhow::Result<Identity> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| anyhow::anyhow!("parse peer certificate: {e}"))?;
+        let subject = cert.subject();
+        let first = |it: &mut dyn Iterator<
+            Item = &x509_parser::x509::AttributeTypeAndValue<'_>,
+        >| { it.next().and_then(|a| a.as_str().ok()).map(str::to_owned) };
+        let name =
+            first(&mut subject.iter_common_name()).context("certificate has no common name")?;
+        let role = first(&mut subject.iter_organizational_unit())
+            .context("certificate has no role (organizational unit)")?;
+        Ok(Identity {
+            role: role.parse()?,
+            name,
+            serial: hex(cert.raw_serial()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a peer name given to `issue`: short, and only characters that are safe in file
+/// names, DNS labels and log lines.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if !ok {
+        anyhow::bail!(
+            "invalid name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', \
+             not starting with '.'"
+        );
+    }
+    Ok(())
+}
+
+/// Which remote procedures a role may call; `method` is tarpc's request name
+/// (`Master.hello`, `ChunkServer.read_blocks`). A pure table, tested below.
+///
+/// Methods that are not listed (added later) are open to clients and sentinels and closed
+/// to chunkservers: a chunkserver identity only ever needs the node protocol, so a stolen
+/// chunkserver key never reaches the namespace.
+pub fn allowed(role: Role, method: &str) -> bool {
+    const NODE_ONLY: &[&str] = &[
+        "Master.register_node",
+        "Master.heartbeat",
+        "Master.report_chunks",
+    ];
+    const CHUNKSERVER_MAY: &[&str] = &[
+        "Master.report_bad_replica",
+        "ChunkServer.read_blocks",
+        "ChunkServer.status",
+        "ChunkServer.list_chunks",
+    ];
+    // Everything a sentinel needs is a read; it never changes the namespace or data.
+    const MUTATIONS: &[&str] = &[
+        "Master.setattr",
+        "Master.create",
+        "Master.unlink",
+        "Master.rmdir",
+        "Master.rename",
+        "Master.link",
+        "Master.setxattr",
+        "Master.removexattr",
+        "Master.prepare_write",
+        "Master.commit_write",
+        "ChunkServer.write_blocks",
+        "ChunkServer.sync_chunks",
+        "ChunkServer.delete_chunks",
+    ];
+    match role {
+        // The master calls chunkservers for deletes and repairs.
+        Role::Master => method.starts_with("ChunkServer."),
+        Role::Chunkserver => NODE_ONLY.contains(&method) || CHUNKSERVER_MAY.contains(&method),
+        Role::Client => !NODE_ONLY.contains(&method),
+        Role::Sentinel => !NODE_ONLY.contains(&method) && !MUTATIONS.contains(&method),
+    }
+}
+
+/// Where a process's credential lives: its certificate, its private key, the cluster CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl CredentialPaths {
+    /// The three files of a credential directory made by `mosaic-master issue`.
+    pub fn in_dir(dir: &Path) -> CredentialPaths {
+        CredentialPaths {
+            cert: dir.join(CERT_FILE),
+            key: dir.join(KEY_FILE),
+            ca: dir.join(CA_FILE),
+        }
+    }
+
+    /// From a config's three optional `tls_*_file` fields; all three or none.
+    pub fn from_fields(
+        cert: &Option<PathBuf>,
+        key: &Option<PathBuf>,
+        ca: &Option<PathBuf>,
+    ) -> anyhow::Result<Option<CredentialPaths>> {
+        match (cert, key, ca) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(CredentialPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "tls_cert_file, tls_key_file and tls_ca_file go together: give all three \
+                 (or --credentials DIR)"
+            ),
+        }
+    }
+
+    /// Loads and checks the credential and builds both TLS ends from it.
+    pub fn load(&self) -> anyhow::Result<Tls> {
+        let chain = load_certs(&self.cert)?;
+        let ca = load_certs(&self.ca)?;
+        check_key_permissions(&self.key)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read private key {}: {e} (expected the key.pem written by `mosaic-master issue`)",
+                self.key.display()
+            )
+        })?;
+        let leaf = chain
+            .first()
+            .with_context(|| format!("{} holds no certificate", self.cert.display()))?;
+        let identity = Identity::from_der(leaf)
+            .with_context(|| format!("read the identity in {}", self.cert.display()))?;
+        Tls::new(identity, chain, key, ca).with_context(|| {
+            format!(
+                "credential {} / {} / {} does not fit together (a key of another certificate, or a \
+                 certificate from another cluster?)",
+                self.cert.display(),
+                self.key.display(),
+                self.ca.display()
+            )
+        })
+    }
+}
+
+/// The TLS flags every daemon and the mount take (`#[command(flatten)]`). Flags override
+/// the config file's `tls_*_file` fields; `--credentials DIR` is short for the three files
+/// of a directory made by `mosaic-master issue`.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
+    /// This process's certificate (PEM); overrides DIR/cert.pem.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Writes the flags over a config's three `tls_*_file` fields.
+    pub fn apply(
+        &self,
+        cert: &mut Option<PathBuf>,
+        key: &mut Option<PathBuf>,
+        ca: &mut Option<PathBuf>,
+    ) {
+        if let Some(dir) = &self.credentials {
+            let paths = CredentialPaths::in_dir(dir);
+            *cert = Some(paths.cert);
+            *key = Some(paths.key);
+            *ca = Some(paths.ca);
+        }
+        for (flag, field) in [(&self.cert, cert), (&self.key, key), (&self.ca, ca)] {
+            if let Some(path) = flag {
+                *field = Some(path.clone());
+            }
+        }
+    }
+}
+
+/// Loads the credential named by a config's `tls_*_file` fields; `what` names the process
+/// in the error that says how to get one when they are missing.
+pub fn load_configured(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    ca: &Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Tls> {
+    let paths = CredentialPaths::from_fields(cert, key, ca)?.with_context(|| {
+        format!(
+            "{what} has no TLS credential: give --credentials DIR (made by `mosaic-master issue \
+             ROLE NAME --out DIR`) or tls_cert_file, tls_key_file and tls_ca_file"
+        )
+    })?;
+    paths.load()
+}
+
+fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read certificate file {}: {e} (issue one with `mosaic-master issue`)",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "certificate file {} holds no PEM certificate (issue one with `mosaic-master issue`)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// A private key others can read is no longer a credential: refuse it as ssh does.
+fn check_key_permissions(path: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read private key {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "private key {} is accessible by other users (mode {mode:o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Both ends of mutual TLS for one process: it dials with [`Tls::connector`] and accepts
+/// with [`Tls::acceptor`], always presenting the same certificate.
+#[derive(Clone)]
+pub struct Tls {
+    identity: Identity,
+    connector: TlsConnector,
+    acceptor: TlsAcceptor,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl Tls {
+    fn new(
+        identity: Identity,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca: Vec<CertificateDer<'static>>,
+    ) -> anyhow::Result<Tls> {
+        let mut roots = RootCertStore::empty();
+        for cert in ca {
+            roots.add(cert).context("add the cluster CA certificate")?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .context("build the client certificate verifier")?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .context("select TLS 1.3")?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .context("use the certificate as a server")?;
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .context("select TLS 1.3")?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .context("use the certificate as a client")?;
+        Ok(Tls {
+            identity,
+            connector: TlsConnector::from(Arc::new(client)),
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+        })
+    }
+
+    /// Who this process is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// Runs the client side of the handshake on `stream`, requiring that the far end
+    /// holds a certificate of `expect` role.
+    pub async fn connect<S>(
+        &self,
+        stream: S,
+        expect: Role,
+        addr: &str,
+    ) -> FsResult<tokio_rustls::client::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(expect.dns_name())
+            .map_err(|e| FsError::internal(format!("server name for {expect}: {e}")))?;
+        self.connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| FsError::Unavailable(format!("TLS handshake with {addr} ({expect}): {e}")))
+    }
+}
+
+/// The identity of the peer of an accepted, handshaken connection.
+pub fn peer_identity<S>(stream: &tokio_rustls::server::TlsStream<S>) -> anyhow::Result<Identity> {
+    let (_, conn) = stream.get_ref();
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .context("peer presented no certificate")?;
+    Identity::from_der(leaf)
+}
+
+/// Serial numbers of revoked certificates, shared between the accept loop and whatever
+/// keeps it current (the master's file watcher, a chunkserver's heartbeat replies).
+#[derive(Clone, Debug, Default)]
+pub struct Revoked(Arc<parking_lot::RwLock<HashSet<String>>>);
+
+impl Revoked {
+    pub fn contains(&self, serial: &str) -> bool {
+        self.0.read().contains(serial)
+    }
+
+    /// Replaces the whole set; returns true when it changed.
+    pub fn replace(&self, serials: HashSet<String>) -> bool {
+        let mut current = self.0.write();
+        if *current == serials {
+            return false;
+        }
+        *current = serials;
+        true
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.0.read().iter().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// A new certificate and its private key, PEM-encoded, plus the CA that signed it.
+#[derive(Clone, Debug)]
+pub struct IssuedCredential {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+    pub serial: String,
+}
+
+impl IssuedCredential {
+    /// Builds both TLS ends straight from the PEM text (in-process tests; daemons load files).
+    pub fn tls(&self) -> anyhow::Result<Tls> {
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("parse issued certificate: {e}"))?;
+        let ca = CertificateDer::pem_slice_iter(self.ca_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("parse CA certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("parse issued key: {e}"))?;
+        let leaf = chain.first().context("no certificate issued")?;
+        Tls::new(Identity::from_der(leaf)?, chain, key, ca)
+    }
+
+    /// Writes `cert.pem`, `key.pem` (0600) and `ca.pem` into `dir` (created 0700). Refuses
+    /// to overwrite an existing key: re-issuing means a new directory or deleting the old.
+    pub fn write_to(&self, dir: &Path) -> anyhow::Result<CredentialPaths> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create credential directory {}", dir.display()))?;
+        let paths = CredentialPaths::in_dir(dir);
+        write_new(&paths.key, &self.key_pem, 0o600)?;
+        write_new(&paths.cert, &self.cert_pem, 0o644)?;
+        write_new(&paths.ca, &self.ca_pem, 0o644)?;
+        Ok(paths)
+    }
+}
+
+/// Creates `path` with `mode`, failing if it exists (O_EXCL), and fsyncs it.
+pub fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("create {} (it must not exist yet)", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// The cluster certificate authority: signs credentials. Its key stays with the admin
+/// (in the master's state directory), never on chunkservers or clients.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    // Positive and without a leading zero octet, so the DER bytes are exactly these 16
+    // and the hex a peer reads back is the hex `issue` printed.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+fn validity(params: &mut rcgen::CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + time::Duration::days(days);
+}
+
+impl Ca {
+    /// A new CA for the cluster named `cluster` (shown in its subject).
+    pub fn generate(cluster: &str) -> anyhow::Result<Ca> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("MosaicFS cluster CA {cluster}"),
+        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "MosaicFS");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial());
+        validity(&mut params, CA_VALIDITY_DAYS);
+        let key = rcgen::KeyPair::generate().context("generate the CA key")?;
+        let cert = params.self_signed(&key).context("self-sign the CA")?;
+        let pem = cert.pem();
+        Ok(Ca { cert, key, pem })
+    }
+
+    /// Loads a CA written by [`Ca::write_to`].
+    pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Ca> {
+        let pem = std::fs::read_to_string(cert_path)
+            .with_context(|| format!("read CA certificate {}", cert_path.display()))?;
+        check_key_permissions(key_path)?;
+        let key_pem = std::fs::read_to_string(key_path)
+            .with_context(|| format!("read CA key {}", key_path.display()))?;
+        let key = rcgen::KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("parse CA key {}", key_path.display()))?;
+        let params = rcgen::CertificateParams::from_ca_cert_pem(&pem)
+            .with_context(|| format!("parse CA certificate {}", cert_path.display()))?;
+        // Re-signing with the same key and subject yields an equivalent issuer for the
+        // leaves; the file's own bytes stay the CA that peers trust.
+        let cert = params
+            .self_signed(&key)
+            .with_context(|| format!("CA key {} does not sign", key_path.display()))?;
+        Ok(Ca { cert, key, pem })
+    }
+
+    /// Writes the CA certificate (0644) and key (0600); neither may exist yet.
+    pub fn write_to(&self, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+        write_new(key_path, &self.key.serialize_pem(), 0o600)?;
+        write_new(cert_path, &self.pem, 0o644)
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// Signs a new credential for `name` in `role`.
+    pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<IssuedCredential> {
+        check_name(name)?;
+        let mut params = rcgen::CertificateParams::new(vec![role.dns_name()])
+            .context("certificate parameters")?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, role.as_str());
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "MosaicFS");
+        // Every node both dials and accepts (chunkservers dial the master and serve
+        // clients; a client only dials, but one kind of certificate keeps issuing simple).
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let serial = random_serial();
+        let serial_hex = hex(serial.as_ref());
+        params.serial_number = Some(serial);
+        validity(&mut params, LEAF_VALIDITY_DAYS);
+        let key = rcgen::KeyPair::generate().context("generate a key")?;
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .context("sign the certificate")?;
+        Ok(IssuedCredential {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: self.pem.clone(),
+            serial: serial_hex,
+        })
+    }
+}
+
+/// Seconds since the epoch, for records of issued and revoked credentials.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_table() {
+        use Role::*;
+        let table: &[(&str, [bool; 4])] = &[
+            // method                       master chunkserver client sentinel
+            ("Master.hello", [false, false, true, true]),
+            ("Master.create", [false, false, true, false]),
+            ("Master.commit_write", [false, false, true, false]),
+            ("Master.register_node", [false, true, false, false]),
+            ("Master.heartbeat", [false, true, false, false]),
+            ("Master.report_chunks", [false, true, false, false]),
+            ("Master.report_bad_replica", [false, true, true, true]),
+            ("Master.cluster_summary", [false, false, true, true]),
+            ("ChunkServer.write_blocks", [true, false, true, false]),
+            ("ChunkServer.read_blocks", [true, true, true, true]),
+            ("ChunkServer.delete_chunks", [true, false, true, false]),
+            ("ChunkServer.status", [true, true, true, true]),
+        ];
+        for (method, expect) in table {
+            for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {
+                assert_eq!(allowed(*role, method), *want, "{role} {method}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["cs1", "client-a", "node_7.rack2"] {
+            check_name(good).expect(good);
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn issued_certificates_carry_role_name_and_serial() {
+        let ca = Ca::generate("test").expect("ca");
+        let issued = ca.issue(Role::Chunkserver, "cs1").expect("issue");
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("pem");
+        let id = Identity::from_der(&der).expect("identity");
+        assert_eq!(
+            id,
+            Identity {
+                role: Role::Chunkserver,
+                name: "cs1".into(),
+                serial: issued.serial.clone()
+            }
+        );
+        assert_eq!(id.serial.len(), 32);
+    }
+
+    #[test]
+    fn a_loaded_ca_signs_certificates_the_original_ca_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::generate("test").expect("ca");
+        ca.write_to(&dir.path().join("ca.pem"), &dir.path().join("ca.key"))
+            .expect("write");
+        let loaded =
+            Ca::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key")).expect("load");
+        let paths = loaded
+            .issue(Role::Client, "c")
+            .expect("issue")
+            .write_to(&dir.path().join("c"))
+            .expect("write");
+        // The written ca.pem is the original CA's; loading builds the verifiers from it.
+        let tls = paths.load().expect("load credential");
+        assert_eq!(tls.identity().role, Role::Client);
+    }
+
+    #[test]
+    fn a_readable_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::generate("test").expect("ca");
+        let paths = ca
+            .issue(Role::Client, "c")
+            .expect("issue")
+            .write_to(dir.path())
+            .expect("write");
+        std::fs::set_permissions(&paths.key, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let err = paths.load().expect_err("must refuse");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}
