@@ -2,8 +2,8 @@
 # Runs the whole MosaicFS test suite: unit, cluster and real-FUSE mount tests.
 #
 # Installs what the tests need when it is missing and apt-get is available (fuse3 for the
-# mount tests; git, rsync, sqlite3 and attr for tests that run those tools on the mount),
-# builds the release binaries the cluster tests start, then runs the tests in release mode
+# mount tests; git, rsync, sqlite3, attr, make and gcc for tests that run those tools on the
+# mount), builds the release binaries the cluster tests start, then runs the tests in release mode
 # with cargo-nextest if installed, else `cargo test`. The runner's summary is the last output
 # and its exit status is this script's.
 #
@@ -32,6 +32,8 @@ command -v git >/dev/null || missing+=(git)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v getfattr >/dev/null || missing+=(attr)
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc)
 if ((${#missing[@]} > 0)); then
     if command -v apt-get >/dev/null && as_root true; then
         say "installing missing packages: ${missing[*]}"

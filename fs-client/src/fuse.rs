@@ -13,14 +13,14 @@ use common::types::{
 use common::{FsError, InodeId};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest write the kernel sends in one request: 1 MiB keeps per-request costs small and
@@ -35,11 +35,40 @@ pub struct MosaicFs {
     core: Arc<ClientCore>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
+    /// Set once the session exists (see [`MosaicFs::notifier_slot`]).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl MosaicFs {
     pub fn new(core: Arc<ClientCore>, rt: tokio::runtime::Handle, ttl: Duration) -> MosaicFs {
-        MosaicFs { core, rt, ttl }
+        MosaicFs {
+            core,
+            rt,
+            ttl,
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where the mount puts the session's notifier once the session exists (the session
+    /// takes the filesystem by value, so the notifier can only be handed in afterwards).
+    /// Without it, close-to-open still holds once the attribute cache time has passed.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+}
+
+/// Close-to-open: the file changed since this mount last saw it, so the size the kernel
+/// cached (for up to the attribute time) may be stale, and a read would stop at the old end
+/// of the file. Drop the cached attributes (offset -1: not the page cache, which an open
+/// without FOPEN_KEEP_CACHE already drops) before the open is answered.
+fn forget_cached_attrs(notifier: &OnceLock<Notifier>, n: INodeNo) {
+    if let Some(notifier) = notifier.get()
+        && let Err(e) = notifier.inval_inode(n, -1, 0)
+    {
+        // ENOENT: the kernel no longer knows the inode; nothing is cached.
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            tracing::warn!(ino = n.0, error = %e, "cannot invalidate cached attributes");
+        }
     }
 }
 
@@ -346,10 +375,15 @@ impl Filesystem for MosaicFs {
     }
 
     fn open(&self, _req: &Request, n: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let core = self.core.clone();
+        let (core, notifier) = (self.core.clone(), self.notifier.clone());
         self.rt.spawn(async move {
             match core.open(ino(n), flags.0).await {
-                Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(opened.keep_cache)),
+                Ok(opened) => {
+                    if !opened.keep_cache {
+                        forget_cached_attrs(&notifier, n);
+                    }
+                    reply.opened(FileHandle(opened.fh), open_flags(opened.keep_cache))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });

@@ -82,6 +82,7 @@ pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> an
     };
     let ttl = Duration::from_millis(config.attr_timeout_ms);
     let fs = fuse::MosaicFs::new(core, runtime.handle().clone(), ttl);
+    let notifier_slot = fs.notifier_slot();
 
     let is_root = effective_uid_is_root();
     let mut options = vec![
@@ -106,6 +107,7 @@ pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> an
     fuse_config.acl = acl;
     let session = fuser::Session::new(fs, mountpoint, &fuse_config)
         .with_context(|| format!("mount at {}", mountpoint.display()))?;
+    let _ = notifier_slot.set(session.notifier());
     let mountpoint_owned = mountpoint.to_path_buf();
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
