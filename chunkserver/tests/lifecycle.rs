@@ -53,22 +53,22 @@ impl Master for FakeMaster {
         goodbye(session: SessionId) -> ();
         lookup(parent: InodeId, name: ByteBuf) -> Attr;
         getattr(ino: InodeId) -> Attr;
-        setattr(ino: InodeId, set: SetAttr, caller: Caller) -> Attr;
-        create(parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
-        unlink(parent: InodeId, name: ByteBuf) -> ();
-        rmdir(parent: InodeId, name: ByteBuf) -> ();
-        rename(parent: InodeId, name: ByteBuf, new_parent: InodeId, new_name: ByteBuf,
+        setattr(op: OpId, ino: InodeId, set: SetAttr, caller: Caller) -> Attr;
+        create(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
+        unlink(op: OpId, parent: InodeId, name: ByteBuf) -> ();
+        rmdir(op: OpId, parent: InodeId, name: ByteBuf) -> ();
+        rename(op: OpId, parent: InodeId, name: ByteBuf, new_parent: InodeId, new_name: ByteBuf,
             flags: RenameFlags) -> ();
-        link(ino: InodeId, new_parent: InodeId, new_name: ByteBuf) -> Attr;
+        link(op: OpId, ino: InodeId, new_parent: InodeId, new_name: ByteBuf) -> Attr;
         readlink(ino: InodeId) -> ByteBuf;
         readdir(ino: InodeId, after: u64, limit: u32, plus: bool) -> DirPage;
         statfs() -> StatFs;
         getxattr(ino: InodeId, name: ByteBuf) -> ByteBuf;
-        setxattr(ino: InodeId, name: ByteBuf, value: ByteBuf, flags: XattrFlags) -> ();
+        setxattr(op: OpId, ino: InodeId, name: ByteBuf, value: ByteBuf, flags: XattrFlags) -> ();
         listxattr(ino: InodeId) -> Vec<ByteBuf>;
-        removexattr(ino: InodeId, name: ByteBuf) -> ();
-        open(session: SessionId, ino: InodeId) -> Attr;
-        release(session: SessionId, ino: InodeId) -> ();
+        removexattr(op: OpId, ino: InodeId, name: ByteBuf) -> ();
+        open(op: OpId, ino: InodeId) -> Attr;
+        release(op: OpId, ino: InodeId) -> ();
         chunk_map(ino: InodeId, first: u64, count: u64) -> Vec<ChunkLoc>;
         prepare_write(ino: InodeId, indexes: Vec<u64>) -> Vec<WriteGrant>;
         commit_write(commit: CommitWrite) -> Attr;

@@ -22,6 +22,15 @@ pub const MAX_FILE_SIZE: u64 = 1 << 50;
 /// Most entries one readdir page returns; bounds memory per request for huge directories.
 pub const READDIR_PAGE_MAX: u32 = 1024;
 
+/// Names one mutating request of a session, so that a retry after a lost reply (the master
+/// crashed after committing, or the connection broke) is applied at most once: the master
+/// records the answer with the mutation and answers a repeat with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct OpId {
+    pub session: SessionId,
+    pub seq: u64,
+}
+
 /// A point in time with nanoseconds; `sec` may be negative (before 1970).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

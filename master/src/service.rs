@@ -15,7 +15,7 @@ use common::types::{
     MountInfo, NewNode, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered, RenameFlags,
     ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
 };
-use common::types::{LockInfo, LockRequest};
+use common::types::{LockInfo, LockRequest, OpId};
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
@@ -103,6 +103,19 @@ impl MasterService {
             span.in_scope(|| tracing::error!(error = %err, "metadata store failure"));
         }
         result
+    }
+
+    /// [`Self::blocking`] for a mutating client request: applied at most once per `op`, so
+    /// a client retrying after a lost reply (a master crash right after commit, a broken
+    /// connection) gets the first answer rather than a second application.
+    async fn blocking_once<T: Send + 'static>(
+        &self,
+        span: Span,
+        op: OpId,
+        f: impl FnOnce(&dyn MetaStore) -> FsResult<T> + Send + 'static,
+    ) -> FsResult<T> {
+        self.blocking(span, move |s| crate::store::with_op(op, || f(s)))
+            .await
     }
 
     /// The revocation set this service reports to chunkservers; the accept loop checks the
@@ -225,46 +238,49 @@ impl Master for MasterService {
     async fn setattr(
         self,
         _: Context,
+        op: OpId,
         ino: InodeId,
         set: SetAttr,
         caller: Caller,
     ) -> FsResult<Attr> {
         // Permission checks are the kernel's (default_permissions); the master applies.
         let span = info_span!("setattr", %ino, uid = caller.uid, gid = caller.gid);
-        self.blocking(span, move |s| s.setattr(ino, &set, Timespec::now()))
+        self.blocking_once(span, op, move |s| s.setattr(ino, &set, Timespec::now()))
             .await
     }
 
     async fn create(
         self,
         _: Context,
+        op: OpId,
         parent: InodeId,
         name: ByteBuf,
         node: NewNode,
     ) -> FsResult<Attr> {
         let span = info_span!("create", %parent, name = %lossy(&name), kind = node.kind.as_str(),
             uid = node.caller.uid);
-        self.blocking(span, move |s| {
+        self.blocking_once(span, op, move |s| {
             s.create(parent, &name, &node, Timespec::now())
         })
         .await
     }
 
-    async fn unlink(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<()> {
+    async fn unlink(self, _: Context, op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("unlink", %parent, name = %lossy(&name));
-        self.blocking(span, move |s| s.unlink(parent, &name, Timespec::now()))
+        self.blocking_once(span, op, move |s| s.unlink(parent, &name, Timespec::now()))
             .await
     }
 
-    async fn rmdir(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<()> {
+    async fn rmdir(self, _: Context, op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("rmdir", %parent, name = %lossy(&name));
-        self.blocking(span, move |s| s.rmdir(parent, &name, Timespec::now()))
+        self.blocking_once(span, op, move |s| s.rmdir(parent, &name, Timespec::now()))
             .await
     }
 
     async fn rename(
         self,
         _: Context,
+        op: OpId,
         parent: InodeId,
         name: ByteBuf,
         new_parent: InodeId,
@@ -273,7 +289,7 @@ impl Master for MasterService {
     ) -> FsResult<()> {
         let span = info_span!("rename", %parent, name = %lossy(&name), %new_parent,
             new_name = %lossy(&new_name), ?flags);
-        self.blocking(span, move |s| {
+        self.blocking_once(span, op, move |s| {
             s.rename(parent, &name, new_parent, &new_name, flags, Timespec::now())
         })
         .await
@@ -282,12 +298,13 @@ impl Master for MasterService {
     async fn link(
         self,
         _: Context,
+        op: OpId,
         ino: InodeId,
         new_parent: InodeId,
         new_name: ByteBuf,
     ) -> FsResult<Attr> {
         let span = info_span!("link", %ino, %new_parent, new_name = %lossy(&new_name));
-        self.blocking(span, move |s| {
+        self.blocking_once(span, op, move |s| {
             s.link(ino, new_parent, &new_name, Timespec::now())
         })
         .await
@@ -341,13 +358,14 @@ impl Master for MasterService {
     async fn setxattr(
         self,
         _: Context,
+        op: OpId,
         ino: InodeId,
         name: ByteBuf,
         value: ByteBuf,
         flags: XattrFlags,
     ) -> FsResult<()> {
         let span = info_span!("setxattr", %ino, name = %lossy(&name), len = value.len(), ?flags);
-        self.blocking(span, move |s| {
+        self.blocking_once(span, op, move |s| {
             s.setxattr(ino, &name, &value, flags, Timespec::now())
         })
         .await
@@ -362,20 +380,26 @@ impl Master for MasterService {
         .await
     }
 
-    async fn removexattr(self, _: Context, ino: InodeId, name: ByteBuf) -> FsResult<()> {
+    async fn removexattr(self, _: Context, op: OpId, ino: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("removexattr", %ino, name = %lossy(&name));
-        self.blocking(span, move |s| s.removexattr(ino, &name, Timespec::now()))
+        self.blocking_once(span, op, move |s| {
+            s.removexattr(ino, &name, Timespec::now())
+        })
+        .await
+    }
+
+    async fn open(self, _: Context, op: OpId, ino: InodeId) -> FsResult<Attr> {
+        let session = op.session;
+        let span = info_span!("open", %session, %ino);
+        self.blocking_once(span, op, move |s| s.open(session, ino))
             .await
     }
 
-    async fn open(self, _: Context, session: SessionId, ino: InodeId) -> FsResult<Attr> {
-        let span = info_span!("open", %session, %ino);
-        self.blocking(span, move |s| s.open(session, ino)).await
-    }
-
-    async fn release(self, _: Context, session: SessionId, ino: InodeId) -> FsResult<()> {
+    async fn release(self, _: Context, op: OpId, ino: InodeId) -> FsResult<()> {
+        let session = op.session;
         let span = info_span!("release", %session, %ino);
-        self.blocking(span, move |s| s.release(session, ino)).await
+        self.blocking_once(span, op, move |s| s.release(session, ino))
+            .await
     }
 
     async fn chunk_map(

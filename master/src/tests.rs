@@ -4,12 +4,22 @@
 use super::*;
 use common::block::{DataKey, KeyRing};
 use common::rpc::{MasterClient, connect_master, ctx};
-use common::types::{Caller, FileKind, NewNode, NodeStatus, RegisterNode};
-use common::{FsError, InodeId, NodeId};
+use common::types::{Caller, FileKind, NewNode, NodeStatus, OpId, RegisterNode};
+use common::{FsError, InodeId, NodeId, SessionId};
 use serde_bytes::ByteBuf;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// A fresh operation id for each call, as a client makes them (a reused one would get the
+/// first call's recorded answer).
+fn op() -> OpId {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    OpId {
+        session: SessionId(0),
+        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    }
+}
 
 const CS: u64 = 1 << 20;
 /// Deadline of every RPC and every wait in these tests.
@@ -279,6 +289,7 @@ async fn rpc_namespace_round_trip() {
     let d = client
         .create(
             c(),
+            op(),
             InodeId::ROOT,
             ByteBuf::from(b"docs".to_vec()),
             dir_node,
@@ -287,7 +298,13 @@ async fn rpc_namespace_round_trip() {
         .expect("rpc")
         .expect("mkdir");
     let f = client
-        .create(c(), d.ino, ByteBuf::from(b"a.txt".to_vec()), file_node())
+        .create(
+            c(),
+            op(),
+            d.ino,
+            ByteBuf::from(b"a.txt".to_vec()),
+            file_node(),
+        )
         .await
         .expect("rpc")
         .expect("create");
@@ -460,6 +477,7 @@ async fn sessions_survive_a_restart_and_expire_without_keepalive() {
     let f = client
         .create(
             c(),
+            op(),
             InodeId::ROOT,
             ByteBuf::from(b"f".to_vec()),
             file_node(),
@@ -468,12 +486,19 @@ async fn sessions_survive_a_restart_and_expire_without_keepalive() {
         .expect("rpc")
         .expect("create");
     client
-        .open(c(), info.session, f.ino)
+        .open(
+            c(),
+            OpId {
+                session: info.session,
+                seq: 1,
+            },
+            f.ino,
+        )
         .await
         .expect("rpc")
         .expect("open");
     client
-        .unlink(c(), InodeId::ROOT, ByteBuf::from(b"f".to_vec()))
+        .unlink(c(), op(), InodeId::ROOT, ByteBuf::from(b"f".to_vec()))
         .await
         .expect("rpc")
         .expect("unlink");

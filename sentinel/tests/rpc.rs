@@ -25,6 +25,20 @@ fn credential(role: Role, name: &str) -> Tls {
         .expect("credential")
 }
 
+/// A sentinel credential on disk, for the binary (`--credentials DIR`).
+static SENTINEL_DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().expect("temp dir");
+    CA.issue(Role::Sentinel, "sentinel-bin")
+        .expect("issue")
+        .write_to(&dir.path().join("creds"))
+        .expect("write credential");
+    dir
+});
+
+fn credentials_arg() -> String {
+    SENTINEL_DIR.path().join("creds").display().to_string()
+}
+
 /// A chunkserver that only knows how to report its status.
 #[derive(Clone)]
 struct StatusOnly;
@@ -155,7 +169,13 @@ async fn unreachable_master_is_an_error_not_a_hang() {
 fn status_binary_exits_2_with_one_line_when_the_master_is_down() {
     let master = closed_port();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mosaic-sentinel"))
-        .args(["status", "--master", &master])
+        .args([
+            "status",
+            "--master",
+            &master,
+            "--credentials",
+            &credentials_arg(),
+        ])
         .env_remove("RUST_LOG")
         .output()
         .expect("run mosaic-sentinel");
@@ -175,6 +195,8 @@ fn run_refuses_bad_intervals_with_a_clear_error() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mosaic-sentinel"))
         .args([
             "run",
+            "--credentials",
+            &credentials_arg(),
             "--master",
             "127.0.0.1:1",
             "--probe-interval-ms",
@@ -215,21 +237,36 @@ impl Master for SummaryOnly {
     async fn getattr(self, _: Context, _: InodeId) -> FsResult<Attr> {
         refused()
     }
-    async fn setattr(self, _: Context, _: InodeId, _: SetAttr, _: Caller) -> FsResult<Attr> {
+    async fn setattr(
+        self,
+        _: Context,
+        _: OpId,
+        _: InodeId,
+        _: SetAttr,
+        _: Caller,
+    ) -> FsResult<Attr> {
         refused()
     }
-    async fn create(self, _: Context, _: InodeId, _: ByteBuf, _: NewNode) -> FsResult<Attr> {
+    async fn create(
+        self,
+        _: Context,
+        _: OpId,
+        _: InodeId,
+        _: ByteBuf,
+        _: NewNode,
+    ) -> FsResult<Attr> {
         refused()
     }
-    async fn unlink(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+    async fn unlink(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
         refused()
     }
-    async fn rmdir(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+    async fn rmdir(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
         refused()
     }
     async fn rename(
         self,
         _: Context,
+        _: OpId,
         _: InodeId,
         _: ByteBuf,
         _: InodeId,
@@ -238,7 +275,7 @@ impl Master for SummaryOnly {
     ) -> FsResult<()> {
         refused()
     }
-    async fn link(self, _: Context, _: InodeId, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
+    async fn link(self, _: Context, _: OpId, _: InodeId, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
         refused()
     }
     async fn readlink(self, _: Context, _: InodeId) -> FsResult<ByteBuf> {
@@ -256,6 +293,7 @@ impl Master for SummaryOnly {
     async fn setxattr(
         self,
         _: Context,
+        _: OpId,
         _: InodeId,
         _: ByteBuf,
         _: ByteBuf,
@@ -266,13 +304,13 @@ impl Master for SummaryOnly {
     async fn listxattr(self, _: Context, _: InodeId) -> FsResult<Vec<ByteBuf>> {
         refused()
     }
-    async fn removexattr(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<()> {
+    async fn removexattr(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
         refused()
     }
-    async fn open(self, _: Context, _: SessionId, _: InodeId) -> FsResult<Attr> {
+    async fn open(self, _: Context, _: OpId, _: InodeId) -> FsResult<Attr> {
         refused()
     }
-    async fn release(self, _: Context, _: SessionId, _: InodeId) -> FsResult<()> {
+    async fn release(self, _: Context, _: OpId, _: InodeId) -> FsResult<()> {
         refused()
     }
     async fn chunk_map(self, _: Context, _: InodeId, _: u64, _: u64) -> FsResult<Vec<ChunkLoc>> {
@@ -380,6 +418,7 @@ async fn status_binary(args: &[&str]) -> (Option<i32>, String, String) {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mosaic-sentinel"))
             .arg("status")
+            .args(["--credentials", &credentials_arg()])
             .args(&args)
             .env_remove("RUST_LOG")
             .output()

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::rpc::{MasterClient, connect_master, ctx};
-use common::types::{Caller, FileKind, NewNode, RenameFlags};
-use common::{FsError, FsResult, InodeId};
+use common::types::{Caller, FileKind, NewNode, OpId, RenameFlags};
+use common::{FsError, FsResult, InodeId, SessionId};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
 use mosaic_tests::{ClusterOptions, TestCluster, wait_for};
 use serde_bytes::ByteBuf;
@@ -89,10 +89,16 @@ fn cluster_starts_and_every_chunkserver_registers() {
 /// `docs/draft` to `docs/final` and removes `gone`: every kind of namespace mutation.
 async fn populate(client: &MasterClient) -> FsResult<()> {
     let c = || ctx(RPC_DEADLINE);
+    // Each mutation its own operation id (a repeated id would get the first answer).
+    let op = |seq| OpId {
+        session: SessionId(0),
+        seq,
+    };
     let root = InodeId::ROOT;
     let docs = client
         .create(
             c(),
+            op(1),
             root,
             name("docs"),
             new_node(FileKind::Dir, 0o755, None),
@@ -101,17 +107,19 @@ async fn populate(client: &MasterClient) -> FsResult<()> {
     let readme = client
         .create(
             c(),
+            op(2),
             docs.ino,
             name("readme"),
             new_node(FileKind::File, 0o640, None),
         )
         .await??;
     client
-        .link(c(), readme.ino, docs.ino, name("readme2"))
+        .link(c(), op(7), readme.ino, docs.ino, name("readme2"))
         .await??;
     client
         .create(
             c(),
+            op(3),
             root,
             name("link"),
             new_node(FileKind::Symlink, 0o777, Some("docs/readme")),
@@ -120,6 +128,7 @@ async fn populate(client: &MasterClient) -> FsResult<()> {
     client
         .create(
             c(),
+            op(4),
             docs.ino,
             name("draft"),
             new_node(FileKind::File, 0o600, None),
@@ -128,6 +137,7 @@ async fn populate(client: &MasterClient) -> FsResult<()> {
     client
         .rename(
             c(),
+            op(5),
             docs.ino,
             name("draft"),
             docs.ino,
@@ -138,12 +148,13 @@ async fn populate(client: &MasterClient) -> FsResult<()> {
     client
         .create(
             c(),
+            op(6),
             root,
             name("gone"),
             new_node(FileKind::File, 0o644, None),
         )
         .await??;
-    client.unlink(c(), root, name("gone")).await??;
+    client.unlink(c(), op(8), root, name("gone")).await??;
     Ok(())
 }
 

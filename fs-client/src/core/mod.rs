@@ -60,6 +60,9 @@ pub struct ClientCore {
     config: CoreConfig,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Sequence of mutating requests: with the session it names each one, so that a retry
+    /// after a lost reply is applied once by the master.
+    next_op: AtomicU64,
     /// Files with at least one open handle in this mount.
     open: Mutex<HashMap<InodeId, Arc<io::OpenFile>>>,
     /// (mtime, size) last seen per inode, to decide whether the kernel may keep its cache.
@@ -106,6 +109,7 @@ impl ClientCore {
             config,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            next_op: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             locks: locks::HeldLocks::default(),
@@ -115,6 +119,14 @@ impl ClientCore {
 
     pub fn mount_info(&self) -> MountInfo {
         self.info.lock().clone()
+    }
+
+    /// A new operation id; retries of the same request reuse it.
+    fn op(&self) -> OpId {
+        OpId {
+            session: self.session(),
+            seq: self.next_op.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     fn session(&self) -> SessionId {
@@ -150,11 +162,9 @@ impl ClientCore {
                     .collect();
                 for (ino, count) in open {
                     for _ in 0..count {
+                        let op = self.op();
                         self.meta
-                            .call(
-                                "open",
-                                |c, cx| async move { c.open(cx, session, ino).await },
-                            )
+                            .call("open", |c, cx| async move { c.open(cx, op, ino).await })
                             .await?;
                     }
                 }
@@ -225,11 +235,12 @@ impl ClientCore {
         {
             file.flush(self, false).await?;
         }
+        let op = self.op();
         let attr = self
             .meta
             .call("setattr", |c, cx| {
                 let (set, caller) = (set.clone(), caller.clone());
-                async move { c.setattr(cx, ino, set, caller).await }
+                async move { c.setattr(cx, op, ino, set, caller).await }
             })
             .await?;
         if let Some(file) = &file {
@@ -240,10 +251,11 @@ impl ClientCore {
 
     async fn create_node(&self, parent: InodeId, name: &[u8], node: NewNode) -> FsResult<Attr> {
         let name = name_arg(name)?;
+        let op = self.op();
         self.meta
             .call("create", |c, cx| {
                 let (name, node) = (name.clone(), node.clone());
-                async move { c.create(cx, parent, name, node).await }
+                async move { c.create(cx, op, parent, name, node).await }
             })
             .await
     }
@@ -298,20 +310,22 @@ impl ClientCore {
 
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
         let name = name_arg(name)?;
+        let op = self.op();
         self.meta
             .call("unlink", |c, cx| {
                 let name = name.clone();
-                async move { c.unlink(cx, parent, name).await }
+                async move { c.unlink(cx, op, parent, name).await }
             })
             .await
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
         let name = name_arg(name)?;
+        let op = self.op();
         self.meta
             .call("rmdir", |c, cx| {
                 let name = name.clone();
-                async move { c.rmdir(cx, parent, name).await }
+                async move { c.rmdir(cx, op, parent, name).await }
             })
             .await
     }
@@ -325,11 +339,12 @@ impl ClientCore {
         flags: RenameFlags,
     ) -> FsResult<()> {
         let (name, new_name) = (name_arg(name)?, name_arg(new_name)?);
+        let op = self.op();
         self.meta
             .call("rename", |c, cx| {
                 let (name, new_name) = (name.clone(), new_name.clone());
                 async move {
-                    c.rename(cx, parent, name, new_parent, new_name, flags)
+                    c.rename(cx, op, parent, name, new_parent, new_name, flags)
                         .await
                 }
             })
@@ -338,11 +353,12 @@ impl ClientCore {
 
     pub async fn link(&self, ino: InodeId, new_parent: InodeId, new_name: &[u8]) -> FsResult<Attr> {
         let new_name = name_arg(new_name)?;
+        let op = self.op();
         let attr = self
             .meta
             .call("link", |c, cx| {
                 let new_name = new_name.clone();
-                async move { c.link(cx, ino, new_parent, new_name).await }
+                async move { c.link(cx, op, ino, new_parent, new_name).await }
             })
             .await?;
         Ok(self.local_view(attr))
@@ -400,10 +416,11 @@ impl ClientCore {
         flags: XattrFlags,
     ) -> FsResult<()> {
         let (name, value) = (ByteBuf::from(name.to_vec()), ByteBuf::from(value.to_vec()));
+        let op = self.op();
         self.meta
             .call("setxattr", |c, cx| {
                 let (name, value) = (name.clone(), value.clone());
-                async move { c.setxattr(cx, ino, name, value, flags).await }
+                async move { c.setxattr(cx, op, ino, name, value, flags).await }
             })
             .await
     }
@@ -421,10 +438,11 @@ impl ClientCore {
 
     pub async fn removexattr(&self, ino: InodeId, name: &[u8]) -> FsResult<()> {
         let name = ByteBuf::from(name.to_vec());
+        let op = self.op();
         self.meta
             .call("removexattr", |c, cx| {
                 let name = name.clone();
-                async move { c.removexattr(cx, ino, name).await }
+                async move { c.removexattr(cx, op, ino, name).await }
             })
             .await
     }
@@ -432,13 +450,10 @@ impl ClientCore {
     /// Opens a file: registers the open with the master (so an unlink keeps the data) and
     /// revalidates attributes (close-to-open consistency).
     pub async fn open(&self, ino: InodeId, flags: i32) -> FsResult<Opened> {
-        let session = self.session();
+        let op = self.op();
         let attr = self
             .meta
-            .call(
-                "open",
-                |c, cx| async move { c.open(cx, session, ino).await },
-            )
+            .call("open", |c, cx| async move { c.open(cx, op, ino).await })
             .await?;
         let file = {
             let mut open = self.open.lock();
@@ -546,11 +561,12 @@ impl ClientCore {
                 self.remember(&attr);
             }
         }
-        let session = self.session();
+        let op = self.op();
         self.meta
-            .call("release", |c, cx| async move {
-                c.release(cx, session, ino).await
-            })
+            .call(
+                "release",
+                |c, cx| async move { c.release(cx, op, ino).await },
+            )
             .await?;
         result
     }

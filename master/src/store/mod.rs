@@ -5,7 +5,9 @@
 //!
 //! Contract for every implementation: each mutating call is one atomic, durable transaction
 //! (durable as configured: `durable_commits`), and returns only after it committed, so the
-//! service can answer the client as soon as the call returns. Errors are typed `FsError`s;
+//! service can answer the client as soon as the call returns. Mutating namespace calls made
+//! inside [`with_op`] must be applied at most once per operation id: the engine records the
+//! answer in the same transaction as the mutation and answers a repeat with it. Errors are typed `FsError`s;
 //! a database failure maps to `FsError::Io`. Calls block: the service runs them on a
 //! blocking thread.
 
@@ -169,4 +171,26 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `limit` (callers cap it at [`NODE_CONTENTS_PAGE_MAX`]).
     fn node_contents(&self, node: NodeId, after: ChunkId, limit: u32)
     -> FsResult<Vec<NodeReplica>>;
+}
+
+thread_local! {
+    static CURRENT_OP: std::cell::Cell<Option<common::types::OpId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (store calls on this thread) on behalf of the client request `op`: mutating
+/// namespace calls inside are applied at most once per `op`.
+pub fn with_op<T>(op: common::types::OpId, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<common::types::OpId>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CURRENT_OP.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(CURRENT_OP.with(|c| c.replace(Some(op))));
+    f()
+}
+
+/// The operation id set by [`with_op`] on this thread, if any.
+pub(crate) fn current_op() -> Option<common::types::OpId> {
+    CURRENT_OP.with(|c| c.get())
 }

@@ -131,7 +131,18 @@ CREATE TABLE gc_queue (
 "#;
 
 /// Ordered migrations; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1];
+/// V2: answers of mutating requests, by operation id, so a retried request is applied at
+/// most once (see `SqliteStore::write_once`).
+const V2: &str = r#"
+CREATE TABLE op_results (
+    session INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    result  BLOB    NOT NULL,
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

@@ -23,6 +23,8 @@ use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, 
 use parking_lot::Mutex;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -206,6 +208,16 @@ impl SqliteStore {
         if check != "ok" {
             return Err(refuse(format!("is corrupt (quick_check: {check})")));
         }
+        if version < schema::latest_version() {
+            // An older MosaicFS database: bring it forward, each step in its own transaction.
+            schema::migrate(&mut conn)
+                .with_context(|| format!("migrate {} from schema {version}", path.display()))?;
+            tracing::info!(
+                from = version,
+                to = schema::latest_version(),
+                "metadata schema migrated"
+            );
+        }
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .context("set journal_mode=WAL")?;
@@ -286,12 +298,50 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// [`Self::write`], at most once per operation id (see [`super::with_op`]): the answer
+    /// is recorded in the same transaction as the mutation, so a retried request — the reply
+    /// was lost to a crash or a broken connection — gets the first answer instead of running
+    /// again (a second create would say EEXIST, a second release could free an open file).
+    fn write_once<T: Serialize + DeserializeOwned>(
+        &self,
+        f: impl FnOnce(&Connection) -> R<T>,
+    ) -> FsResult<T> {
+        let Some(op) = super::current_op() else {
+            return self.write(f);
+        };
+        let (session, seq) = (op.session.0 as i64, op.seq as i64);
+        self.write(|c| {
+            let recorded: Option<Vec<u8>> = c
+                .prepare_cached("SELECT result FROM op_results WHERE session = ?1 AND seq = ?2")?
+                .query_row(params![session, seq], |r| r.get(0))
+                .optional()?;
+            if let Some(bytes) = recorded {
+                tracing::info!(?op, "repeated request: answering with the recorded result");
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    FsError::internal(format!("recorded answer of {op:?} unreadable: {e}")).into()
+                });
+            }
+            let out = f(c)?;
+            let bytes = serde_json::to_vec(&out)
+                .map_err(|e| FsError::internal(format!("record answer of {op:?}: {e}")))?;
+            c.prepare_cached("INSERT INTO op_results (session, seq, result) VALUES (?1, ?2, ?3)")?
+                .execute(params![session, seq, bytes])?;
+            c.prepare_cached("DELETE FROM op_results WHERE session = ?1 AND seq < ?2")?
+                .execute(params![session, seq - OP_RESULTS_KEPT])?;
+            Ok(out)
+        })
+    }
+
     /// Runs read-only `f`. The single connection is held, so no write interleaves.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
         let conn = self.conn.lock();
         Ok(f(&conn)?)
     }
 }
+
+/// Recorded answers kept per session: a client retries only its last few requests (it has
+/// at most a few hundred in flight), so older answers are dropped as new ones arrive.
+const OP_RESULTS_KEPT: i64 = 4096;
 
 // ---- row helpers -------------------------------------------------------------------------
 
@@ -1207,6 +1257,8 @@ impl MetaStore for SqliteStore {
             };
             c.prepare_cached("DELETE FROM open_files WHERE session = ?1")?
                 .execute([session.0 as i64])?;
+            c.prepare_cached("DELETE FROM op_results WHERE session = ?1")?
+                .execute([session.0 as i64])?;
             c.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                 .execute([session.0 as i64])?;
             let mut freed = Freed::default();
@@ -1240,7 +1292,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn open(&self, session: SessionId, ino: InodeId) -> FsResult<Attr> {
-        self.write(|c| {
+        self.write_once(|c| {
             if !session_exists(c, session)? {
                 return Err(FsError::BadHandle.into());
             }
@@ -1255,7 +1307,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()> {
-        self.write(|c| {
+        self.write_once(|c| {
             let left: Option<i64> = c
                 .prepare_cached(
                     "UPDATE open_files SET count = count - 1 WHERE session = ?1 AND ino = ?2
@@ -1294,7 +1346,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn setattr(&self, ino: InodeId, set: &SetAttr, now: Timespec) -> FsResult<Attr> {
-        self.write(|c| self.setattr_tx(c, ino, set, now))
+        self.write_once(|c| self.setattr_tx(c, ino, set, now))
     }
 
     fn create(
@@ -1304,15 +1356,15 @@ impl MetaStore for SqliteStore {
         node: &NewNode,
         now: Timespec,
     ) -> FsResult<Attr> {
-        self.write(|c| self.create_tx(c, parent, name, node, now))
+        self.write_once(|c| self.create_tx(c, parent, name, node, now))
     }
 
     fn unlink(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
-        self.write(|c| self.unlink_tx(c, parent, name, now))
+        self.write_once(|c| self.unlink_tx(c, parent, name, now))
     }
 
     fn rmdir(&self, parent: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
-        self.write(|c| self.rmdir_tx(c, parent, name, now))
+        self.write_once(|c| self.rmdir_tx(c, parent, name, now))
     }
 
     fn rename(
@@ -1324,7 +1376,7 @@ impl MetaStore for SqliteStore {
         flags: RenameFlags,
         now: Timespec,
     ) -> FsResult<()> {
-        self.write(|c| self.rename_tx(c, parent, name, new_parent, new_name, flags, now))
+        self.write_once(|c| self.rename_tx(c, parent, name, new_parent, new_name, flags, now))
     }
 
     fn link(
@@ -1334,7 +1386,7 @@ impl MetaStore for SqliteStore {
         new_name: &[u8],
         now: Timespec,
     ) -> FsResult<Attr> {
-        self.write(|c| self.link_tx(c, ino, new_parent, new_name, now))
+        self.write_once(|c| self.link_tx(c, ino, new_parent, new_name, now))
     }
 
     fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>> {
@@ -1412,7 +1464,7 @@ impl MetaStore for SqliteStore {
         flags: XattrFlags,
         now: Timespec,
     ) -> FsResult<()> {
-        self.write(|c| {
+        self.write_once(|c| {
             rules::check_xattr_name(name)?;
             rules::check_xattr_value(value)?;
             if flags.create && flags.replace {
@@ -1450,7 +1502,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn removexattr(&self, ino: InodeId, name: &[u8], now: Timespec) -> FsResult<()> {
-        self.write(|c| {
+        self.write_once(|c| {
             rules::check_xattr_name(name)?;
             get_attr(c, ino)?;
             let n = c

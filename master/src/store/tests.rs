@@ -916,6 +916,40 @@ fn unlinked_open_file_lives_until_the_last_release() {
 }
 
 #[test]
+fn a_repeated_request_is_applied_once() {
+    let s = fx();
+    let session = s.create_session("c", t(1)).expect("session");
+    let op = |seq| common::types::OpId { session, seq };
+    let node = new_node(FileKind::File, 0o644);
+    // The reply to a create was lost; the client sends it again with the same id.
+    let first = with_op(op(1), || s.create(ROOT, b"f", &node, t(2))).expect("create");
+    let again = with_op(op(1), || s.create(ROOT, b"f", &node, t(3))).expect("retry");
+    assert_eq!(first, again, "the retry gets the first answer, not EEXIST");
+    assert_eq!(
+        errno(with_op(op(2), || s.create(ROOT, b"f", &node, t(4)))),
+        libc::EEXIST,
+        "a new request is a new create"
+    );
+    // Two opens, one release retried: the file must stay open once more.
+    with_op(op(3), || s.open(session, first.ino)).expect("open");
+    with_op(op(4), || s.open(session, first.ino)).expect("open");
+    with_op(op(5), || s.release(session, first.ino)).expect("release");
+    with_op(op(5), || s.release(session, first.ino)).expect("release retried");
+    with_op(op(6), || s.unlink(ROOT, b"f", t(5))).expect("unlink");
+    with_op(op(6), || s.unlink(ROOT, b"f", t(5))).expect("unlink retried, not ENOENT");
+    assert!(s.getattr(first.ino).is_ok(), "still open once: kept");
+    with_op(op(7), || s.release(session, first.ino)).expect("last release");
+    assert_eq!(errno(s.getattr(first.ino)), libc::ENOENT);
+    // Ending the session forgets its recorded answers.
+    s.end_session(session).expect("end");
+    assert_eq!(
+        s.query_for_tests("SELECT count(*) FROM op_results"),
+        0,
+        "answers dropped with the session"
+    );
+}
+
+#[test]
 fn ending_a_session_frees_what_only_it_held() {
     let s = fx();
     let views = nodes(&*s, 3);
