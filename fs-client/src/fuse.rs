@@ -10,7 +10,7 @@ use common::types::{
     Attr, Caller, FileKind, LockKind, LockRequest, NewNode, RenameFlags, SetAttr, TimeSet,
     Timespec, XattrFlags,
 };
-use common::{FsError, InodeId};
+use common::{FsError, FsResult, InodeId};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -174,20 +174,14 @@ impl Filesystem for MosaicFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (core, ttl, name) = (self.core.clone(), self.ttl, name.as_bytes().to_vec());
         self.rt.spawn(async move {
-            match core.lookup(ino(parent), &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_entry(reply, &ttl, core.lookup(ino(parent), &name).await);
         });
     }
 
     fn getattr(&self, _req: &Request, n: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.rt.spawn(async move {
-            match core.getattr(ino(n)).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_attr(reply, &ttl, core.getattr(ino(n)).await);
         });
     }
 
@@ -219,10 +213,7 @@ impl Filesystem for MosaicFs {
             mtime: time_set(mtime),
         };
         self.rt.spawn(async move {
-            match core.setattr(ino(n), set, caller).await {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_attr(reply, &ttl, core.setattr(ino(n), set, caller).await);
         });
     }
 
@@ -258,10 +249,7 @@ impl Filesystem for MosaicFs {
                 return;
             };
             let node = new_node(kind, mode, umask, rdev, caller);
-            match core.mknod(ino(parent), &name, node).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_entry(reply, &ttl, core.mknod(ino(parent), &name, node).await);
         });
     }
 
@@ -282,30 +270,21 @@ impl Filesystem for MosaicFs {
         );
         self.rt.spawn(async move {
             let node = new_node(FileKind::Dir, mode, umask, 0, caller);
-            match core.mknod(ino(parent), &name, node).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_entry(reply, &ttl, core.mknod(ino(parent), &name, node).await);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (core, name) = (self.core.clone(), name.as_bytes().to_vec());
         self.rt.spawn(async move {
-            match core.unlink(ino(parent), &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.unlink(ino(parent), &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (core, name) = (self.core.clone(), name.as_bytes().to_vec());
         self.rt.spawn(async move {
-            match core.rmdir(ino(parent), &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.rmdir(ino(parent), &name).await);
         });
     }
 
@@ -323,10 +302,11 @@ impl Filesystem for MosaicFs {
             target.as_os_str().as_bytes().to_vec(),
         );
         self.rt.spawn(async move {
-            match core.symlink(ino(parent), &name, &target, caller).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_entry(
+                reply,
+                &ttl,
+                core.symlink(ino(parent), &name, &target, caller).await,
+            );
         });
     }
 
@@ -367,10 +347,7 @@ impl Filesystem for MosaicFs {
     ) {
         let (core, ttl, name) = (self.core.clone(), self.ttl, newname.as_bytes().to_vec());
         self.rt.spawn(async move {
-            match core.link(ino(n), ino(newparent), &name).await {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_entry(reply, &ttl, core.link(ino(n), ino(newparent), &name).await);
         });
     }
 
@@ -493,10 +470,7 @@ impl Filesystem for MosaicFs {
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.fsync(fh.0).await);
         });
     }
 
@@ -642,10 +616,7 @@ impl Filesystem for MosaicFs {
             replace: flags & libc::XATTR_REPLACE != 0,
         };
         self.rt.spawn(async move {
-            match core.setxattr(ino(n), &name, &value, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.setxattr(ino(n), &name, &value, flags).await);
         });
     }
 
@@ -679,10 +650,7 @@ impl Filesystem for MosaicFs {
     fn removexattr(&self, _req: &Request, n: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (core, name) = (self.core.clone(), name.as_bytes().to_vec());
         self.rt.spawn(async move {
-            match core.removexattr(ino(n), &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.removexattr(ino(n), &name).await);
         });
     }
 
@@ -731,10 +699,7 @@ impl Filesystem for MosaicFs {
             let Some(req) = lock_request(lock_owner, start, end, typ, pid) else {
                 return reply.error(Errno::EINVAL);
             };
-            match core.setlk(fh.0, ino(n), req, sleep).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.setlk(fh.0, ino(n), req, sleep).await);
         });
     }
 
@@ -750,10 +715,10 @@ impl Filesystem for MosaicFs {
     ) {
         let (core, caller) = (self.core.clone(), caller(req));
         self.rt.spawn(async move {
-            match core.fallocate(fh.0, offset, length, mode, caller).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(
+                reply,
+                core.fallocate(fh.0, offset, length, mode, caller).await,
+            );
         });
     }
 
@@ -821,6 +786,30 @@ fn lock_type(kind: LockKind) -> i32 {
         LockKind::Read => libc::F_RDLCK,
         LockKind::Write => libc::F_WRLCK,
         LockKind::Unlock => libc::F_UNLCK,
+    }
+}
+
+/// Replies to an operation that answers nothing but success or an errno.
+fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies to an operation that makes or finds a name (lookup, mknod, mkdir, symlink, link).
+fn reply_entry(reply: ReplyEntry, ttl: &Duration, result: FsResult<Attr>) {
+    match result {
+        Ok(attr) => reply.entry(ttl, &file_attr(&attr), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Replies with attributes (getattr, setattr).
+fn reply_attr(reply: ReplyAttr, ttl: &Duration, result: FsResult<Attr>) {
+    match result {
+        Ok(attr) => reply.attr(ttl, &file_attr(&attr)),
+        Err(e) => reply.error(errno(&e)),
     }
 }
 
