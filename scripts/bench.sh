@@ -98,7 +98,7 @@ dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (wit
     echo "- CPU: ${cpu_model:-unknown}, $(nproc) cores; memory ${mem_gib} GiB"
     echo "- kernel: $(uname -r)"
     echo "- MosaicFS: commit ${commit}${dirty}; $(rustc --version 2>/dev/null || echo 'rustc unknown')"
-    echo "- cluster: scripts/cluster.sh, 1 master, 3 chunkservers, goal 3 (N=3, W=3, R=1), as shipped, all on this machine"
+    echo "- cluster: scripts/cluster.sh, 1 master, 3 chunkservers, goal 3 with the shipped quorums (N=3, W=2, R=2), TLS on, all on this machine"
     echo "- compared with: a directory on the local disk ($(df -T "$LOCAL" | awk 'NR == 2 { print $2 }'))"
     echo
     echo "## Results"

@@ -184,16 +184,26 @@ pub fn allowed(role: Role, method: &str) -> bool {
         "Master.removexattr",
         "Master.prepare_write",
         "Master.commit_write",
+        "Master.open",
+        "Master.release",
+        "Master.setlk",
         "ChunkServer.write_blocks",
         "ChunkServer.sync_chunks",
-        "ChunkServer.delete_chunks",
     ];
+    // Destroying or replacing a replica is the master's decision alone: a client (even a
+    // malicious one with a valid credential) may write blocks, never drop or overwrite a
+    // whole replica.
+    const MASTER_ONLY: &[&str] = &["ChunkServer.delete_chunks", "ChunkServer.copy_from"];
     match role {
         // The master calls chunkservers for deletes and repairs.
         Role::Master => method.starts_with("ChunkServer."),
         Role::Chunkserver => NODE_ONLY.contains(&method) || CHUNKSERVER_MAY.contains(&method),
-        Role::Client => !NODE_ONLY.contains(&method),
-        Role::Sentinel => !NODE_ONLY.contains(&method) && !MUTATIONS.contains(&method),
+        Role::Client => !NODE_ONLY.contains(&method) && !MASTER_ONLY.contains(&method),
+        Role::Sentinel => {
+            !NODE_ONLY.contains(&method)
+                && !MUTATIONS.contains(&method)
+                && !MASTER_ONLY.contains(&method)
+        }
     }
 }
 
@@ -670,7 +680,11 @@ mod tests {
             ("Master.cluster_summary", [false, false, true, true]),
             ("ChunkServer.write_blocks", [true, false, true, false]),
             ("ChunkServer.read_blocks", [true, true, true, true]),
-            ("ChunkServer.delete_chunks", [true, false, true, false]),
+            ("ChunkServer.delete_chunks", [true, false, false, false]),
+            ("ChunkServer.copy_from", [true, false, false, false]),
+            ("ChunkServer.sync_chunks", [true, false, true, false]),
+            ("Master.setlk", [false, false, true, false]),
+            ("Master.release", [false, false, true, false]),
             ("ChunkServer.status", [true, true, true, true]),
         ];
         for (method, expect) in table {
