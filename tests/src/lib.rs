@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod mount;
 mod process;
 pub mod shell;
+pub mod sys;
 pub mod tree;
 pub mod wait;
 

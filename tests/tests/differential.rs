@@ -17,6 +17,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
+use mosaic_tests::sys::{check, cpath, kind_of, pread_all, pwrite_all};
 use mosaic_tests::tree::{Compare, differences, pattern_bytes, snapshot};
 use mosaic_tests::{ClusterOptions, MountedCluster};
 use rand::rngs::StdRng;
@@ -300,20 +301,6 @@ fn random_op(rng: &mut StdRng, existing: &Existing) -> Op {
     }
 }
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("test paths have no NUL")
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
-fn check(rc: libc::c_int) -> Result<libc::c_int, i32> {
-    if rc < 0 { Err(errno()) } else { Ok(rc) }
-}
-
 /// Opens `p`, runs `f` on the descriptor, and closes it; a failing close (where a
 /// write-behind client reports a failed flush) is part of the outcome.
 fn with_fd<T>(
@@ -331,66 +318,6 @@ fn with_fd<T>(
     let value = result?;
     closed?;
     Ok(value)
-}
-
-fn pwrite_all(fd: i32, data: &[u8], offset: u64) -> Result<usize, i32> {
-    let mut done = 0;
-    while done < data.len() {
-        let rest = &data[done..];
-        // SAFETY: the buffer is valid for `rest.len()` bytes.
-        let n = unsafe {
-            libc::pwrite(
-                fd,
-                rest.as_ptr().cast(),
-                rest.len(),
-                (offset + done as u64) as i64,
-            )
-        };
-        if n < 0 {
-            return Err(errno());
-        }
-        if n == 0 {
-            break;
-        }
-        done += n as usize;
-    }
-    Ok(done)
-}
-
-fn pread_all(fd: i32, len: usize, offset: u64) -> Result<Vec<u8>, i32> {
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        let rest = &mut buf[done..];
-        // SAFETY: the buffer is valid for `rest.len()` bytes.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                rest.as_mut_ptr().cast(),
-                rest.len(),
-                (offset + done as u64) as i64,
-            )
-        };
-        if n < 0 {
-            return Err(errno());
-        }
-        if n == 0 {
-            break;
-        }
-        done += n as usize;
-    }
-    buf.truncate(done);
-    Ok(buf)
-}
-
-fn kind_of(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG => "file",
-        libc::S_IFDIR => "dir",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFIFO => "fifo",
-        _ => "other",
-    }
 }
 
 /// Applies `op` under `root` with plain system calls.
