@@ -55,6 +55,13 @@ pub struct Cli {
     /// Once registered and serving, write the advertised address to this file.
     #[arg(long, value_name = "PATH")]
     pub addr_file: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9431; port 0 picks one). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Once the metrics endpoint listens, write its bound address here (atomically).
+    #[arg(long, value_name = "PATH", requires = "metrics_addr")]
+    pub metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: common::tls::TlsArgs,
 }
@@ -81,6 +88,7 @@ impl Cli {
                 tls_cert_file: None,
                 tls_key_file: None,
                 tls_ca_file: None,
+                metrics_addr: None,
             },
         };
         self.tls.apply(
@@ -112,6 +120,9 @@ impl Cli {
         if self.sync_every_write {
             config.sync_every_write = true;
         }
+        if let Some(addr) = self.metrics_addr {
+            config.metrics_addr = Some(addr);
+        }
         Ok(config)
     }
 
@@ -126,6 +137,9 @@ impl Cli {
                 return Ok(());
             }
         };
+        if let (Some(path), Some(addr)) = (&self.metrics_addr_file, running.metrics_addr) {
+            write_addr_file(path, &addr.to_string())?;
+        }
         if let Some(path) = &self.addr_file {
             write_addr_file(path, &running.addr)?;
         }

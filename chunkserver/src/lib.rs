@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod identity;
+pub mod metrics;
 mod node;
 pub mod repair;
 pub mod scrub;
@@ -32,6 +33,8 @@ pub struct RunningChunkserver {
     pub addr: String,
     /// The node id the master assigned (kept across restarts in `node.toml`).
     pub node: NodeId,
+    /// The bound address of the metrics endpoint, when `metrics_addr` is set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     stop_tx: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -128,6 +131,19 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
     tracing::info!(master = %config.master, "registering");
     agent.join().await?;
 
+    let metrics = metrics::ChunkserverMetrics::new();
+    let rpc_metrics = metrics.rpc.clone();
+    let metrics_server = match config.metrics_addr {
+        Some(metrics_addr) => {
+            let server =
+                common::metrics::serve(metrics_addr, scrape(store.clone(), metrics)).await?;
+            tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics)");
+            Some(server)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_server.as_ref().map(|m| m.addr);
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let (serve_stop_tx, serve_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(service::serve(
@@ -135,6 +151,7 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         tls.clone(),
         revoked,
         service::ChunkService::new(store.clone(), repair::peer_connector(tls)),
+        Some(rpc_metrics),
         async {
             let _ = serve_stop_rx.await;
         },
@@ -159,6 +176,7 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         let _ = reporter.await;
         scrubber.abort();
         let _ = scrubber.await;
+        drop(metrics_server);
         tracing::info!("chunkserver stopped");
         ended
     });
@@ -166,8 +184,28 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
     Ok(RunningChunkserver {
         addr,
         node,
+        metrics_addr,
         stop_tx,
         task,
+    })
+}
+
+/// The metrics endpoint's render: the persistent metrics plus a snapshot of the store's
+/// status (in-memory counters and at most one `statvfs`, on a blocking thread).
+fn scrape(store: store::Store, metrics: metrics::ChunkserverMetrics) -> common::metrics::Render {
+    let metrics = Arc::new(metrics);
+    Arc::new(move || {
+        let store = store.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || store.status()).await {
+                Ok(status) => {
+                    let snapshot = metrics::status_snapshot(&status);
+                    common::metrics::encode(&[&metrics.registry, snapshot.registry()])
+                }
+                Err(_) => common::metrics::encode(&[&metrics.registry]),
+            }
+        })
     })
 }
 

@@ -140,13 +140,16 @@ pub async fn serve(
     tls: common::tls::Tls,
     revoked: common::tls::Revoked,
     service: ChunkService,
+    rpc_metrics: Option<common::metrics::RpcMetrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     common::rpc::serve(
         listener,
         tls,
         revoked,
-        move |stream, peer| common::serve_connection!(stream, peer, service.clone().serve()),
+        move |stream, peer| {
+            common::serve_connection!(stream, peer, service.clone().serve(), rpc_metrics.clone())
+        },
         shutdown,
     )
     .await
@@ -190,6 +193,7 @@ mod tests {
             node_tls.clone(),
             common::tls::Revoked::default(),
             ChunkService::new(store, crate::repair::peer_connector(node_tls)),
+            None,
             async {
                 let _ = stop_rx.await;
             },

@@ -121,6 +121,11 @@ pub struct MasterConfig {
     /// The cluster CA certificate (PEM): only peers it signed are accepted.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
+    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
+    /// served where an admin asked for it (a loopback or monitoring-network address).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl MasterConfig {
@@ -139,6 +144,7 @@ impl MasterConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            metrics_addr: None,
         }
     }
 
@@ -190,6 +196,11 @@ pub struct ChunkserverConfig {
     /// The cluster CA certificate (PEM): only peers it signed are accepted.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
+    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
+    /// served where an admin asked for it (a loopback or monitoring-network address).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Default scrub pace: a few percent of one disk's sequential bandwidth, so client I/O
@@ -223,6 +234,7 @@ impl ChunkserverConfig {
             sync_every_write: false,
             scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             scrub_period_ms: DEFAULT_SCRUB_PERIOD_MS,
+            metrics_addr: None,
         }
     }
 }
@@ -346,6 +358,11 @@ pub struct SentinelConfig {
     /// The cluster CA certificate (PEM): only peers it signed are accepted.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
+    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
+    /// served where an admin asked for it (a loopback or monitoring-network address).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn default_dead_after() -> u64 {

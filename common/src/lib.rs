@@ -9,6 +9,7 @@ pub mod block;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod rpc;
 pub mod telemetry;
 pub mod tls;

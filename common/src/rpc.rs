@@ -291,6 +291,8 @@ pub const ROLE_REFUSAL: &str = "refused by role: ";
 pub struct RoleGuard<S> {
     pub inner: S,
     pub peer: Arc<Identity>,
+    /// Where answered calls' latencies go, per method (`None`: not recorded).
+    pub metrics: Option<crate::metrics::RpcMetrics>,
 }
 
 impl<S> tarpc::server::Serve for RoleGuard<S>
@@ -317,7 +319,15 @@ where
                 ),
             ));
         }
-        self.inner.serve(ctx, req).await
+        let Some(metrics) = self.metrics else {
+            return self.inner.serve(ctx, req).await;
+        };
+        // The name borrows the request, which the service consumes.
+        let method = method.to_owned();
+        let started = Instant::now();
+        let answer = self.inner.serve(ctx, req).await;
+        metrics.observe(&method, started.elapsed());
+        answer
     }
 }
 
@@ -331,10 +341,15 @@ pub mod __private {
 /// Serves one connection with a concrete tarpc service (`MyService.serve()`) for the peer
 /// `Identity` (calls its role may not make are refused), each request in its own task so
 /// that blocking disk or CPU work on one never stalls the others.
-/// A macro because the service futures are only provably `Send` at the concrete type.
+/// With a fourth argument, an `Option<RpcMetrics>`, every answered call's latency is
+/// recorded per method. A macro because the service futures are only provably `Send` at the
+/// concrete type.
 #[macro_export]
 macro_rules! serve_connection {
-    ($stream:expr, $peer:expr, $serve:expr) => {{
+    ($stream:expr, $peer:expr, $serve:expr) => {
+        $crate::serve_connection!($stream, $peer, $serve, None)
+    };
+    ($stream:expr, $peer:expr, $serve:expr, $metrics:expr) => {{
         use $crate::rpc::__private::futures::StreamExt as _;
         use $crate::rpc::__private::tarpc::server::Channel as _;
         $crate::rpc::__private::tarpc::server::BaseChannel::with_defaults($crate::rpc::transport(
@@ -343,6 +358,7 @@ macro_rules! serve_connection {
         .execute($crate::rpc::RoleGuard {
             inner: $serve,
             peer: ::std::sync::Arc::new($peer),
+            metrics: $metrics,
         })
         .for_each(|request| async move {
             $crate::rpc::__private::tokio::spawn(request);

@@ -125,6 +125,13 @@ pub struct RunArgs {
     /// TLS credential directory (cert.pem, key.pem, ca.pem); default STATE/pki/master.
     #[arg(long, value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9421; port 0 picks one). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Once the metrics endpoint listens, write its bound address here (atomically).
+    #[arg(long, value_name = "PATH", requires = "metrics_addr")]
+    pub metrics_addr_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -159,6 +166,9 @@ impl RunArgs {
         }
         if let Some(r) = self.read_quorum {
             config.read_quorum = r;
+        }
+        if let Some(addr) = self.metrics_addr {
+            config.metrics_addr = Some(addr);
         }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);
@@ -251,6 +261,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let master = master::start(config).await?;
+    if let (Some(path), Some(addr)) = (&args.metrics_addr_file, master.metrics_addr) {
+        master::write_addr_file(path, addr)?;
+    }
     if let Some(path) = &args.addr_file {
         master::write_addr_file(path, master.addr)?;
     }

@@ -8,6 +8,7 @@
 //! daemon with a shutdown future. Tests call these in-process.
 
 pub mod locks;
+pub mod metrics;
 pub mod pki;
 pub mod placement;
 pub mod registry;
@@ -192,6 +193,9 @@ fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
 /// shutdown channel close), but [`RunningMaster::shutdown`] waits for them to finish.
 pub struct RunningMaster {
     pub addr: SocketAddr,
+    /// The bound address of the metrics endpoint, when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    _metrics: Option<common::metrics::MetricsServer>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -291,6 +295,18 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     let policy = config.policy();
     tracing::info!(%addr, n = policy.n, w = policy.w, r = policy.r, "master listening");
 
+    let metrics = metrics::MasterMetrics::new(service.repair_metrics());
+    let rpc_metrics = metrics.rpc.clone();
+    let metrics_server = match config.metrics_addr {
+        Some(metrics_addr) => {
+            let server =
+                common::metrics::serve(metrics_addr, scrape(service.clone(), metrics)).await?;
+            tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics)");
+            Some(server)
+        }
+        None => None,
+    };
+
     let (stop, stop_rx) = watch::channel(false);
     let repairer = tokio::spawn(repair::repair_loop(
         service.clone(),
@@ -306,7 +322,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             revoked.clone(),
             move |stream, peer| {
                 let svc = svc.clone();
-                common::serve_connection!(stream, peer, svc.serve())
+                common::serve_connection!(stream, peer, svc.serve(), Some(rpc_metrics.clone()))
             },
             stopped(stop_rx),
         ))
@@ -346,8 +362,31 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     });
     Ok(RunningMaster {
         addr,
+        metrics_addr: metrics_server.as_ref().map(|m| m.addr),
+        _metrics: metrics_server,
         stop,
         tasks: vec![server, reaper, poller, repairer],
+    })
+}
+
+/// The metrics endpoint's render: the persistent metrics plus a snapshot of the cluster
+/// summary, taken at each scrape. A summary that fails (database error) leaves the scrape
+/// with the persistent metrics only; the failure is logged by the service.
+fn scrape(service: MasterService, metrics: metrics::MasterMetrics) -> common::metrics::Render {
+    let metrics = Arc::new(metrics);
+    Arc::new(move || {
+        let service = service.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let ctx = common::rpc::ctx(Duration::from_secs(30));
+            match service.cluster_summary(ctx).await {
+                Ok(summary) => {
+                    let snapshot = metrics::summary_snapshot(&summary);
+                    common::metrics::encode(&[&metrics.registry, snapshot.registry()])
+                }
+                Err(_) => common::metrics::encode(&[&metrics.registry]),
+            }
+        })
     })
 }
 

@@ -44,6 +44,8 @@ struct Inner {
     /// Serials of revoked certificates, kept current from `STATE/pki/revoked` by the
     /// master's poller; sent to chunkservers with every heartbeat reply.
     revoked: common::tls::Revoked,
+    /// Repair counters the metrics endpoint exports; the repair worker increments them.
+    repair_metrics: crate::metrics::RepairMetrics,
 }
 
 #[derive(Clone)]
@@ -79,6 +81,7 @@ impl MasterService {
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 revoked: common::tls::Revoked::default(),
+                repair_metrics: crate::metrics::RepairMetrics::default(),
             }),
         })
     }
@@ -122,6 +125,12 @@ impl MasterService {
     /// same set.
     pub fn revoked(&self) -> &common::tls::Revoked {
         &self.inner.revoked
+    }
+
+    /// The repair counters (exported as `mosaic_master_repair_*`): the repair worker calls
+    /// `copied`/`failed` on them.
+    pub fn repair_metrics(&self) -> &crate::metrics::RepairMetrics {
+        &self.inner.repair_metrics
     }
 
     fn views(&self) -> Vec<NodeView> {

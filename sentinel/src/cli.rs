@@ -59,6 +59,13 @@ struct RunArgs {
     /// flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9422; port 0 picks one). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Once the metrics endpoint listens, write its bound address here (atomically).
+    #[arg(long, value_name = "PATH", requires = "metrics_addr")]
+    metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
     tls: common::tls::TlsArgs,
 }
@@ -121,6 +128,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            metrics_addr: None,
         },
     };
     args.tls.apply(
@@ -137,6 +145,9 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
     if let Some(ms) = args.dead_after_ms {
         config.dead_after_ms = ms;
     }
+    if let Some(addr) = args.metrics_addr {
+        config.metrics_addr = Some(addr);
+    }
     Ok(config)
 }
 
@@ -145,6 +156,11 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
         let sentinel = crate::sentinel(&config)?;
+        let metrics = crate::serve_metrics(&config, &sentinel).await?;
+        if let (Some(path), Some(server)) = (&args.metrics_addr_file, &metrics) {
+            write_atomically(path, &format!("{}\n", server.addr))
+                .with_context(|| format!("write metrics addr file {}", path.display()))?;
+        }
         tracing::info!(
             master = %config.master,
             probe_interval_ms = config.probe_interval_ms,

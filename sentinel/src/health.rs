@@ -483,6 +483,7 @@ mod tests {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            metrics_addr: None,
         };
         let policy = HealthPolicy::from_config(&config);
         assert_eq!(policy.stale_after, Duration::from_millis(1_500));

@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod health;
+pub mod metrics;
 pub mod monitor;
 pub mod render;
 pub mod status;
@@ -58,6 +59,7 @@ pub fn sentinel(config: &SentinelConfig) -> anyhow::Result<Sentinel<RpcCluster>>
 /// Runs the health worker until `shutdown` resolves.
 pub async fn run(config: SentinelConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let sentinel = sentinel(&config)?;
+    let _metrics = serve_metrics(&config, &sentinel).await?;
     tracing::info!(
         master = %config.master,
         probe_interval_ms = config.probe_interval_ms,
@@ -66,6 +68,20 @@ pub async fn run(config: SentinelConfig, shutdown: impl Future<Output = ()>) -> 
     );
     sentinel.run(shutdown).await;
     Ok(())
+}
+
+/// Starts the metrics endpoint over `sentinel`'s view when `config.metrics_addr` is set;
+/// it serves until the returned server is dropped.
+pub async fn serve_metrics<C: Cluster>(
+    config: &SentinelConfig,
+    sentinel: &Sentinel<C>,
+) -> anyhow::Result<Option<common::metrics::MetricsServer>> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    let server = common::metrics::serve(addr, metrics::render(sentinel.view())).await?;
+    tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics)");
+    Ok(Some(server))
 }
 
 /// One status report of the cluster behind `master`: its summary plus one short probe of
@@ -78,6 +94,7 @@ pub async fn status(master: &str, tls: &common::tls::Tls) -> Result<StatusReport
         tls_cert_file: None,
         tls_key_file: None,
         tls_ca_file: None,
+        metrics_addr: None,
     };
     let interval = Duration::from_millis(config.probe_interval_ms);
     let cluster = RpcCluster::new(

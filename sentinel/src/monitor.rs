@@ -351,6 +351,7 @@ mod tests {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            metrics_addr: None,
         }
     }
 
