@@ -1,12 +1,14 @@
-//! Advisory file locks (POSIX byte-range locks and flock), held in the master's memory.
+//! Advisory file locks (POSIX byte-range locks and flock), served from the master's memory.
 //!
 //! Every mount forwards its lock requests here, so locks are enforced across mounts. A lock
 //! belongs to an owner within a client session (the kernel's lock owner: a process's file
-//! table for fcntl locks, an open file description for flock). Locks are not persisted: a
-//! master restart drops them, as an NFS server restart does, and a session that ends or
-//! expires loses its locks, so a dead client never blocks others for longer than its lease.
-//! Pure data structure: no I/O, no clock; table-tested below.
+//! table for fcntl locks, an open file description for flock). The service persists each
+//! inode's locks ([`LockTable::records`]) with every change and reloads them at start
+//! ([`LockTable::restore`]), so a master restart keeps them, as sessions are kept; a session
+//! that ends or expires loses its locks, so a dead client never blocks others for longer
+//! than its lease. Pure data structure: no I/O, no clock; table-tested below.
 
+use crate::store::LockRecord;
 use common::types::{LockInfo, LockKind, LockRequest};
 use common::{FsError, InodeId, SessionId};
 use std::collections::HashMap;
@@ -148,6 +150,56 @@ impl LockTable {
         dropped
     }
 
+    /// Every lock on `ino`, as the store persists them.
+    pub fn records(&self, ino: InodeId) -> Vec<LockRecord> {
+        self.by_ino.get(&ino).map_or_else(Vec::new, |locks| {
+            locks
+                .iter()
+                .map(|h| LockRecord {
+                    session: h.session,
+                    ino,
+                    owner: h.owner,
+                    start: h.start,
+                    end: h.end,
+                    write: h.write,
+                    pid: h.pid,
+                })
+                .collect()
+        })
+    }
+
+    /// Puts back the locks of `ino` exactly as `records` (of `ino`) list them: loading
+    /// persisted locks at start, and undoing a change whose persistence failed.
+    pub fn replace(&mut self, ino: InodeId, records: &[LockRecord]) {
+        let held: Vec<Held> = records
+            .iter()
+            .filter(|r| r.ino == ino)
+            .map(|r| Held {
+                session: r.session,
+                owner: r.owner,
+                start: r.start,
+                end: r.end,
+                write: r.write,
+                pid: r.pid,
+            })
+            .collect();
+        if held.is_empty() {
+            self.by_ino.remove(&ino);
+        } else {
+            self.by_ino.insert(ino, held);
+        }
+    }
+
+    /// A table holding exactly the persisted `records`.
+    pub fn restore(records: &[LockRecord]) -> LockTable {
+        let mut t = LockTable::new();
+        let inos: std::collections::BTreeSet<InodeId> = records.iter().map(|r| r.ino).collect();
+        for ino in inos {
+            t.replace(ino, records);
+        }
+        t
+    }
+
     /// Locks held on `ino`, for tests and diagnostics.
     pub fn count(&self, ino: InodeId) -> usize {
         self.by_ino.get(&ino).map_or(0, Vec::len)
@@ -221,6 +273,33 @@ mod tests {
                 .map_err(|e| std::mem::discriminant(&e)),
             Err(std::mem::discriminant(&FsError::Invalid(String::new())))
         );
+    }
+
+    #[test]
+    fn records_restore_the_same_table() {
+        use LockKind::*;
+        let mut t = LockTable::new();
+        t.set(S1, F, &req(1, Write, 0, 99)).unwrap();
+        t.set(S1, F, &req(1, Unlock, 40, 59)).unwrap();
+        t.set(S2, F, &req(7, Read, 200, u64::MAX)).unwrap();
+        t.set(S2, InodeId(12), &req(3, Read, 0, 5)).unwrap();
+        let mut all = t.records(F);
+        all.extend(t.records(InodeId(12)));
+        assert_eq!(all.len(), 4);
+        let mut back = LockTable::restore(&all);
+        for ino in [F, InodeId(12)] {
+            assert_eq!(back.records(ino), t.records(ino));
+        }
+        // The restored table enforces what the original did.
+        assert_eq!(
+            back.set(S2, F, &req(9, Write, 0, 0)),
+            Err(FsError::WouldBlock)
+        );
+        assert!(back.set(S2, F, &req(9, Write, 40, 59)).is_ok());
+        // Replacing with nothing clears an inode.
+        back.replace(F, &[]);
+        assert_eq!(back.count(F), 0);
+        assert!(back.records(F).is_empty());
     }
 
     #[test]

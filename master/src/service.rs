@@ -36,7 +36,8 @@ struct Inner {
     store: Arc<dyn MetaStore>,
     registry: Mutex<Registry>,
     leases: Mutex<Leases>,
-    /// Advisory locks of every session, in memory only (see `locks`).
+    /// Advisory locks of every session, served from memory and persisted with every change
+    /// (see `locks`). Held across the store write, so the database sees changes in order.
     locks: Mutex<LockTable>,
     policy: ReplicationPolicy,
     session_ttl_ms: u64,
@@ -71,12 +72,15 @@ impl MasterService {
         for session in store.list_sessions()? {
             leases.grant(session, now);
         }
+        // Locks of the sessions that were alive keep holding: clients reconnect to the same
+        // session after a master restart and expect their locks to be there.
+        let locks = LockTable::restore(&store.load_locks()?);
         Ok(MasterService {
             inner: Arc::new(Inner {
                 store,
                 registry: Mutex::new(registry),
                 leases: Mutex::new(leases),
-                locks: Mutex::new(LockTable::new()),
+                locks: Mutex::new(locks),
                 policy: config.policy(),
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
@@ -616,7 +620,25 @@ impl Master for MasterService {
         if !self.inner.leases.lock().renew(session, Instant::now()) {
             return Err(FsError::NotFound);
         }
-        self.inner.locks.lock().set(session, ino, &req)
+        let span = info_span!("setlk", %session, ino = ino.0);
+        let inner = Arc::clone(&self.inner);
+        self.blocking(span, move |store| {
+            // The table stays locked until the change is persisted: two changes to one inode
+            // reach the database in the order they were made.
+            let mut locks = inner.locks.lock();
+            let before = locks.records(ino);
+            locks.set(session, ino, &req)?;
+            let after = locks.records(ino);
+            if after == before {
+                return Ok(());
+            }
+            // Answer only what is persisted: a lock the database does not hold would vanish
+            // with a restart while its holder relies on it.
+            store.save_locks(ino, &after).inspect_err(|_| {
+                locks.replace(ino, &before);
+            })
+        })
+        .await
     }
 
     async fn getlk(

@@ -200,3 +200,75 @@ fn close_to_open_visibility_and_locks_across_two_mounts() {
         || flock(fa.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB).is_ok(),
     );
 }
+
+/// Locks are persisted by the master: a holder on one mount keeps its fcntl lock and its
+/// flock through a `kill -9` and restart of the master, the other mount is still refused,
+/// and once the holder releases, the other gets them.
+#[test]
+fn locks_survive_a_master_restart() {
+    let Some(_fuse) = require_fuse("locks_survive_a_master_restart") else {
+        return;
+    };
+    let mut cluster = TestCluster::start(ClusterOptions::default());
+    let a = cluster.mount(mount_opts());
+    let b = cluster.mount(mount_opts());
+    let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
+    std::fs::write(pa.join("ranges"), vec![0u8; 4096]).expect("create lock file");
+    std::fs::write(pa.join("whole"), b"x").expect("create flock file");
+    let fa = rw(&pa.join("ranges"));
+    let ga = rw(&pa.join("whole"));
+    let (fb, gb) = (rw(&pb.join("ranges")), rw(&pb.join("whole")));
+    let (da, db) = (fa.as_raw_fd(), fb.as_raw_fd());
+    setlk(da, libc::F_SETLK, libc::F_WRLCK, 0, 100).expect("a locks 0..100");
+    flock(ga.as_raw_fd(), libc::LOCK_EX).expect("a flocks");
+    assert_eq!(
+        setlk(db, libc::F_SETLK, libc::F_WRLCK, 50, 1),
+        Err(libc::EAGAIN)
+    );
+
+    cluster.kill_master();
+    cluster.restart_master();
+
+    // The first answer after the restart (a request made while the master was down waits
+    // for it within the client's retry window; an EIO means the window ran out, so ask
+    // again) must be a refusal.
+    let first_answer = |f: &dyn Fn() -> Result<(), i32>| {
+        mosaic_tests::wait_for(
+            Duration::from_secs(120),
+            "an answer from the restarted master",
+            Some(&cluster.master_log()),
+            || match f() {
+                Err(libc::EIO) | Err(libc::ENOTCONN) => None,
+                other => Some(other),
+            },
+        )
+    };
+    assert_eq!(
+        first_answer(&|| setlk(db, libc::F_SETLK, libc::F_WRLCK, 50, 1)),
+        Err(libc::EAGAIN),
+        "a's byte-range lock must survive the master restart"
+    );
+    assert_eq!(
+        setlk(db, libc::F_GETLK, libc::F_RDLCK, 0, 1),
+        Err(libc::F_WRLCK),
+        "b's F_GETLK still shows a's write lock"
+    );
+    assert_eq!(
+        first_answer(&|| flock(gb.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+        Err(libc::EWOULDBLOCK),
+        "a's flock must survive the master restart"
+    );
+    // a's own locks still work for a: unlocking a range and locking it again.
+    setlk(da, libc::F_SETLK, libc::F_WRLCK, 0, 10).expect("a re-locks its own range");
+
+    // The holder releases: now b gets both.
+    setlk(da, libc::F_SETLK, libc::F_UNLCK, 0, 0).expect("a unlocks everything");
+    setlk(db, libc::F_SETLK, libc::F_WRLCK, 50, 1).expect("b locks after a unlocked");
+    drop(ga);
+    wait_until(
+        VISIBLE_DEADLINE,
+        "b's flock after a closed its descriptor",
+        || flock(gb.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_ok(),
+    );
+    drop((fa, fb, gb));
+}

@@ -61,6 +61,20 @@ pub struct SummaryCounts {
     pub replicas_per_node: HashMap<NodeId, u64>,
 }
 
+/// One held advisory lock as the store keeps it (see `crate::locks`): locks are persisted
+/// so that a master restart does not drop them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockRecord {
+    pub session: SessionId,
+    pub ino: InodeId,
+    pub owner: u64,
+    /// First byte; `end` is inclusive, `u64::MAX` = to the end of any file.
+    pub start: u64,
+    pub end: u64,
+    pub write: bool,
+    pub pid: u32,
+}
+
 /// What a freed inode or session left behind, for logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Freed {
@@ -171,6 +185,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `limit` (callers cap it at [`NODE_CONTENTS_PAGE_MAX`]).
     fn node_contents(&self, node: NodeId, after: ChunkId, limit: u32)
     -> FsResult<Vec<NodeReplica>>;
+
+    // Advisory locks (see `crate::locks`; the table itself is in memory).
+    /// Replaces every persisted lock on `ino` by `locks` (all of them on `ino`).
+    /// `end_session` drops a session's locks.
+    fn save_locks(&self, ino: InodeId, locks: &[LockRecord]) -> FsResult<()>;
+    /// Every persisted lock of a session that still exists, for the master's start.
+    fn load_locks(&self) -> FsResult<Vec<LockRecord>>;
 }
 
 thread_local! {

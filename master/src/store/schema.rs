@@ -142,7 +142,23 @@ CREATE TABLE op_results (
 ) WITHOUT ROWID;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+/// V3: advisory locks, so that they survive a master restart. u64 fields (owner, range) are
+/// stored as their i64 bit pattern (`u64::MAX`, "to the end of any file", is -1).
+const V3: &str = r#"
+CREATE TABLE locks (
+    session INTEGER NOT NULL,
+    ino     INTEGER NOT NULL,
+    owner   INTEGER NOT NULL,
+    start   INTEGER NOT NULL,
+    end_    INTEGER NOT NULL,
+    write   INTEGER NOT NULL,
+    pid     INTEGER NOT NULL
+);
+CREATE INDEX locks_by_ino ON locks (ino);
+CREATE INDEX locks_by_session ON locks (session);
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {
@@ -184,11 +200,11 @@ mod tests {
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
                  ('cluster','inodes','dentries','symlinks','xattrs','chunks','replicas',\
-                  'nodes','sessions','open_files','gc_queue','counters')",
+                  'nodes','sessions','open_files','gc_queue','counters','locks')",
                 [],
                 |r| r.get(0),
             )
             .expect("count tables");
-        assert_eq!(tables, 12);
+        assert_eq!(tables, 13);
     }
 }

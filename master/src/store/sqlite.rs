@@ -7,8 +7,8 @@
 
 use super::rules::{self, LINK_MAX};
 use super::{
-    ClusterRecord, Freed, GC_BATCH, MAX_CHUNKS_PER_REQUEST, MetaStore, NODE_CONTENTS_PAGE_MAX,
-    SummaryCounts, schema,
+    ClusterRecord, Freed, GC_BATCH, LockRecord, MAX_CHUNKS_PER_REQUEST, MetaStore,
+    NODE_CONTENTS_PAGE_MAX, SummaryCounts, schema,
 };
 use crate::placement;
 use crate::registry::NodeView;
@@ -1259,6 +1259,8 @@ impl MetaStore for SqliteStore {
                 .execute([session.0 as i64])?;
             c.prepare_cached("DELETE FROM op_results WHERE session = ?1")?
                 .execute([session.0 as i64])?;
+            c.prepare_cached("DELETE FROM locks WHERE session = ?1")?
+                .execute([session.0 as i64])?;
             c.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
                 .execute([session.0 as i64])?;
             let mut freed = Freed::default();
@@ -1832,6 +1834,53 @@ impl MetaStore for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn save_locks(&self, ino: InodeId, locks: &[LockRecord]) -> FsResult<()> {
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM locks WHERE ino = ?1")?
+                .execute([ino.0 as i64])?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO locks (session, ino, owner, start, end_, write, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for l in locks {
+                if l.ino != ino {
+                    return Err(FsError::internal("save_locks got a lock of another inode").into());
+                }
+                insert.execute(params![
+                    l.session.0 as i64,
+                    ino.0 as i64,
+                    l.owner as i64,
+                    l.start as i64,
+                    l.end as i64,
+                    l.write,
+                    l.pid
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn load_locks(&self) -> FsResult<Vec<LockRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT l.session, l.ino, l.owner, l.start, l.end_, l.write, l.pid
+                 FROM locks l JOIN sessions s ON s.id = l.session ORDER BY l.rowid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(LockRecord {
+                    session: SessionId(r.get::<_, i64>(0)? as u64),
+                    ino: InodeId(r.get::<_, i64>(1)? as u64),
+                    owner: r.get::<_, i64>(2)? as u64,
+                    start: r.get::<_, i64>(3)? as u64,
+                    end: r.get::<_, i64>(4)? as u64,
+                    write: r.get(5)?,
+                    pid: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 }

@@ -1542,3 +1542,36 @@ fn node_contents_pages_through_a_nodes_replicas() {
             .is_empty()
     );
 }
+
+#[test]
+fn locks_are_saved_per_inode_and_dropped_with_their_session() {
+    let s = fx();
+    let s1 = s.create_session("one", t(1)).expect("session");
+    let s2 = s.create_session("two", t(1)).expect("session");
+    let f = mk(&*s, ROOT, "f", FileKind::File);
+    let g = mk(&*s, ROOT, "g", FileKind::File);
+    let lock = |session, ino, owner, start, end, write| LockRecord {
+        session,
+        ino,
+        owner,
+        start,
+        end,
+        write,
+        pid: 7,
+    };
+    let on_f = [
+        lock(s1, f.ino, u64::MAX - 3, 0, u64::MAX, false),
+        lock(s2, f.ino, 1, 10, 20, false),
+    ];
+    s.save_locks(f.ino, &on_f).expect("save f");
+    s.save_locks(g.ino, &[lock(s1, g.ino, 2, 5, 5, true)])
+        .expect("save g");
+    assert_eq!(s.load_locks().expect("load").len(), 3);
+    // Saving replaces the inode's set; u64 fields come back bit for bit.
+    s.save_locks(g.ino, &[]).expect("clear g");
+    assert_eq!(s.load_locks().expect("load"), on_f.to_vec());
+    // A lock of another inode is refused, not stored under the wrong one.
+    assert!(s.save_locks(g.ino, &on_f[..1]).is_err());
+    s.end_session(s1).expect("end session");
+    assert_eq!(s.load_locks().expect("load"), on_f[1..].to_vec());
+}
