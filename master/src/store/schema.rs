@@ -142,7 +142,14 @@ CREATE TABLE op_results (
 ) WITHOUT ROWID;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+/// V3: a replication goal per inode (docs/PROTOCOL.md, "Replication goal"). NULL means the
+/// cluster's N, so existing inodes keep following the cluster setting; new inodes copy
+/// their parent's value at create.
+const V3: &str = r#"
+ALTER TABLE inodes ADD COLUMN goal INTEGER;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {
