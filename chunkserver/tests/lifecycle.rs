@@ -76,6 +76,10 @@ impl Master for FakeMaster {
         node_contents(node: NodeId, after: ChunkId, limit: u32) -> Vec<NodeReplica>;
         setlk(session: SessionId, ino: InodeId, req: LockRequest) -> ();
         getlk(session: SessionId, ino: InodeId, req: LockRequest) -> Option<LockInfo>;
+        get_goal(ino: InodeId) -> u32;
+        set_goal(op: OpId, ino: InodeId, goal: u32) -> u64;
+        confirm_replicas(chunk: ChunkId, base: Version, version: Version, nodes: Vec<NodeId>)
+            -> Vec<NodeId>;
     }
 
     async fn report_bad_replica(

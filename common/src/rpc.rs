@@ -112,6 +112,23 @@ pub trait Master {
         ino: InodeId,
         req: LockRequest,
     ) -> FsResult<Option<LockInfo>>;
+
+    /// The replication goal of `ino`: its own, or the cluster's N when none was set.
+    async fn get_goal(ino: InodeId) -> FsResult<u32>;
+    /// Sets the replication goal of `ino` and, for a directory, of everything beneath it
+    /// (1..=`MAX_GOAL`, else `Invalid`); the master then re-replicates or trims replicas to
+    /// match. Returns how many inodes now carry the goal.
+    async fn set_goal(op: OpId, ino: InodeId, goal: u32) -> FsResult<u64>;
+    /// After a commit at `version`, `nodes` (replicas of the grant that were at `base` and
+    /// finished every write of it late) hold the committed data: each becomes current if the
+    /// chunk is still at `version` and its replica is still at `base`. Returns the nodes
+    /// accepted. Idempotent: a repeat finds them at `version`, not `base`, and changes nothing.
+    async fn confirm_replicas(
+        chunk: ChunkId,
+        base: Version,
+        version: Version,
+        nodes: Vec<NodeId>,
+    ) -> FsResult<Vec<NodeId>>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

@@ -187,6 +187,8 @@ pub fn allowed(role: Role, method: &str) -> bool {
         "Master.open",
         "Master.release",
         "Master.setlk",
+        "Master.set_goal",
+        "Master.confirm_replicas",
         "ChunkServer.write_blocks",
         "ChunkServer.sync_chunks",
     ];
@@ -685,6 +687,9 @@ mod tests {
             ("ChunkServer.sync_chunks", [true, false, true, false]),
             ("Master.setlk", [false, false, true, false]),
             ("Master.release", [false, false, true, false]),
+            ("Master.set_goal", [false, false, true, false]),
+            ("Master.get_goal", [false, false, true, true]),
+            ("Master.confirm_replicas", [false, false, true, false]),
             ("ChunkServer.status", [true, true, true, true]),
         ];
         for (method, expect) in table {

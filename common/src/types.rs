@@ -318,6 +318,9 @@ pub struct WriteGrant {
     pub base: Version,
     pub length: u64,
     pub replicas: Vec<NodeAddr>,
+    /// Acknowledgements this write needs: the cluster's W, or the file's replication goal
+    /// when that is smaller (docs/PROTOCOL.md, "Replication goal").
+    pub quorum: u32,
 }
 
 /// What the client reports after writing a chunk.
@@ -517,6 +520,48 @@ pub struct LockInfo {
     pub pid: u32,
 }
 
+
+// ---- replication goal ---------------------------------------------------------------------
+
+/// The virtual extended attribute a mount answers with an inode's replication goal (and
+/// sets it through). In the `trusted.` namespace so the kernel lets only CAP_SYS_ADMIN read
+/// or set it, as MooseFS keeps goals to its admin tools; never stored, never listed.
+pub const GOAL_XATTR: &[u8] = b"trusted.mosaic.goal";
+/// Largest replication goal: beyond 8 copies a chunk costs more in writes and repair
+/// traffic than any failure domain on a LAN cluster justifies.
+pub const MAX_GOAL: u32 = 8;
+
+/// Checks a requested replication goal: 1..=[`MAX_GOAL`], anything else is `Invalid`.
+pub fn check_goal(goal: u32) -> Result<u32, crate::FsError> {
+    if (1..=MAX_GOAL).contains(&goal) {
+        Ok(goal)
+    } else {
+        Err(crate::FsError::Invalid(format!(
+            "replication goal {goal} out of range 1..={MAX_GOAL}"
+        )))
+    }
+}
+
+/// Parses the decimal text of a [`GOAL_XATTR`] value (`setfattr -v 2`, or `2\n` from shell
+/// tools) and checks its range.
+pub fn parse_goal(value: &[u8]) -> Result<u32, crate::FsError> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| crate::FsError::Invalid("replication goal is not text".into()))?;
+    let goal = text
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| crate::FsError::Invalid(format!("replication goal {text:?} is not a number")))?;
+    check_goal(goal)
+}
+
+impl ReplicationPolicy {
+    /// Acknowledgements a write to a file with replication goal `goal` needs: W, or the goal
+    /// when smaller (a goal-1 file has one replica to acknowledge).
+    pub fn quorum_for(&self, goal: u32) -> u32 {
+        self.w.min(goal).max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +592,30 @@ mod tests {
         assert!(ReplicationPolicy { n: 3, w: 1, r: 1 }.validate().is_err());
         assert!(ReplicationPolicy { n: 3, w: 4, r: 1 }.validate().is_err());
         assert!(ReplicationPolicy { n: 0, w: 0, r: 0 }.validate().is_err());
+    }
+
+    #[test]
+    fn goal_parse_table() {
+        let cases: &[(&[u8], Option<u32>)] = &[
+            (b"1", Some(1)),
+            (b"2\n", Some(2)),
+            (b" 8 ", Some(8)),
+            (b"0", None),
+            (b"9", None),
+            (b"-1", None),
+            (b"two", None),
+            (b"", None),
+            (b"\xff", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_goal(text).ok(), *want, "{text:?}");
+        }
+        let p = ReplicationPolicy { n: 3, w: 2, r: 2 };
+        assert_eq!(
+            [1, 2, 3, 8].map(|g| p.quorum_for(g)),
+            [1, 2, 2, 2],
+            "quorum is min(W, goal)"
+        );
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl MetaConn {
         Ok(client)
     }
 
+    /// The master client (connecting if needed), for a one-off call from a background task
+    /// that must not borrow this connection; such a call is not retried.
+    pub(crate) async fn handle(&self) -> FsResult<MasterClient> {
+        self.client().await
+    }
+
     fn drop_client(&self) {
         *self.client.lock() = None;
     }

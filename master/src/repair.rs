@@ -48,6 +48,8 @@ pub struct ChunkReplicas {
     pub chunk: ChunkId,
     pub confirmed: Version,
     pub replicas: Vec<ReplicaRow>,
+    /// The file's own replication goal; `None` follows the cluster's (the planners' `goal`).
+    pub goal: Option<u32>,
 }
 
 /// Copy `chunk` at `version` from `source` to `target`.
@@ -86,6 +88,7 @@ pub fn plan(
         if out.len() >= max || busy.contains(&c.chunk) || c.confirmed.0 == 0 {
             continue;
         }
+        let goal = c.goal.map_or(goal, |g| g as usize);
         let current: Vec<NodeId> = c
             .replicas
             .iter()
@@ -142,6 +145,63 @@ pub fn plan(
     out
 }
 
+/// Drop `node`'s replica of `chunk`: the chunk has more current replicas than its goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrimOrder {
+    pub chunk: ChunkId,
+    pub node: NodeId,
+}
+
+/// The surplus replicas of over-replicated `chunks` to drop (after a goal was lowered), at
+/// most `max`, skipping chunks in `busy`. Never below the goal, never the last current
+/// replica. Which go: replicas on offline nodes first (the online ones keep serving), then
+/// the most loaded, then the fullest, then the highest node id (deterministic).
+pub fn plan_trims(
+    chunks: &[ChunkReplicas],
+    nodes: &[NodeView],
+    goal: usize,
+    busy: &HashSet<ChunkId>,
+    max: usize,
+) -> Vec<TrimOrder> {
+    let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
+    let mut out = Vec::new();
+    for c in chunks {
+        if busy.contains(&c.chunk) || c.confirmed.0 == 0 {
+            continue;
+        }
+        let goal = c.goal.map_or(goal, |g| g as usize).max(1);
+        let mut current: Vec<NodeId> = c
+            .replicas
+            .iter()
+            .filter(|r| r.version == c.confirmed && !r.bad)
+            .map(|r| r.node)
+            .collect();
+        if current.len() <= goal {
+            continue;
+        }
+        // Sort so that the replicas to drop come first.
+        current.sort_by_key(|n| {
+            let v = views.get(n);
+            (
+                v.is_some_and(|v| v.online),
+                std::cmp::Reverse(v.map_or(0, |v| v.status.load())),
+                v.map_or(0, |v| v.free_bytes()),
+                std::cmp::Reverse(*n),
+            )
+        });
+        for node in current.iter().take(current.len() - goal) {
+            if out.len() >= max {
+                return out;
+            }
+            out.push(TrimOrder {
+                chunk: c.chunk,
+                node: *node,
+            });
+        }
+    }
+    out
+}
+
 /// Dials a chunkserver (over the master's TLS credential).
 pub type Connector =
     Arc<dyn Fn(String) -> BoxFuture<'static, FsResult<ChunkServerClient>> + Send + Sync>;
@@ -175,6 +235,8 @@ pub async fn repair_loop(
             continue;
         }
         let snapshot = busy.lock().clone();
+        // Trims are metadata only (the deletions go out with heartbeats): done inline.
+        service.trim_surplus(&snapshot).await;
         let orders = match service.plan_repairs(&snapshot, room).await {
             Ok(orders) => orders,
             // Logged by the service's store wrapper.
@@ -252,7 +314,13 @@ mod tests {
             chunk: ChunkId(id),
             confirmed: Version(confirmed),
             replicas,
+            goal: None,
         }
+    }
+
+    fn with_goal(mut c: ChunkReplicas, goal: u32) -> ChunkReplicas {
+        c.goal = Some(goal);
+        c
     }
 
     fn pairs(orders: &[CopyOrder]) -> Vec<(u64, u64, u64)> {
@@ -331,6 +399,25 @@ mod tests {
             ),
             // Never committed: nothing to repair (a write may be in flight).
             ("uncommitted", chunk(7, 0, vec![row(1, 0, false)]), vec![]),
+            // The file's own goal replaces the cluster's: 2 current replicas satisfy goal 2,
+            (
+                "goal 2 met",
+                with_goal(chunk(8, 4, vec![row(1, 4, false), row(2, 4, false)]), 2),
+                vec![],
+            ),
+            // and goal 4 wants two more than the three there are.
+            (
+                "goal 4",
+                with_goal(
+                    chunk(
+                        9,
+                        4,
+                        vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)],
+                    ),
+                    4,
+                ),
+                vec![(9, 1, 5)],
+            ),
         ];
         for (name, c, want) in cases {
             assert_eq!(pairs(&plan(&[c], &nodes, 3, &none, 10)), want, "{name}");
@@ -345,5 +432,86 @@ mod tests {
         assert!(plan(std::slice::from_ref(&stale), &nodes, 3, &busy, 10).is_empty());
         let two = chunk(6, 2, vec![row(2, 2, false), row(1, 1, false)]);
         assert_eq!(plan(&[two], &nodes, 3, &none, 1).len(), 1);
+    }
+
+    #[test]
+    fn trim_plan_table() {
+        let nodes = vec![
+            view(1, true, 100, 0),
+            view(2, true, 300, 5),
+            view(3, true, 200, 0),
+            view(4, false, 900, 0),
+            view(5, true, 50, 0),
+        ];
+        let none = HashSet::new();
+        let all = |id, v| {
+            chunk(
+                id,
+                v,
+                vec![
+                    row(1, v, false),
+                    row(2, v, false),
+                    row(3, v, false),
+                    row(5, v, false),
+                ],
+            )
+        };
+        // (name, chunk, cluster goal, expected (chunk, node) trims)
+        let cases: Vec<(&str, ChunkReplicas, usize, Vec<(u64, u64)>)> = vec![
+            ("at goal", all(1, 4), 4, vec![]),
+            ("under goal", all(1, 4), 5, vec![]),
+            // 4 current, goal 2: the most loaded (2) goes, then the fuller of the idle ones
+            // (5 has 50 free, 1 has 100, 3 has 200).
+            ("goal 2", with_goal(all(2, 4), 2), 3, vec![(2, 2), (2, 5)]),
+            // The cluster's goal applies when the file has none.
+            ("cluster goal", all(3, 4), 3, vec![(3, 2)]),
+            // Goal 1 keeps exactly one, never zero.
+            (
+                "goal 1",
+                with_goal(all(4, 4), 1),
+                3,
+                vec![(4, 2), (4, 5), (4, 1)],
+            ),
+            // A replica on an offline node goes before online ones.
+            (
+                "offline first",
+                with_goal(
+                    chunk(
+                        5,
+                        4,
+                        vec![row(1, 4, false), row(3, 4, false), row(4, 4, false)],
+                    ),
+                    2,
+                ),
+                3,
+                vec![(5, 4)],
+            ),
+            // Stale and bad replicas do not count as current: one current replica is at
+            // goal 1, nothing to drop.
+            (
+                "stale and bad",
+                with_goal(
+                    chunk(
+                        6,
+                        4,
+                        vec![row(1, 4, false), row(2, 3, false), row(3, 4, true)],
+                    ),
+                    1,
+                ),
+                3,
+                vec![],
+            ),
+            ("uncommitted", with_goal(chunk(7, 0, vec![row(1, 0, false), row(2, 0, false)]), 1), 3, vec![]),
+        ];
+        for (name, c, goal, want) in cases {
+            let got: Vec<(u64, u64)> = plan_trims(&[c], &nodes, goal, &none, 10)
+                .iter()
+                .map(|t| (t.chunk.0, t.node.0))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+        let busy: HashSet<ChunkId> = [ChunkId(2)].into();
+        assert!(plan_trims(&[with_goal(all(2, 4), 2)], &nodes, 3, &busy, 10).is_empty());
+        assert_eq!(plan_trims(&[with_goal(all(2, 4), 1)], &nodes, 3, &none, 2).len(), 2);
     }
 }

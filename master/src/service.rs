@@ -166,6 +166,40 @@ impl MasterService {
         ))
     }
 
+    /// Drops surplus replicas of chunks over their goal (see `crate::repair::plan_trims`);
+    /// their deletions go out with the nodes' next heartbeats. Failures are logged by the
+    /// store wrapper and retried next round.
+    pub async fn trim_surplus(&self, busy: &HashSet<ChunkId>) {
+        let goal = self.inner.policy.n;
+        let span = tracing::debug_span!("trim_surplus");
+        let Ok(chunks) = self
+            .blocking(span, move |s| {
+                s.over_goal_chunks(goal, crate::repair::REPAIR_SCAN)
+            })
+            .await
+        else {
+            return;
+        };
+        if chunks.is_empty() {
+            return;
+        }
+        let orders = crate::repair::plan_trims(
+            &chunks,
+            &self.views(),
+            goal as usize,
+            busy,
+            crate::repair::REPAIR_SCAN,
+        );
+        for order in orders {
+            let span = info_span!("trim_replica", chunk = %order.chunk, node = %order.node);
+            let dropped = self
+                .blocking(span, move |s| s.trim_replica(order.chunk, order.node, goal))
+                .await;
+            tracing::info!(chunk = %order.chunk, node = %order.node, ?dropped,
+                "surplus replica dropped (goal lowered)");
+        }
+    }
+
     /// Records a finished repair copy.
     pub async fn record_copy(
         &self,
@@ -649,5 +683,36 @@ impl Master for MasterService {
         req: LockRequest,
     ) -> FsResult<Option<LockInfo>> {
         Ok(self.inner.locks.lock().test(session, ino, &req))
+    }
+
+    async fn get_goal(self, _: Context, ino: InodeId) -> FsResult<u32> {
+        let span = info_span!("get_goal", %ino);
+        let n = self.inner.policy.n;
+        self.blocking(span, move |s| s.goal(ino).map(|g| g.unwrap_or(n)))
+            .await
+    }
+
+    async fn set_goal(self, _: Context, op: OpId, ino: InodeId, goal: u32) -> FsResult<u64> {
+        let span = info_span!("set_goal", %ino, goal);
+        // Checked here too, so that a bad value is refused before touching the store.
+        common::types::check_goal(goal)?;
+        let set = self
+            .blocking_once(span, op, move |s| s.set_goal(ino, goal))
+            .await?;
+        tracing::info!(%ino, goal, inodes = set, "replication goal set; repair converges the replicas");
+        Ok(set)
+    }
+
+    async fn confirm_replicas(
+        self,
+        _: Context,
+        chunk: ChunkId,
+        base: common::Version,
+        version: common::Version,
+        nodes: Vec<NodeId>,
+    ) -> FsResult<Vec<NodeId>> {
+        let span = info_span!("confirm_replicas", %chunk, ?version, late = nodes.len());
+        self.blocking(span, move |s| s.confirm_replicas(chunk, base, version, &nodes))
+            .await
     }
 }

@@ -6,7 +6,7 @@
 use common::rpc::{self, ChunkServer, Master};
 use common::tls::{Ca, Role, Tls};
 use common::types::*;
-use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId};
+use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
 use serde_bytes::ByteBuf;
@@ -367,6 +367,25 @@ impl Master for SummaryOnly {
         _: InodeId,
         _: LockRequest,
     ) -> FsResult<Option<LockInfo>> {
+        refused()
+    }
+
+    async fn get_goal(self, _: Context, _: InodeId) -> FsResult<u32> {
+        refused()
+    }
+
+    async fn set_goal(self, _: Context, _: OpId, _: InodeId, _: u32) -> FsResult<u64> {
+        refused()
+    }
+
+    async fn confirm_replicas(
+        self,
+        _: Context,
+        _: ChunkId,
+        _: Version,
+        _: Version,
+        _: Vec<NodeId>,
+    ) -> FsResult<Vec<NodeId>> {
         refused()
     }
 }

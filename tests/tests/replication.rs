@@ -414,6 +414,30 @@ fn unreferenced_chunks_are_collected() {
     });
 }
 
+/// Writes `data` like [`write_file`] and returns (seconds for the whole write + fsync, the
+/// longest single `write(2)`/`fsync` call in seconds): the latter is what an application
+/// sees as a stall.
+fn timed_write(path: &Path, data: &[u8], progress: &AtomicU64) -> std::io::Result<(f64, f64)> {
+    let start = std::time::Instant::now();
+    let mut longest = 0f64;
+    let mut f = std::fs::File::create(path)?;
+    for piece in data.chunks(MIB) {
+        let t = std::time::Instant::now();
+        f.write_all(piece)?;
+        longest = longest.max(t.elapsed().as_secs_f64());
+        progress.fetch_add(piece.len() as u64, Ordering::Relaxed);
+    }
+    let t = std::time::Instant::now();
+    f.sync_all()?;
+    longest = longest.max(t.elapsed().as_secs_f64());
+    Ok((start.elapsed().as_secs_f64(), longest))
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 /// Figures for docs/BENCHMARKS.md, not a pass/fail test (timings never gate CI):
 /// `cargo test -p mosaic-tests --release --test replication -- --ignored --nocapture`.
 #[test]
@@ -423,6 +447,7 @@ fn measure_replication_figures() {
         return;
     };
     const SIZE: usize = 256 * MIB;
+    const RUNS: usize = 3;
     let data = Arc::new(pattern_bytes(70, SIZE));
     for w in [2u32, 3] {
         let mut o = opts();
@@ -431,12 +456,16 @@ fn measure_replication_figures() {
         o.read_quorum = Some(4 - w);
         let mut cluster = TestCluster::start(o);
         let mount = cluster.mount(MountOptions::default());
-        let t = std::time::Instant::now();
-        write_file(&mount.path().join("f"), &data, &AtomicU64::new(0)).expect("write");
-        let secs = t.elapsed().as_secs_f64();
+        let mut rates = Vec::new();
+        for run in 0..RUNS {
+            let path = mount.path().join(format!("f{run}"));
+            let (secs, _) = timed_write(&path, &data, &AtomicU64::new(0)).expect("write");
+            rates.push(SIZE as f64 / MIB as f64 / secs);
+            std::fs::remove_file(&path).expect("remove");
+        }
+        let (med, min, max) = median(rates);
         println!(
-            "FIGURE write N=3 W={w}: {:.0} MiB/s ({SIZE} B in {secs:.2} s)",
-            SIZE as f64 / MIB as f64 / secs
+            "FIGURE write N=3 W={w}: median {med:.0} MiB/s (min {min:.0}, max {max:.0}; {RUNS} runs of 256 MiB + fsync)"
         );
     }
     // Stall: a write during which one chunkserver is killed, against the same write
@@ -446,24 +475,25 @@ fn measure_replication_figures() {
     o.scrub = Some((64 * MIB as u64, 1000));
     let mut cluster = TestCluster::start(o);
     let mount = cluster.mount(MountOptions::default());
-    let t = std::time::Instant::now();
-    write_file(&mount.path().join("base"), &data, &AtomicU64::new(0)).expect("write");
-    let base = t.elapsed().as_secs_f64();
+    let (base, base_longest) =
+        timed_write(&mount.path().join("base"), &data, &AtomicU64::new(0)).expect("write");
     let progress = Arc::new(AtomicU64::new(0));
     let writer = {
         let (data, path, progress) = (data.clone(), mount.path().join("f"), progress.clone());
-        std::thread::spawn(move || write_file(&path, &data, &progress))
+        std::thread::spawn(move || timed_write(&path, &data, &progress))
     };
-    let t = std::time::Instant::now();
     wait_until(IO_DEADLINE, "progress", || {
         progress.load(Ordering::Relaxed) >= (SIZE / 4) as u64
     });
     cluster.kill_chunkserver(1);
-    finish("write", writer, IO_DEADLINE).expect("write");
-    let with_kill = t.elapsed().as_secs_f64();
+    let killed_at = std::time::Instant::now();
+    let (with_kill, longest) = finish("write", writer, IO_DEADLINE).expect("write");
+    let after_kill = killed_at.elapsed().as_secs_f64();
     println!(
-        "FIGURE stall: 256 MiB write+fsync {base:.2} s without failure, {with_kill:.2} s with kill -9 of one chunkserver at 25% (extra {:.2} s)",
-        with_kill - base
+        "FIGURE stall: 256 MiB write+fsync {base:.2} s without failure (longest call {:.0} ms), {with_kill:.2} s with kill -9 of one chunkserver at 25% (extra {:.2} s; longest call {:.0} ms; {after_kill:.2} s from the kill to the end)",
+        base_longest * 1000.0,
+        with_kill - base,
+        longest * 1000.0
     );
     let t = std::time::Instant::now();
     cluster.restart_chunkserver(1);

@@ -19,6 +19,7 @@ use common::block::{BLOCK_SIZE, ChunkSealer};
 use common::rpc::MAX_BLOCKS_PER_REQUEST;
 use common::types::*;
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, Version};
+use futures::StreamExt as _;
 use futures::future::join_all;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,16 @@ const HEDGE_CAP: std::time::Duration = std::time::Duration::from_millis(500);
 const EWMA_WEIGHT: u64 = 4;
 /// Re-grants after a `StaleVersion` (another writer raced us) before giving up.
 const REGRANT_ATTEMPTS: usize = 3;
+/// How long a new grant of a chunk waits for the previous grant's late replicas to finish
+/// and be reported current: a healthy replica a few milliseconds behind (queueing, a short
+/// pause) makes it and stays in the replica set; a stalled one costs the writer this, not a
+/// whole `write_timeout`, and is left stale for repair.
+const STRAGGLER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+/// Per-replica write tasks of one grant: each answers its node and whether it took every
+/// request.
+type ReplicaWrites = futures::stream::FuturesUnordered<
+    tokio::task::JoinHandle<(NodeId, FsResult<()>)>,
+>;
 /// Chunks asked for in one `chunk_map` call beyond what a read needs: sequential readers
 /// then need one master round trip per this many chunks.
 const MAP_PREFETCH: u64 = 16;
@@ -87,7 +98,11 @@ struct FileState {
     /// Per chunk index: the replicas of the latest commit that has not been fdatasynced
     /// yet. A grant is spent by its commit (the next flush gets a new version), so this
     /// outlives the grant until an fsync makes those writes durable.
-    unsynced_commits: HashMap<u64, (ChunkId, Vec<NodeAddr>)>,
+    /// With each, the acknowledgements it needs (the grant's quorum).
+    unsynced_commits: HashMap<u64, (ChunkId, Vec<NodeAddr>, u32)>,
+    /// Per chunk index: set when the late replicas of its last grant have finished and been
+    /// reported (see `follow_stragglers`); the next grant waits for it a little.
+    stragglers: HashMap<u64, tokio::sync::watch::Receiver<bool>>,
     /// An error from a background flush, reported by the next flush/fsync/close.
     error: Option<FsError>,
     background: bool,
@@ -122,6 +137,7 @@ impl OpenFile {
                 map: HashMap::new(),
                 map_generation: 0,
                 unsynced_commits: HashMap::new(),
+                stragglers: HashMap::new(),
                 error: None,
                 background: false,
             }),
@@ -281,8 +297,10 @@ impl OpenFile {
                     if let Some(gs) = st.grants.remove(&index)
                         && !sync
                     {
-                        st.unsynced_commits
-                            .insert(index, (gs.grant.chunk, gs.ok_addrs()));
+                        st.unsynced_commits.insert(
+                            index,
+                            (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum),
+                        );
                     }
                 }
                 if sync {
@@ -337,10 +355,12 @@ impl OpenFile {
         }
         let indexes: Vec<u64> = by_chunk.keys().copied().collect();
         self.ensure_grants(core, &indexes).await?;
+        // Tells late replicas this flush committed (dropped unsent when it failed).
+        let (committed_tx, committed) = tokio::sync::watch::channel(false);
         let commits = join_all(
             by_chunk
                 .iter()
-                .map(|(index, blocks)| self.write_chunk(core, *index, blocks)),
+                .map(|(index, blocks)| self.write_chunk(core, *index, blocks, &committed)),
         )
         .await
         .into_iter()
@@ -362,6 +382,7 @@ impl OpenFile {
                 async move { c.commit_write(cx, commit).await }
             })
             .await?;
+        let _ = committed_tx.send(true);
         Ok((attr, indexes))
     }
 
@@ -376,6 +397,20 @@ impl OpenFile {
         };
         if missing.is_empty() {
             return Ok(());
+        }
+        let late: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let mut st = self.state.lock();
+            missing
+                .iter()
+                .filter_map(|i| st.stragglers.remove(i))
+                .collect()
+        };
+        if !late.is_empty() {
+            let reported = join_all(late.into_iter().map(|mut rx| async move {
+                let _ = rx.wait_for(|done| *done).await;
+            }));
+            // Past the grace the grant goes to the replicas current now.
+            let _ = tokio::time::timeout(STRAGGLER_GRACE, reported).await;
         }
         let ino = self.ino;
         let grants = core
@@ -407,12 +442,13 @@ impl OpenFile {
         core: &ClientCore,
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
+        committed: &tokio::sync::watch::Receiver<bool>,
     ) -> FsResult<ChunkCommit> {
         let mut attempt = 0;
         let mut retry = Retry::new(core);
         loop {
             attempt += 1;
-            match self.write_chunk_once(core, index, blocks).await {
+            match self.write_chunk_once(core, index, blocks, committed).await {
                 Err(FsError::StaleVersion { held, used }) if attempt < REGRANT_ATTEMPTS => {
                     tracing::debug!(ino = ?self.ino, index, ?held, ?used, "grant outdated; asking again");
                 }
@@ -433,6 +469,7 @@ impl OpenFile {
         core: &ClientCore,
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
+        committed: &tokio::sync::watch::Receiver<bool>,
     ) -> FsResult<ChunkCommit> {
         let gs = self
             .state
@@ -506,32 +543,41 @@ impl OpenFile {
                 }
             })
             .collect();
-        let targets = gs.ok_addrs();
-        let outcomes = join_all(targets.iter().map(|node| {
-            let requests = requests.clone();
-            async move {
-                let sends = requests
-                    .into_iter()
-                    .map(|req| send_with_retry(core, node, req));
-                let results = join_all(sends).await;
-                (
-                    node.node,
-                    results.into_iter().collect::<FsResult<Vec<()>>>(),
-                )
-            }
-        }))
-        .await;
+        // One task per replica: when the quorum has answered, the others finish in the
+        // background instead of holding up the flush (docs/PROTOCOL.md, "Acknowledgement
+        // at W").
+        let timeout = core.config().write_timeout;
+        let mut running: ReplicaWrites = gs
+            .ok_addrs()
+            .into_iter()
+            .map(|node| {
+                let (data, requests) = (core.data().clone(), requests.clone());
+                tokio::spawn(async move {
+                    let sends = requests
+                        .into_iter()
+                        .map(|req| send_with_retry(&data, timeout, &node, req));
+                    let results = join_all(sends).await;
+                    let result = results.into_iter().collect::<FsResult<Vec<()>>>();
+                    (node.node, result.map(|_| ()))
+                })
+            })
+            .collect();
+        let needed = grant.quorum as usize;
         let mut ok = Vec::new();
-        for (node, result) in outcomes {
+        while ok.len() < needed {
+            let Some(joined) = running.next().await else {
+                break;
+            };
+            let (node, result) = joined
+                .map_err(|e| FsError::internal(format!("replica write task failed: {e}")))?;
             match result {
-                Ok(_) => ok.push(node),
+                Ok(()) => ok.push(node),
                 Err(e @ FsError::StaleVersion { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!(ino = ?self.ino, chunk = ?grant.chunk, ?node, error = %e, "replica failed a write; dropping it from this write");
                 }
             }
         }
-        let needed = core.mount_info().replication.w as usize;
         if ok.len() < needed {
             return Err(FsError::Unavailable(format!(
                 "chunk {:?}: only {} of {} required replicas acknowledged the write",
@@ -539,6 +585,10 @@ impl OpenFile {
                 ok.len(),
                 needed
             )));
+        }
+        if !running.is_empty() {
+            self.follow_stragglers(core, index, grant, running, committed.clone())
+                .await;
         }
         let mut st = self.state.lock();
         if let Some(live) = st.grants.get_mut(&index) {
@@ -555,27 +605,84 @@ impl OpenFile {
         })
     }
 
+    /// Lets the replicas of a grant still writing after the quorum answered finish in the
+    /// background. Each that took every request is reported to the master
+    /// (`confirm_replicas`) once the grant has committed, so that it stays current instead
+    /// of being left stale; the master accepts it only if the chunk is still at this
+    /// version. The next grant of this chunk waits for the report up to
+    /// [`STRAGGLER_GRACE`], so a replica that is merely a little behind stays in it.
+    async fn follow_stragglers(
+        &self,
+        core: &ClientCore,
+        index: u64,
+        grant: &WriteGrant,
+        mut running: ReplicaWrites,
+        mut committed: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let master = core.meta().handle().await.ok();
+        let (done, done_rx) = tokio::sync::watch::channel(false);
+        self.state.lock().stragglers.insert(index, done_rx);
+        let (ino, chunk, base, version) = (self.ino, grant.chunk, grant.base, grant.version);
+        let rpc_timeout = core.config().rpc_timeout;
+        tokio::spawn(async move {
+            let mut late = Vec::new();
+            while let Some(joined) = running.next().await {
+                match joined {
+                    Ok((node, Ok(()))) => late.push(node),
+                    Ok((node, Err(e))) => {
+                        tracing::warn!(?ino, ?chunk, ?node, error = %e, "late replica failed the write; it stays stale");
+                    }
+                    Err(e) => tracing::warn!(?ino, ?chunk, error = %e, "replica write task failed"),
+                }
+            }
+            // Only a committed version can be current: wait for this flush's commit (a
+            // failed flush drops the sender, and the late copies are scratch).
+            if late.is_empty() || committed.wait_for(|c| *c).await.is_err() {
+                return;
+            }
+            let Some(master) = master else {
+                return;
+            };
+            let answer = master
+                .confirm_replicas(common::rpc::ctx(rpc_timeout), chunk, base, version, late.clone())
+                .await
+                .map_err(FsError::from)
+                .and_then(|r| r);
+            match answer {
+                Ok(accepted) => {
+                    tracing::debug!(?ino, ?chunk, ?late, ?accepted, "late replicas reported")
+                }
+                // Best effort: an unreported replica is stale and repair copies it.
+                Err(e) => tracing::warn!(?ino, ?chunk, ?late, error = %e, "could not report late replicas"),
+            }
+            let _ = done.send(true);
+        });
+    }
+
     /// fdatasync the replicas holding unsynced writes of this file, one request per node.
     /// Succeeds when every chunk has at least W replicas that synced: a replica that cannot
     /// sync is not counted as durable, and one missing replica does not fail the fsync.
     async fn sync_replicas(&self, core: &ClientCore) -> FsResult<()> {
-        let mut chunks: HashMap<u64, (ChunkId, Vec<NodeAddr>)> = HashMap::new();
+        let mut chunks: HashMap<u64, (ChunkId, Vec<NodeAddr>, u32)> = HashMap::new();
         let mut synced = Vec::new();
         {
             let st = self.state.lock();
-            for (index, (chunk, nodes)) in &st.unsynced_commits {
-                chunks.insert(*index, (*chunk, nodes.clone()));
+            for (index, (chunk, nodes, quorum)) in &st.unsynced_commits {
+                chunks.insert(*index, (*chunk, nodes.clone(), *quorum));
             }
             for (index, gs) in &st.grants {
                 if gs.unsynced {
                     synced.push(*index);
                     // Written under a grant not committed yet: its replicas are the newest.
-                    chunks.insert(*index, (gs.grant.chunk, gs.ok_addrs()));
+                    chunks.insert(
+                        *index,
+                        (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum),
+                    );
                 }
             }
         }
         let mut per_node: HashMap<NodeId, (NodeAddr, Vec<ChunkId>)> = HashMap::new();
-        for (chunk, nodes) in chunks.values() {
+        for (chunk, nodes, _) in chunks.values() {
             for node in nodes {
                 per_node
                     .entry(node.node)
@@ -596,8 +703,8 @@ impl OpenFile {
             .into_iter()
             .filter_map(|(node, ok)| ok.then_some(node))
             .collect();
-        let needed = core.mount_info().replication.w as usize;
-        for (chunk, nodes) in chunks.values() {
+        for (chunk, nodes, quorum) in chunks.values() {
+            let needed = *quorum as usize;
             let durable = nodes.iter().filter(|n| ok.contains(&n.node)).count();
             if durable < needed {
                 return Err(FsError::Unavailable(format!(
@@ -830,14 +937,15 @@ impl Retry {
 }
 
 /// Sends one write request, retrying a transient failure once.
-async fn send_with_retry(core: &ClientCore, node: &NodeAddr, req: WriteBlocks) -> FsResult<()> {
+async fn send_with_retry(
+    data: &Arc<dyn crate::data::DataPlane>,
+    timeout: std::time::Duration,
+    node: &NodeAddr,
+    req: WriteBlocks,
+) -> FsResult<()> {
     let mut last = FsError::internal("no attempt made");
     for _ in 0..WRITE_ATTEMPTS {
-        match core
-            .data()
-            .write_blocks(node, req.clone(), core.config().write_timeout)
-            .await
-        {
+        match data.write_blocks(node, req.clone(), timeout).await {
             Ok(()) => return Ok(()),
             Err(e @ FsError::TimedOut(_)) => return Err(e),
             Err(e) if e.is_retryable() => last = e,

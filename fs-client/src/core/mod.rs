@@ -397,6 +397,13 @@ impl ClientCore {
     }
 
     pub async fn getxattr(&self, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
+        if name == GOAL_XATTR {
+            let goal = self
+                .meta
+                .call("get_goal", |c, cx| async move { c.get_goal(cx, ino).await })
+                .await?;
+            return Ok(goal.to_string().into_bytes());
+        }
         let name = ByteBuf::from(name.to_vec());
         let value = self
             .meta
@@ -415,6 +422,17 @@ impl ClientCore {
         value: &[u8],
         flags: XattrFlags,
     ) -> FsResult<()> {
+        if name == GOAL_XATTR {
+            // The goal always exists, so XATTR_CREATE/XATTR_REPLACE do not apply to it.
+            let goal = parse_goal(value)?;
+            let op = self.op();
+            self.meta
+                .call("set_goal", |c, cx| async move {
+                    c.set_goal(cx, op, ino, goal).await
+                })
+                .await?;
+            return Ok(());
+        }
         let (name, value) = (ByteBuf::from(name.to_vec()), ByteBuf::from(value.to_vec()));
         let op = self.op();
         self.meta
@@ -437,6 +455,10 @@ impl ClientCore {
     }
 
     pub async fn removexattr(&self, ino: InodeId, name: &[u8]) -> FsResult<()> {
+        if name == GOAL_XATTR {
+            // A goal can be changed, not removed: every inode has one.
+            return Err(FsError::NotSupported);
+        }
         let name = ByteBuf::from(name.to_vec());
         let op = self.op();
         self.meta

@@ -192,6 +192,36 @@ pub trait MetaStore: Send + Sync + 'static {
     fn save_locks(&self, ino: InodeId, locks: &[LockRecord]) -> FsResult<()>;
     /// Every persisted lock of a session that still exists, for the master's start.
     fn load_locks(&self) -> FsResult<Vec<LockRecord>>;
+
+    // Replication goals (docs/PROTOCOL.md, "Replication goal").
+    /// The goal set on `ino` (`None`: it follows the cluster's N).
+    fn goal(&self, ino: InodeId) -> FsResult<Option<u32>>;
+    /// Sets `goal` on `ino` and, for a directory, on every inode beneath it, in one
+    /// transaction; returns how many inodes it set. Applied at most once per operation id.
+    fn set_goal(&self, ino: InodeId, goal: u32) -> FsResult<u64>;
+    /// Committed chunks with more current replicas than their goal (`goal` for files that
+    /// follow the cluster), and every replica row of each, at most `max`.
+    fn over_goal_chunks(
+        &self,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+    /// Drops `node`'s current replica of `chunk` and queues its deletion, only if the chunk
+    /// keeps at least its goal (and at least one) of other current, healthy replicas; the
+    /// check and the drop are one transaction, so a concurrent commit or report cannot make
+    /// it remove too many. Returns whether it dropped the replica.
+    fn trim_replica(&self, chunk: ChunkId, node: NodeId, goal: u32) -> FsResult<bool>;
+
+    /// Replicas that finished a committed write late (docs/PROTOCOL.md, "Acknowledgement at
+    /// W"): each of `nodes` whose replica of `chunk` is healthy and at `base` moves to
+    /// `version`, only while `version` is the chunk's confirmed version. Returns those moved.
+    fn confirm_replicas(
+        &self,
+        chunk: ChunkId,
+        base: Version,
+        version: Version,
+        nodes: &[NodeId],
+    ) -> FsResult<Vec<NodeId>>;
 }
 
 thread_local! {

@@ -158,7 +158,14 @@ CREATE INDEX locks_by_ino ON locks (ino);
 CREATE INDEX locks_by_session ON locks (session);
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// V4: a replication goal per inode (docs/PROTOCOL.md, "Replication goal"). NULL means the
+/// cluster's N, so existing inodes keep following the cluster setting; new inodes copy
+/// their parent's value at create.
+const V4: &str = r#"
+ALTER TABLE inodes ADD COLUMN goal INTEGER;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

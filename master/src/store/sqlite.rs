@@ -662,6 +662,16 @@ fn view_map(nodes: &[NodeView]) -> HashMap<NodeId, &NodeView> {
 }
 
 /// A regular file for data operations: directories are EISDIR, other kinds EINVAL.
+/// The replication goal stored on `ino` (`None`: follow the cluster's N).
+fn inode_goal(c: &Connection, ino: InodeId) -> R<Option<u32>> {
+    let goal: Option<i64> = c
+        .prepare_cached("SELECT goal FROM inodes WHERE ino = ?1")?
+        .query_row([ino.0 as i64], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::Fs(FsError::NotFound))?;
+    Ok(goal.map(|g| g.clamp(1, i64::from(common::types::MAX_GOAL)) as u32))
+}
+
 fn require_file(c: &Connection, ino: InodeId) -> R<Attr> {
     let a = get_attr(c, ino)?;
     match a.kind {
@@ -709,9 +719,11 @@ impl SqliteStore {
         let size = target.map_or(0, |t| t.len() as u64);
         let ino: i64 = c
             .prepare_cached(
+                // goal: inherited from the parent directory (NULL: follow the cluster).
                 "INSERT INTO inodes (kind, perm, uid, gid, size, nlink, atime_sec, atime_nsec,
-                     mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, rdev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, ?8, ?7, ?8, ?9) RETURNING ino",
+                     mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, rdev, goal)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, ?8, ?7, ?8, ?9,
+                     (SELECT goal FROM inodes WHERE ino = ?10)) RETURNING ino",
             )?
             .query_row(
                 params![
@@ -723,7 +735,8 @@ impl SqliteStore {
                     if is_dir { 2 } else { 1 },
                     now.sec,
                     now.nsec,
-                    rdev
+                    rdev,
+                    parent.0 as i64
                 ],
                 |r| r.get(0),
             )?;
@@ -1004,7 +1017,8 @@ impl SqliteStore {
         require_file(c, ino)?;
         let chunk_size = self.cluster.chunk_size;
         let views = view_map(nodes);
-        let quorum = policy.w as usize;
+        let goal = inode_goal(c, ino)?.unwrap_or(policy.n);
+        let quorum = policy.quorum_for(goal) as usize;
         let mut seen = HashSet::new();
         let mut grants = Vec::with_capacity(indexes.len());
         for &index in indexes {
@@ -1048,11 +1062,12 @@ impl SqliteStore {
                         base: Version(chunk.confirmed),
                         length: chunk.length,
                         replicas: ordered_addrs(online, &views),
+                        quorum: quorum as u32,
                     }
                 }
                 None => {
                     let chosen =
-                        placement::choose_replicas(nodes, policy.n as usize, &[], chunk_size);
+                        placement::choose_replicas(nodes, goal as usize, &[], chunk_size);
                     if chosen.len() < quorum {
                         return Err(placement::shortfall(nodes, quorum, chosen.len()).into());
                     }
@@ -1079,6 +1094,7 @@ impl SqliteStore {
                         base: Version(0),
                         length: 0,
                         replicas: ordered_addrs(replicas, &views),
+                        quorum: quorum as u32,
                     }
                 }
             };
@@ -1095,6 +1111,12 @@ impl SqliteStore {
         now: Timespec,
     ) -> R<Attr> {
         let mut a = require_file(c, commit.ino)?;
+        // A file whose goal is below W needs only its goal of acknowledgements; a NULL goal
+        // follows N, and W <= N.
+        let write_quorum = match inode_goal(c, commit.ino)? {
+            Some(goal) => write_quorum.min(goal).max(1),
+            None => write_quorum,
+        };
         if commit.size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig.into());
         }
@@ -1686,41 +1708,20 @@ impl MetaStore for SqliteStore {
             // A scan of the chunk table: fine for the tables this master holds today; a
             // queue of chunks to look at (filled by reports and commits) replaces it when
             // the table outgrows a scan per second.
-            let ids: Vec<(ChunkId, u64)> = {
+            let ids: Vec<(ChunkId, u64, Option<u32>)> = {
+                // The goal: the file's own, else the cluster's (`?1`).
                 let mut stmt = c.prepare_cached(
-                    "SELECT ch.id, ch.confirmed,
+                    "SELECT ch.id, ch.confirmed, i.goal,
                             (SELECT count(*) FROM replicas r
                              WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0) AS n
-                     FROM chunks ch WHERE ch.confirmed > 0 AND n < ?1
+                     FROM chunks ch JOIN inodes i ON i.ino = ch.ino
+                     WHERE ch.confirmed > 0 AND n < coalesce(i.goal, ?1)
                      ORDER BY n, ch.id LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![goal as i64, max as i64], |r| {
-                    Ok((
-                        ChunkId(r.get::<_, i64>(0)? as u64),
-                        r.get::<_, i64>(1)? as u64,
-                    ))
-                })?;
+                let rows = stmt.query_map(params![goal as i64, max as i64], goal_row)?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            let mut out = Vec::with_capacity(ids.len());
-            for (chunk, confirmed) in ids {
-                let mut stmt = c.prepare_cached(
-                    "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
-                )?;
-                let rows = stmt.query_map([chunk.0 as i64], |r| {
-                    Ok(crate::repair::ReplicaRow {
-                        node: NodeId(r.get::<_, i64>(0)? as u64),
-                        version: Version(r.get::<_, i64>(1)? as u64),
-                        bad: r.get(2)?,
-                    })
-                })?;
-                out.push(crate::repair::ChunkReplicas {
-                    chunk,
-                    confirmed: Version(confirmed),
-                    replicas: rows.collect::<rusqlite::Result<_>>()?,
-                });
-            }
-            Ok(out)
+            replica_rows(c, ids)
         })
     }
 
@@ -1781,9 +1782,29 @@ impl MetaStore for SqliteStore {
             }
             let with_live = live.values().filter(|&&n| n > 0).count() as u64;
             s.lost = s.chunks.saturating_sub(with_live);
+            // Each chunk against its file's goal (the cluster's for files without one).
+            let mut goals: HashMap<i64, u64> = HashMap::new();
+            {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ch.id, coalesce(i.goal, ?1) FROM chunks ch
+                     JOIN inodes i ON i.ino = ch.ino WHERE ch.confirmed > 0",
+                )?;
+                let rows = stmt.query_map([i64::from(replicas_goal)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(1) as u64))
+                })?;
+                for row in rows {
+                    let (chunk, goal) = row?;
+                    goals.insert(chunk, goal);
+                }
+            }
             let full = live
-                .values()
-                .filter(|&&n| n >= u64::from(replicas_goal))
+                .iter()
+                .filter(|(chunk, n)| {
+                    **n >= goals
+                        .get(chunk)
+                        .copied()
+                        .unwrap_or(u64::from(replicas_goal))
+                })
                 .count() as u64;
             s.under_replicated = s.chunks.saturating_sub(full);
             let mut stmt = c.prepare_cached("SELECT node, count(*) FROM replicas GROUP BY node")?;
@@ -1883,4 +1904,148 @@ impl MetaStore for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
+
+    fn goal(&self, ino: InodeId) -> FsResult<Option<u32>> {
+        self.read(|c| inode_goal(c, ino))
+    }
+
+    fn set_goal(&self, ino: InodeId, goal: u32) -> FsResult<u64> {
+        let goal = common::types::check_goal(goal)?;
+        self.write_once(|c| {
+            get_attr(c, ino)?;
+            // The subtree by dentries; UNION (not UNION ALL) visits a hard-linked inode once.
+            let n = c
+                .prepare_cached(
+                    "WITH RECURSIVE sub(ino) AS (
+                         SELECT ?1 UNION SELECT d.ino FROM dentries d JOIN sub ON d.parent = sub.ino
+                     )
+                     UPDATE inodes SET goal = ?2 WHERE ino IN (SELECT ino FROM sub)",
+                )?
+                .execute(params![ino.0 as i64, goal as i64])?;
+            Ok(n as u64)
+        })
+    }
+
+    fn over_goal_chunks(
+        &self,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+        self.read(|c| {
+            // A scan, as `under_goal_chunks`: the same query with the comparison turned.
+            let ids: Vec<(ChunkId, u64, Option<u32>)> = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ch.id, ch.confirmed, i.goal,
+                            (SELECT count(*) FROM replicas r
+                             WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0) AS n
+                     FROM chunks ch JOIN inodes i ON i.ino = ch.ino
+                     WHERE ch.confirmed > 0 AND n > coalesce(i.goal, ?1)
+                     ORDER BY ch.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![goal as i64, max as i64], goal_row)?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            replica_rows(c, ids)
+        })
+    }
+
+    fn trim_replica(&self, chunk: ChunkId, node: NodeId, goal: u32) -> FsResult<bool> {
+        self.write(|c| {
+            let Some(row) = chunk_by_id(c, chunk)? else {
+                return Ok(false);
+            };
+            let goal = inode_goal(c, row.ino)?.unwrap_or(goal).max(1);
+            let current = current_replicas(c, chunk, row.confirmed)?;
+            if row.confirmed == 0 || !current.iter().any(|(n, _)| *n == node) {
+                return Ok(false);
+            }
+            // Never below the goal, never the last current replica.
+            if current.len() <= goal as usize {
+                return Ok(false);
+            }
+            c.prepare_cached("DELETE FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            c.prepare_cached("INSERT OR IGNORE INTO gc_queue (chunk, node) VALUES (?1, ?2)")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            Ok(true)
+        })
+    }
+
+    fn confirm_replicas(
+        &self,
+        chunk: ChunkId,
+        base: Version,
+        version: Version,
+        nodes: &[NodeId],
+    ) -> FsResult<Vec<NodeId>> {
+        if version <= base || nodes.len() > common::types::MAX_GOAL as usize {
+            return Err(FsError::Invalid(format!(
+                "confirm_replicas of {chunk:?}: v{:x} on base v{:x} for {} nodes",
+                version.0,
+                base.0,
+                nodes.len()
+            )));
+        }
+        self.write(|c| {
+            let mut moved = Vec::new();
+            for &node in nodes.iter().collect::<HashSet<_>>() {
+                // The replica was current at `base` when granted and no commit, report or
+                // trim touched it since; the chunk's committed version is this write's.
+                let n = c
+                    .prepare_cached(
+                        "UPDATE replicas SET version = ?4
+                         WHERE chunk = ?1 AND node = ?2 AND bad = 0 AND version = ?3
+                           AND (SELECT confirmed FROM chunks WHERE id = ?1) = ?4",
+                    )?
+                    .execute(params![
+                        chunk.0 as i64,
+                        node.0 as i64,
+                        base.0 as i64,
+                        version.0 as i64
+                    ])?;
+                if n == 1 {
+                    moved.push(node);
+                }
+            }
+            moved.sort();
+            Ok(moved)
+        })
+    }
+}
+
+/// One row of the goal scans: chunk id, confirmed version, the file's goal column.
+fn goal_row(r: &Row) -> rusqlite::Result<(ChunkId, u64, Option<u32>)> {
+    Ok((
+        ChunkId(r.get::<_, i64>(0)? as u64),
+        r.get::<_, i64>(1)? as u64,
+        r.get::<_, Option<i64>>(2)?
+            .map(|g| g.clamp(1, i64::from(common::types::MAX_GOAL)) as u32),
+    ))
+}
+
+/// Every replica row of each chunk, for the repair planner.
+fn replica_rows(
+    c: &Connection,
+    ids: Vec<(ChunkId, u64, Option<u32>)>,
+) -> R<Vec<crate::repair::ChunkReplicas>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for (chunk, confirmed, goal) in ids {
+        let mut stmt = c.prepare_cached(
+            "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
+        )?;
+        let rows = stmt.query_map([chunk.0 as i64], |r| {
+            Ok(crate::repair::ReplicaRow {
+                node: NodeId(r.get::<_, i64>(0)? as u64),
+                version: Version(r.get::<_, i64>(1)? as u64),
+                bad: r.get(2)?,
+            })
+        })?;
+        out.push(crate::repair::ChunkReplicas {
+            chunk,
+            confirmed: Version(confirmed),
+            replicas: rows.collect::<rusqlite::Result<_>>()?,
+            goal,
+        });
+    }
+    Ok(out)
 }

@@ -1575,3 +1575,171 @@ fn locks_are_saved_per_inode_and_dropped_with_their_session() {
     s.end_session(s1).expect("end session");
     assert_eq!(s.load_locks().expect("load"), on_f[1..].to_vec());
 }
+
+// ---- replication goals -------------------------------------------------------------------
+
+#[test]
+fn goals_are_inherited_set_recursively_and_bounded() {
+    let s = fx();
+    let d = mk(&*s, ROOT, "d", FileKind::Dir);
+    let before = mk(&*s, d.ino, "before", FileKind::File);
+    assert_eq!(s.goal(d.ino).expect("goal"), None, "follows the cluster");
+    // A directory and everything already beneath it.
+    let sub = mk(&*s, d.ino, "sub", FileKind::Dir);
+    let deep = mk(&*s, sub.ino, "deep", FileKind::File);
+    assert_eq!(s.set_goal(d.ino, 2).expect("set"), 4);
+    for ino in [d.ino, before.ino, sub.ino, deep.ino] {
+        assert_eq!(s.goal(ino).expect("goal"), Some(2));
+    }
+    assert_eq!(s.goal(ROOT).expect("goal"), None, "the parent is untouched");
+    // New inodes of every kind inherit their parent's goal.
+    let f = mk(&*s, sub.ino, "new", FileKind::File);
+    let sd = mk(&*s, sub.ino, "newdir", FileKind::Dir);
+    let fifo = mk(&*s, sub.ino, "fifo", FileKind::Fifo);
+    let mut link = new_node(FileKind::Symlink, 0o777);
+    link.symlink_target = Some(ByteBuf::from(b"x".to_vec()));
+    let l = s
+        .create(sub.ino, b"link", &link, t(10))
+        .expect("symlink");
+    for ino in [f.ino, sd.ino, fifo.ino, l.ino] {
+        assert_eq!(s.goal(ino).expect("goal"), Some(2));
+    }
+    // A file alone; a subtree lowered again.
+    assert_eq!(s.set_goal(f.ino, 5).expect("set"), 1);
+    assert_eq!(s.set_goal(sub.ino, 1).expect("set"), 6);
+    assert_eq!(s.goal(f.ino).expect("goal"), Some(1));
+    assert_eq!(s.goal(before.ino).expect("goal"), Some(2));
+    // Bounds and missing inodes.
+    assert_eq!(errno(s.set_goal(d.ino, 0)), libc::EINVAL);
+    assert_eq!(
+        errno(s.set_goal(d.ino, common::types::MAX_GOAL + 1)),
+        libc::EINVAL
+    );
+    assert_eq!(errno(s.set_goal(InodeId(9999), 2)), libc::ENOENT);
+    assert_eq!(errno(s.goal(InodeId(9999))), libc::ENOENT);
+}
+
+#[test]
+fn goals_drive_placement_quorum_repair_and_trim() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let two = mk(&*s, ROOT, "two", FileKind::Dir);
+    let four = mk(&*s, ROOT, "four", FileKind::Dir);
+    let one = mk(&*s, ROOT, "one", FileKind::Dir);
+    s.set_goal(two.ino, 2).expect("set");
+    s.set_goal(four.ino, 4).expect("set");
+    s.set_goal(one.ino, 1).expect("set");
+    let a = mk(&*s, two.ino, "a", FileKind::File);
+    let b = mk(&*s, four.ino, "b", FileKind::File);
+    let c = mk(&*s, one.ino, "c", FileKind::File);
+    let grant = |ino| {
+        s.prepare_write(ino, &[0], &views, policy(3, 2))
+            .expect("prepare")
+            .remove(0)
+    };
+    // A new chunk is placed on the file's goal of nodes; the quorum is min(W, goal).
+    let (ga, gb, gc) = (grant(a.ino), grant(b.ino), grant(c.ino));
+    assert_eq!((ga.replicas.len(), ga.quorum), (2, 2));
+    assert_eq!((gb.replicas.len(), gb.quorum), (4, 2));
+    assert_eq!((gc.replicas.len(), gc.quorum), (1, 1));
+    let all = |g: &WriteGrant| g.replicas.iter().map(|r| r.node).collect::<Vec<_>>();
+    commit(&*s, a.ino, &ga, all(&ga), 10).expect("commit");
+    commit(&*s, b.ino, &gb, all(&gb), 10).expect("commit");
+    // The commit helper asks for W = 2; a goal-1 file needs one acknowledgement.
+    commit(&*s, c.ino, &gc, all(&gc), 10).expect("commit of a goal-1 file");
+    assert!(s.under_goal_chunks(3, 10).expect("under").is_empty());
+    assert!(s.over_goal_chunks(3, 10).expect("over").is_empty());
+    let online: HashSet<NodeId> = views.iter().map(|v| v.node).collect();
+    assert_eq!(s.summary(&online, 3).expect("summary").under_replicated, 0);
+
+    // Raise "two" to 3: its chunk is under its goal, with the goal in the planner's input.
+    s.set_goal(two.ino, 3).expect("set");
+    let under = s.under_goal_chunks(3, 10).expect("under");
+    assert_eq!(under.len(), 1);
+    assert_eq!((under[0].chunk, under[0].goal), (ga.chunk, Some(3)));
+    assert_eq!(s.summary(&online, 3).expect("summary").under_replicated, 1);
+
+    // Lower "four" to 2: over its goal; trims stop at the goal.
+    s.set_goal(four.ino, 2).expect("set");
+    let over = s.over_goal_chunks(3, 10).expect("over");
+    assert_eq!(over.len(), 1);
+    assert_eq!((over[0].chunk, over[0].goal), (gb.chunk, Some(2)));
+    let holders = all(&gb);
+    assert!(s.trim_replica(gb.chunk, holders[0], 3).expect("trim"));
+    assert!(s.trim_replica(gb.chunk, holders[1], 3).expect("trim"));
+    assert!(
+        !s.trim_replica(gb.chunk, holders[2], 3).expect("trim"),
+        "never below the goal"
+    );
+    assert!(!s.trim_replica(gb.chunk, NodeId(99), 3).expect("trim"));
+    assert!(s.over_goal_chunks(3, 10).expect("over").is_empty());
+    assert_eq!(gc_rows(&s), 2, "the dropped replicas are queued for deletion");
+    // The trimmed nodes are no longer listed for reads.
+    let map = s.chunk_map(b.ino, 0, 1, &views).expect("map");
+    assert_eq!(map[0].replicas.len(), 2);
+}
+
+#[test]
+fn late_replicas_are_confirmed_only_at_the_current_version() {
+    let s = fx();
+    let views = nodes(&*s, 3);
+    let f = mk(&*s, ROOT, "f", FileKind::File);
+    let g1 = write_chunk(&*s, f.ino, 0, &views, 10);
+    // The next grant commits with two of three: node 3 finished late.
+    let g2 = s
+        .prepare_write(f.ino, &[0], &views, policy(3, 2))
+        .expect("prepare")
+        .remove(0);
+    let late = g2.replicas[2].node;
+    let acked: Vec<NodeId> = g2.replicas[..2].iter().map(|r| r.node).collect();
+    commit(&*s, f.ino, &g2, acked.clone(), 20).expect("commit");
+    let current = |s: &Fx| s.chunk_map(f.ino, 0, 1, &views).expect("map")[0].replicas.len();
+    assert_eq!(current(&s), 2, "stale until reported");
+    // Wrong base, or a version that is not the committed one: refused.
+    assert!(
+        s.confirm_replicas(g2.chunk, g2.version, Version(g2.version.0 + 1), &[late])
+            .expect("confirm")
+            .is_empty()
+    );
+    assert!(
+        s.confirm_replicas(g2.chunk, Version(0), g1.version, &[late])
+            .expect("confirm")
+            .is_empty()
+    );
+    assert_eq!(
+        errno(s.confirm_replicas(g2.chunk, g2.version, g2.version, &[late])),
+        libc::EINVAL
+    );
+    // The right report makes it current; a repeat changes nothing.
+    assert_eq!(
+        s.confirm_replicas(g2.chunk, g2.base, g2.version, &[late])
+            .expect("confirm"),
+        vec![late]
+    );
+    assert_eq!(current(&s), 3);
+    assert!(
+        s.confirm_replicas(g2.chunk, g2.base, g2.version, &[late])
+            .expect("confirm")
+            .is_empty()
+    );
+    // A report that arrives after the chunk moved on is refused: the replica stays stale.
+    let g3 = s
+        .prepare_write(f.ino, &[0], &views, policy(3, 2))
+        .expect("prepare")
+        .remove(0);
+    let late3 = g3.replicas[2].node;
+    commit(&*s, f.ino, &g3, g3.replicas[..2].iter().map(|r| r.node).collect(), 30)
+        .expect("commit");
+    let g4 = s
+        .prepare_write(f.ino, &[0], &views, policy(3, 2))
+        .expect("prepare")
+        .remove(0);
+    assert_eq!(g4.replicas.len(), 2, "the stale replica is not granted");
+    commit(&*s, f.ino, &g4, g4.replicas.iter().map(|r| r.node).collect(), 40).expect("commit");
+    assert!(
+        s.confirm_replicas(g3.chunk, g3.base, g3.version, &[late3])
+            .expect("confirm")
+            .is_empty()
+    );
+    assert_eq!(current(&s), 2);
+}
