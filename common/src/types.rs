@@ -520,7 +520,6 @@ pub struct LockInfo {
     pub pid: u32,
 }
 
-
 // ---- replication goal ---------------------------------------------------------------------
 
 /// The virtual extended attribute a mount answers with an inode's replication goal (and
@@ -547,10 +546,9 @@ pub fn check_goal(goal: u32) -> Result<u32, crate::FsError> {
 pub fn parse_goal(value: &[u8]) -> Result<u32, crate::FsError> {
     let text = std::str::from_utf8(value)
         .map_err(|_| crate::FsError::Invalid("replication goal is not text".into()))?;
-    let goal = text
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| crate::FsError::Invalid(format!("replication goal {text:?} is not a number")))?;
+    let goal = text.trim().parse::<u32>().map_err(|_| {
+        crate::FsError::Invalid(format!("replication goal {text:?} is not a number"))
+    })?;
     check_goal(goal)
 }
 

@@ -501,7 +501,12 @@ mod tests {
                 3,
                 vec![],
             ),
-            ("uncommitted", with_goal(chunk(7, 0, vec![row(1, 0, false), row(2, 0, false)]), 1), 3, vec![]),
+            (
+                "uncommitted",
+                with_goal(chunk(7, 0, vec![row(1, 0, false), row(2, 0, false)]), 1),
+                3,
+                vec![],
+            ),
         ];
         for (name, c, goal, want) in cases {
             let got: Vec<(u64, u64)> = plan_trims(&[c], &nodes, goal, &none, 10)
@@ -512,6 +517,9 @@ mod tests {
         }
         let busy: HashSet<ChunkId> = [ChunkId(2)].into();
         assert!(plan_trims(&[with_goal(all(2, 4), 2)], &nodes, 3, &busy, 10).is_empty());
-        assert_eq!(plan_trims(&[with_goal(all(2, 4), 1)], &nodes, 3, &none, 2).len(), 2);
+        assert_eq!(
+            plan_trims(&[with_goal(all(2, 4), 1)], &nodes, 3, &none, 2).len(),
+            2
+        );
     }
 }

@@ -712,7 +712,9 @@ impl Master for MasterService {
         nodes: Vec<NodeId>,
     ) -> FsResult<Vec<NodeId>> {
         let span = info_span!("confirm_replicas", %chunk, ?version, late = nodes.len());
-        self.blocking(span, move |s| s.confirm_replicas(chunk, base, version, &nodes))
-            .await
+        self.blocking(span, move |s| {
+            s.confirm_replicas(chunk, base, version, &nodes)
+        })
+        .await
     }
 }

@@ -75,7 +75,8 @@ fn converge(cluster: &TestCluster, ino: InodeId, chunks: u64, want: usize, what:
 fn directory_goals_are_inherited_and_changes_converge() {
     let mut opts = ClusterOptions::default();
     opts.chunkservers = 4;
-    let Some(mc) = MountedCluster::start("directory_goals_are_inherited_and_changes_converge", opts)
+    let Some(mc) =
+        MountedCluster::start("directory_goals_are_inherited_and_changes_converge", opts)
     else {
         return;
     };
@@ -85,7 +86,11 @@ fn directory_goals_are_inherited_and_changes_converge() {
     let (two, four) = (root.join("two"), root.join("four"));
     std::fs::create_dir(&two).expect("mkdir");
     std::fs::create_dir(&four).expect("mkdir");
-    assert_eq!(get_goal(&two), "3", "a new directory follows the cluster's N");
+    assert_eq!(
+        get_goal(&two),
+        "3",
+        "a new directory follows the cluster's N"
+    );
     assert!(set_goal(&two, "2").status.success());
     assert!(set_goal(&four, "4").status.success());
     assert_eq!(get_goal(&two), "2");

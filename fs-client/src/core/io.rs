@@ -48,9 +48,8 @@ const REGRANT_ATTEMPTS: usize = 3;
 const STRAGGLER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// Per-replica write tasks of one grant: each answers its node and whether it took every
 /// request.
-type ReplicaWrites = futures::stream::FuturesUnordered<
-    tokio::task::JoinHandle<(NodeId, FsResult<()>)>,
->;
+type ReplicaWrites =
+    futures::stream::FuturesUnordered<tokio::task::JoinHandle<(NodeId, FsResult<()>)>>;
 /// Chunks asked for in one `chunk_map` call beyond what a read needs: sequential readers
 /// then need one master round trip per this many chunks.
 const MAP_PREFETCH: u64 = 16;
@@ -297,10 +296,8 @@ impl OpenFile {
                     if let Some(gs) = st.grants.remove(&index)
                         && !sync
                     {
-                        st.unsynced_commits.insert(
-                            index,
-                            (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum),
-                        );
+                        st.unsynced_commits
+                            .insert(index, (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum));
                     }
                 }
                 if sync {
@@ -568,8 +565,8 @@ impl OpenFile {
             let Some(joined) = running.next().await else {
                 break;
             };
-            let (node, result) = joined
-                .map_err(|e| FsError::internal(format!("replica write task failed: {e}")))?;
+            let (node, result) =
+                joined.map_err(|e| FsError::internal(format!("replica write task failed: {e}")))?;
             match result {
                 Ok(()) => ok.push(node),
                 Err(e @ FsError::StaleVersion { .. }) => return Err(e),
@@ -644,7 +641,13 @@ impl OpenFile {
                 return;
             };
             let answer = master
-                .confirm_replicas(common::rpc::ctx(rpc_timeout), chunk, base, version, late.clone())
+                .confirm_replicas(
+                    common::rpc::ctx(rpc_timeout),
+                    chunk,
+                    base,
+                    version,
+                    late.clone(),
+                )
                 .await
                 .map_err(FsError::from)
                 .and_then(|r| r);
@@ -653,7 +656,9 @@ impl OpenFile {
                     tracing::debug!(?ino, ?chunk, ?late, ?accepted, "late replicas reported")
                 }
                 // Best effort: an unreported replica is stale and repair copies it.
-                Err(e) => tracing::warn!(?ino, ?chunk, ?late, error = %e, "could not report late replicas"),
+                Err(e) => {
+                    tracing::warn!(?ino, ?chunk, ?late, error = %e, "could not report late replicas")
+                }
             }
             let _ = done.send(true);
         });
@@ -674,10 +679,7 @@ impl OpenFile {
                 if gs.unsynced {
                     synced.push(*index);
                     // Written under a grant not committed yet: its replicas are the newest.
-                    chunks.insert(
-                        *index,
-                        (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum),
-                    );
+                    chunks.insert(*index, (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum));
                 }
             }
         }

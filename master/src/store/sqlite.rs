@@ -208,6 +208,17 @@ impl SqliteStore {
         if check != "ok" {
             return Err(refuse(format!("is corrupt (quick_check: {check})")));
         }
+        // A foreign database that happens to carry a user_version is refused, never
+        // migrated: the first schema's `cluster` table and its magic must be there.
+        let magic: Option<String> = conn
+            .query_row("SELECT magic FROM cluster WHERE singleton = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| refuse(format!("is not a MosaicFS metadata database ({e})")))?;
+        if magic.is_some_and(|m| m != schema::MAGIC) {
+            return Err(refuse("is not a MosaicFS metadata database".into()));
+        }
         if version < schema::latest_version() {
             // An older MosaicFS database: bring it forward, each step in its own transaction.
             schema::migrate(&mut conn)
@@ -1066,8 +1077,7 @@ impl SqliteStore {
                     }
                 }
                 None => {
-                    let chosen =
-                        placement::choose_replicas(nodes, goal as usize, &[], chunk_size);
+                    let chosen = placement::choose_replicas(nodes, goal as usize, &[], chunk_size);
                     if chosen.len() < quorum {
                         return Err(placement::shortfall(nodes, quorum, chosen.len()).into());
                     }

@@ -1598,9 +1598,7 @@ fn goals_are_inherited_set_recursively_and_bounded() {
     let fifo = mk(&*s, sub.ino, "fifo", FileKind::Fifo);
     let mut link = new_node(FileKind::Symlink, 0o777);
     link.symlink_target = Some(ByteBuf::from(b"x".to_vec()));
-    let l = s
-        .create(sub.ino, b"link", &link, t(10))
-        .expect("symlink");
+    let l = s.create(sub.ino, b"link", &link, t(10)).expect("symlink");
     for ino in [f.ino, sd.ino, fifo.ino, l.ino] {
         assert_eq!(s.goal(ino).expect("goal"), Some(2));
     }
@@ -1673,7 +1671,11 @@ fn goals_drive_placement_quorum_repair_and_trim() {
     );
     assert!(!s.trim_replica(gb.chunk, NodeId(99), 3).expect("trim"));
     assert!(s.over_goal_chunks(3, 10).expect("over").is_empty());
-    assert_eq!(gc_rows(&s), 2, "the dropped replicas are queued for deletion");
+    assert_eq!(
+        gc_rows(&s),
+        2,
+        "the dropped replicas are queued for deletion"
+    );
     // The trimmed nodes are no longer listed for reads.
     let map = s.chunk_map(b.ino, 0, 1, &views).expect("map");
     assert_eq!(map[0].replicas.len(), 2);
@@ -1693,7 +1695,11 @@ fn late_replicas_are_confirmed_only_at_the_current_version() {
     let late = g2.replicas[2].node;
     let acked: Vec<NodeId> = g2.replicas[..2].iter().map(|r| r.node).collect();
     commit(&*s, f.ino, &g2, acked.clone(), 20).expect("commit");
-    let current = |s: &Fx| s.chunk_map(f.ino, 0, 1, &views).expect("map")[0].replicas.len();
+    let current = |s: &Fx| {
+        s.chunk_map(f.ino, 0, 1, &views).expect("map")[0]
+            .replicas
+            .len()
+    };
     assert_eq!(current(&s), 2, "stale until reported");
     // Wrong base, or a version that is not the committed one: refused.
     assert!(
@@ -1728,14 +1734,27 @@ fn late_replicas_are_confirmed_only_at_the_current_version() {
         .expect("prepare")
         .remove(0);
     let late3 = g3.replicas[2].node;
-    commit(&*s, f.ino, &g3, g3.replicas[..2].iter().map(|r| r.node).collect(), 30)
-        .expect("commit");
+    commit(
+        &*s,
+        f.ino,
+        &g3,
+        g3.replicas[..2].iter().map(|r| r.node).collect(),
+        30,
+    )
+    .expect("commit");
     let g4 = s
         .prepare_write(f.ino, &[0], &views, policy(3, 2))
         .expect("prepare")
         .remove(0);
     assert_eq!(g4.replicas.len(), 2, "the stale replica is not granted");
-    commit(&*s, f.ino, &g4, g4.replicas.iter().map(|r| r.node).collect(), 40).expect("commit");
+    commit(
+        &*s,
+        f.ino,
+        &g4,
+        g4.replicas.iter().map(|r| r.node).collect(),
+        40,
+    )
+    .expect("commit");
     assert!(
         s.confirm_replicas(g3.chunk, g3.base, g3.version, &[late3])
             .expect("confirm")
