@@ -33,6 +33,10 @@ struct Entry {
     addr: String,
     last_heard: Option<Instant>,
     status: NodeStatus,
+    /// Bytes of new chunks placed on the node since its last report: counted as used until
+    /// the next heartbeat reports the node's real usage, so that placements between two
+    /// heartbeats do not all see the same free space and overfill a small node.
+    reserved: u64,
 }
 
 #[derive(Debug)]
@@ -55,6 +59,7 @@ impl Registry {
             addr,
             last_heard: None,
             status: NodeStatus::default(),
+            reserved: 0,
         });
     }
 
@@ -66,6 +71,7 @@ impl Registry {
                 addr,
                 last_heard: Some(now),
                 status,
+                reserved: 0,
             },
         );
     }
@@ -76,9 +82,19 @@ impl Registry {
             Some(entry) => {
                 entry.last_heard = Some(now);
                 entry.status = status;
+                // The report counts what was written by now; a chunk placed but not yet
+                // written is reserved again by the next placement that would overfill.
+                entry.reserved = 0;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Counts `bytes` as used on `node` until its next heartbeat (a new chunk placed on it).
+    pub fn reserve(&mut self, node: NodeId, bytes: u64) {
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.reserved = entry.reserved.saturating_add(bytes);
         }
     }
 
@@ -92,7 +108,8 @@ impl Registry {
             .is_some_and(|t| now.saturating_duration_since(t) < self.offline_after)
     }
 
-    /// Every known node as seen at `now`, ordered by id.
+    /// Every known node as seen at `now`, ordered by id; `used_bytes` includes what was
+    /// reserved since the node's last report.
     pub fn views(&self, now: Instant) -> Vec<NodeView> {
         self.nodes
             .iter()
@@ -101,7 +118,10 @@ impl Registry {
                 addr: entry.addr.clone(),
                 online: self.is_online(entry, now),
                 last_seen: entry.last_heard.map(|t| now.saturating_duration_since(t)),
-                status: entry.status.clone(),
+                status: NodeStatus {
+                    used_bytes: entry.status.used_bytes.saturating_add(entry.reserved),
+                    ..entry.status.clone()
+                },
             })
             .collect()
     }
@@ -162,5 +182,34 @@ mod tests {
         // Loading from the database never clobbers a live entry.
         reg.load(NodeId(9), "stale:1".into());
         assert_eq!(reg.views(t0)[0].addr, "h:9");
+    }
+
+    #[test]
+    fn reservations_count_as_used_until_the_next_heartbeat() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(Duration::from_secs(5));
+        reg.registered(NodeId(1), "h:1".into(), status(10), t0);
+        // (reserve bytes, heartbeat used) -> free seen afterwards
+        let table: &[(u64, Option<u64>, u64)] = &[
+            (30, None, 60),
+            (30, None, 30),
+            (50, None, 0),
+            (0, Some(70), 30),
+            (20, None, 10),
+        ];
+        for &(reserve, beat, free) in table {
+            reg.reserve(NodeId(1), reserve);
+            if let Some(used) = beat {
+                assert!(reg.heartbeat(NodeId(1), status(used), t0));
+            }
+            assert_eq!(
+                reg.views(t0)[0].free_bytes(),
+                free,
+                "reserve {reserve} beat {beat:?}"
+            );
+        }
+        // Unknown nodes are ignored.
+        reg.reserve(NodeId(7), 1);
+        assert_eq!(reg.views(t0).len(), 1);
     }
 }

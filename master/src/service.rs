@@ -16,7 +16,7 @@ use common::types::{
     ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
 };
 use common::types::{LockInfo, LockRequest, OpId};
-use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId};
+use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
 use std::collections::HashSet;
@@ -471,10 +471,22 @@ impl Master for MasterService {
         let span = info_span!("prepare_write", %ino, chunks = indexes.len());
         let views = self.views();
         let policy = self.inner.policy;
-        self.blocking(span, move |s| {
-            s.prepare_write(ino, &indexes, &views, policy)
-        })
-        .await
+        let grants = self
+            .blocking(span, move |s| {
+                s.prepare_write(ino, &indexes, &views, policy)
+            })
+            .await?;
+        // A never-committed chunk is new on its replicas: count it as used there until their
+        // next heartbeats, so that the placements in between see the space going.
+        let chunk_size = self.inner.store.cluster().chunk_size;
+        let mut registry = self.inner.registry.lock();
+        for grant in grants.iter().filter(|g| g.base == Version(0)) {
+            for replica in &grant.replicas {
+                registry.reserve(replica.node, chunk_size);
+            }
+        }
+        drop(registry);
+        Ok(grants)
     }
 
     async fn commit_write(self, _: Context, commit: CommitWrite) -> FsResult<Attr> {

@@ -110,3 +110,68 @@ fn a_killed_client_leaves_no_mount_and_data_survives() {
     );
     mount.unmount();
 }
+
+/// A shared writable mmap persists: pages stored through the mapping (across a chunk
+/// boundary, into a file extended with ftruncate) and pushed with msync(MS_SYNC) are there
+/// after an unmount and a new mount, also pages that were only unmapped, not msync'ed,
+/// before the file was closed (munmap + close write them back).
+#[test]
+fn shared_mmap_writes_survive_a_remount() {
+    use std::os::fd::AsRawFd as _;
+    let Some(_fuse) = require_fuse("shared_mmap_writes_survive_a_remount") else {
+        return;
+    };
+    let mut cluster = TestCluster::start(ClusterOptions::default());
+    let len = 2 * MIB + 4096;
+    let mut expected = pattern_bytes(7, len);
+    let first = cluster.mount(MountOptions::default());
+    let path = first.path().join("mapped");
+    std::fs::write(&path, &expected[..MIB / 2]).expect("write the start");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    f.set_len(len as u64).expect("extend");
+    // SAFETY: a fresh shared mapping of `len` bytes of an open descriptor; unmapped below
+    // before the descriptor is closed, and only touched within its bounds.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        map,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `map` is valid for `len` bytes, readable and writable.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), len) };
+    // Through the mapping: the rest of the first chunk, across the boundary, the tail.
+    bytes[MIB / 2..].copy_from_slice(&expected[MIB / 2..]);
+    // SAFETY: the mapping is valid; MS_SYNC returns after write-back.
+    assert_eq!(unsafe { libc::msync(map, len, libc::MS_SYNC) }, 0, "msync");
+    // A change after the msync: written back by munmap and close only.
+    let (late, text) = (MIB - 10, b"after msync, unsynced");
+    bytes[late..late + text.len()].copy_from_slice(text);
+    expected[late..late + text.len()].copy_from_slice(text);
+    // SAFETY: unmapping what was mapped above; `bytes` is not used afterwards.
+    assert_eq!(unsafe { libc::munmap(map, len) }, 0, "munmap");
+    drop(f);
+    assert!(first.unmount().success(), "unmount");
+
+    let second = cluster.mount(MountOptions::default());
+    let back = std::fs::read(second.path().join("mapped")).expect("read after remount");
+    assert_eq!(back.len(), len, "size after remount");
+    assert!(
+        back == expected,
+        "mmap'ed data differs after remount (first difference at byte {:?})",
+        back.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}
