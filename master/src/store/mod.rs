@@ -171,6 +171,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `limit` (callers cap it at [`NODE_CONTENTS_PAGE_MAX`]).
     fn node_contents(&self, node: NodeId, after: ChunkId, limit: u32)
     -> FsResult<Vec<NodeReplica>>;
+    /// [`Self::node_contents`] with one path per replica's file: built by walking dentries
+    /// up to the root; a hard-linked file gets its first name in (parent, name) order, an
+    /// unlinked one `None`.
+    fn node_files(
+        &self,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<common::types::NodeFileChunk>>;
 }
 
 thread_local! {
