@@ -13,6 +13,10 @@
 #   MOSAIC_MASTER_PORT    master port on 127.0.0.1 (default 9420)
 #   MOSAIC_START_TIMEOUT  seconds to wait for each process to be ready (default 60)
 #
+# Prometheus metrics (plain HTTP, GET /metrics) are served on loopback at ports derived
+# from the master port P: master P+1, sentinel P+2, chunkserver i P+10+i (9421, 9422,
+# 9431.. by default); `up` prints them.
+#
 # Layout of the state directory:
 #   master/meta.db, master/data.key   metadata and the cluster's data key (0600)
 #   cs<i>/                            chunkserver i's data directory
@@ -40,6 +44,10 @@ START_TIMEOUT=${MOSAIC_START_TIMEOUT:-60}
 STOP_TIMEOUT=15
 
 MASTER_ADDR="127.0.0.1:$MASTER_PORT"
+# Metrics endpoints, loopback only: they are unauthenticated.
+MASTER_METRICS="127.0.0.1:$((MASTER_PORT + 1))"
+SENTINEL_METRICS="127.0.0.1:$((MASTER_PORT + 2))"
+cs_metrics() { printf '127.0.0.1:%d' $((MASTER_PORT + 10 + $1)); }
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RUN="$STATE/run"
 LOGS="$STATE/logs"
@@ -57,6 +65,8 @@ die() {
 [[ "$CHUNKSERVERS" =~ ^[1-9][0-9]*$ ]] || die "MOSAIC_CHUNKSERVERS must be a positive integer, not '$CHUNKSERVERS'"
 [[ "$MASTER_PORT" =~ ^[0-9]+$ ]] && ((MASTER_PORT > 0 && MASTER_PORT < 65536)) ||
     die "MOSAIC_MASTER_PORT must be a port number, not '$MASTER_PORT'"
+((MASTER_PORT + 10 + CHUNKSERVERS < 65536)) ||
+    die "MOSAIC_MASTER_PORT leaves no room for the metrics ports (master port + 10 + chunkservers)"
 [[ "$START_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "MOSAIC_START_TIMEOUT must be a positive integer"
 
 as_root() {
@@ -227,7 +237,8 @@ cmd_up() {
     local n=$((CHUNKSERVERS < 3 ? CHUNKSERVERS : 3))
     say "starting master on $MASTER_ADDR (replicas $n)"
     start master "$BIN/mosaic-master" run --state "$STATE/master" --listen "$MASTER_ADDR" \
-        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$n" --read-quorum 1
+        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$n" --read-quorum 1 \
+        --metrics-addr "$MASTER_METRICS"
     wait_ready master "address file" addr_ready master
     local master_addr pid
     master_addr=$(<"$RUN/master.addr")
@@ -237,7 +248,8 @@ cmd_up() {
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         mkdir -p "$STATE/cs$i"
         start "cs$i" "$BIN/mosaic-chunkserver" --master "$master_addr" --data "$STATE/cs$i" \
-            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr" --credentials "$CREDS/cs$i"
+            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr" --credentials "$CREDS/cs$i" \
+            --metrics-addr "$(cs_metrics "$i")"
     done
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         wait_ready "cs$i" "registration" addr_ready "cs$i"
@@ -246,7 +258,7 @@ cmd_up() {
 
     say "starting sentinel"
     start sentinel "$BIN/mosaic-sentinel" run --master "$master_addr" --addr-file "$RUN/sentinel.addr" \
-        --credentials "$CREDS/sentinel"
+        --credentials "$CREDS/sentinel" --metrics-addr "$SENTINEL_METRICS"
     wait_ready sentinel "contact with the master" addr_ready sentinel
 
     say "mounting at $MNT"
@@ -279,6 +291,11 @@ cmd_up() {
 
     say "cluster is up: master $master_addr, $CHUNKSERVERS chunkservers, mounted at $MNT"
     note "status: scripts/cluster.sh status    stop: scripts/cluster.sh down"
+    note "metrics (Prometheus, GET /metrics): master http://$MASTER_METRICS/metrics," \
+        "sentinel http://$SENTINEL_METRICS/metrics"
+    for ((i = 1; i <= CHUNKSERVERS; i++)); do
+        note "    cs$i http://$(cs_metrics "$i")/metrics"
+    done
 }
 
 cmd_down() {
