@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up              build (release), start everything, mount (safe to run twice)
 #   scripts/cluster.sh down            unmount, stop every process; data and keys stay
 #   scripts/cluster.sh status [--json] the cluster's state (mosaic-sentinel status)
+#   scripts/cluster.sh status --node n1 --files [--json]   files and chunks node n1 holds
 #   scripts/cluster.sh restart         down, then up
 #
 # Environment:
@@ -14,8 +15,8 @@
 #   MOSAIC_START_TIMEOUT  seconds to wait for each process to be ready (default 60)
 #
 # Prometheus metrics (plain HTTP, GET /metrics) are served on loopback at ports derived
-# from the master port P: master P+1, sentinel P+2, chunkserver i P+10+i (9421, 9422,
-# 9431.. by default); `up` prints them.
+# from the master port P: master P+1, sentinel P+2, mount P+3, chunkserver i P+10+i (9421,
+# 9422, 9423, 9431.. by default); `up` prints them.
 #
 # Layout of the state directory:
 #   master/meta.db, master/data.key   metadata and the cluster's data key (0600)
@@ -47,6 +48,7 @@ MASTER_ADDR="127.0.0.1:$MASTER_PORT"
 # Metrics endpoints, loopback only: they are unauthenticated.
 MASTER_METRICS="127.0.0.1:$((MASTER_PORT + 1))"
 SENTINEL_METRICS="127.0.0.1:$((MASTER_PORT + 2))"
+MOUNT_METRICS="127.0.0.1:$((MASTER_PORT + 3))"
 cs_metrics() { printf '127.0.0.1:%d' $((MASTER_PORT + 10 + $1)); }
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RUN="$STATE/run"
@@ -285,14 +287,14 @@ cmd_up() {
             allow_other=()
         fi
         start mount "$BIN/mosaic-mount" --master "$master_addr" --key-file "$KEY_FILE" \
-            --credentials "$CREDS/client" "${allow_other[@]}" "$MNT"
+            --credentials "$CREDS/client" --metrics-addr "$MOUNT_METRICS" "${allow_other[@]}" "$MNT"
         wait_ready mount "mount at $MNT" mounted
     fi
 
     say "cluster is up: master $master_addr, $CHUNKSERVERS chunkservers, mounted at $MNT"
     note "status: scripts/cluster.sh status    stop: scripts/cluster.sh down"
     note "metrics (Prometheus, GET /metrics): master http://$MASTER_METRICS/metrics," \
-        "sentinel http://$SENTINEL_METRICS/metrics"
+        "sentinel http://$SENTINEL_METRICS/metrics, mount http://$MOUNT_METRICS/metrics"
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         note "    cs$i http://$(cs_metrics "$i")/metrics"
     done
@@ -315,17 +317,13 @@ cmd_down() {
 }
 
 cmd_status() {
-    local json=()
-    case "${1:-}" in
-        "") ;;
-        --json) json=(--json) ;;
-        *) die "usage: cluster.sh status [--json]" ;;
-    esac
     [[ -x "$BIN/mosaic-sentinel" ]] || die "$BIN/mosaic-sentinel not built: run scripts/cluster.sh up first"
     local master_addr=$MASTER_ADDR
     [[ -s "$RUN/master.addr" ]] && master_addr=$(<"$RUN/master.addr")
     # The status command's exit status (0 healthy, 1 degraded, 2 unavailable) is ours.
-    exec "$BIN/mosaic-sentinel" status --master "$master_addr" --credentials "$CREDS/sentinel" "${json[@]}"
+    # Other flags (--json, --watch, --node N --files) go to `mosaic-sentinel status`, which
+    # checks them.
+    exec "$BIN/mosaic-sentinel" status --master "$master_addr" --credentials "$CREDS/sentinel" "$@"
 }
 
 usage() {

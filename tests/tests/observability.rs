@@ -12,7 +12,7 @@ use common::metrics::{sample, scrape};
 use common::rpc::{connect_master, ctx};
 use common::{ChunkId, InodeId, NodeId};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
-use mosaic_tests::{ClusterOptions, MountedCluster, TestCluster, wait_for};
+use mosaic_tests::{ClusterOptions, MountOptions, TestCluster, require_fuse, wait_for};
 use serde_bytes::ByteBuf;
 
 /// Deadline for heartbeats and probes to carry the new state to the master and sentinel on
@@ -73,22 +73,53 @@ fn chunk_map(cluster: &TestCluster, path: &str) -> (InodeId, BTreeMap<ChunkId, B
 
 #[test]
 fn metrics_and_node_files_show_what_was_written() {
-    let Some(mc) = MountedCluster::start(
-        "metrics_and_node_files_show_what_was_written",
-        ClusterOptions {
-            metrics: true,
-            ..ClusterOptions::default()
-        },
-    ) else {
+    let Some(_fuse) = require_fuse("metrics_and_node_files_show_what_was_written") else {
         return;
     };
-    let cluster = &mc.cluster;
+    let mut cluster = TestCluster::start(ClusterOptions {
+        metrics: true,
+        ..ClusterOptions::default()
+    });
+    let mount_metrics_file = cluster.root().join("mount.metrics.addr");
+    let mount = cluster.mount(MountOptions {
+        extra_args: vec![
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+            "--metrics-addr-file".into(),
+            mount_metrics_file.display().to_string(),
+        ],
+        ..MountOptions::default()
+    });
+    let cluster = &cluster;
     for (i, (path, size)) in FILES.iter().enumerate() {
-        let full = mc.path().join(path);
+        let full = mount.path().join(path);
         std::fs::create_dir_all(full.parent().expect("a parent")).expect("mkdir");
         let data: Vec<u8> = (0..*size).map(|b| (b * 7 + i) as u8).collect();
         // write + close: the data is committed at the master when this returns.
         std::fs::write(&full, &data).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+
+    // The mount: the bytes written through it and its operation latencies. (Reads are not
+    // asserted: right after a write the kernel may serve them from its page cache.)
+    let mount_metrics: std::net::SocketAddr = std::fs::read_to_string(&mount_metrics_file)
+        .expect("the mount wrote its metrics address before mounting")
+        .trim()
+        .parse()
+        .expect("a socket address");
+    let text = get(mount_metrics).expect("scrape the mount");
+    let written: usize = FILES.iter().map(|(_, size)| size).sum();
+    assert_eq!(
+        sample(&text, "mosaic_mount_write_bytes_total", &[]),
+        Some(written as f64),
+        "{text}"
+    );
+    for op in ["write", "flush"] {
+        let count = sample(
+            &text,
+            "mosaic_mount_op_duration_seconds_count",
+            &[("op", op)],
+        );
+        assert!(count.is_some_and(|c| c > 0.0), "no {op} latency:\n{text}");
     }
     let expected_chunks: usize = FILES.iter().map(|(_, size)| size.div_ceil(MIB)).sum();
 
