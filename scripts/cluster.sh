@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up              build (release), start everything, mount (safe to run twice)
 #   scripts/cluster.sh down            unmount, stop every process; data and keys stay
 #   scripts/cluster.sh status [--json] the cluster's state (mosaic-sentinel status)
+#   scripts/cluster.sh status --node n1 --files [--json]   files and chunks node n1 holds
 #   scripts/cluster.sh restart         down, then up
 #
 # Environment:
@@ -12,6 +13,10 @@
 #   MOSAIC_CHUNKSERVERS   number of chunkservers (default 3)
 #   MOSAIC_MASTER_PORT    master port on 127.0.0.1 (default 9420)
 #   MOSAIC_START_TIMEOUT  seconds to wait for each process to be ready (default 60)
+#
+# Prometheus metrics (plain HTTP, GET /metrics) are served on loopback at ports derived
+# from the master port P: master P+1, sentinel P+2, mount P+3, chunkserver i P+10+i (9421,
+# 9422, 9423, 9431.. by default); `up` prints them.
 #
 # Layout of the state directory:
 #   master/meta.db, master/data.key   metadata and the cluster's data key (0600)
@@ -40,6 +45,11 @@ START_TIMEOUT=${MOSAIC_START_TIMEOUT:-60}
 STOP_TIMEOUT=15
 
 MASTER_ADDR="127.0.0.1:$MASTER_PORT"
+# Metrics endpoints, loopback only: they are unauthenticated.
+MASTER_METRICS="127.0.0.1:$((MASTER_PORT + 1))"
+SENTINEL_METRICS="127.0.0.1:$((MASTER_PORT + 2))"
+MOUNT_METRICS="127.0.0.1:$((MASTER_PORT + 3))"
+cs_metrics() { printf '127.0.0.1:%d' $((MASTER_PORT + 10 + $1)); }
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 RUN="$STATE/run"
 LOGS="$STATE/logs"
@@ -57,6 +67,8 @@ die() {
 [[ "$CHUNKSERVERS" =~ ^[1-9][0-9]*$ ]] || die "MOSAIC_CHUNKSERVERS must be a positive integer, not '$CHUNKSERVERS'"
 [[ "$MASTER_PORT" =~ ^[0-9]+$ ]] && ((MASTER_PORT > 0 && MASTER_PORT < 65536)) ||
     die "MOSAIC_MASTER_PORT must be a port number, not '$MASTER_PORT'"
+((MASTER_PORT + 10 + CHUNKSERVERS < 65536)) ||
+    die "MOSAIC_MASTER_PORT leaves no room for the metrics ports (master port + 10 + chunkservers)"
 [[ "$START_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "MOSAIC_START_TIMEOUT must be a positive integer"
 
 as_root() {
@@ -227,7 +239,8 @@ cmd_up() {
     local n=$((CHUNKSERVERS < 3 ? CHUNKSERVERS : 3))
     say "starting master on $MASTER_ADDR (replicas $n)"
     start master "$BIN/mosaic-master" run --state "$STATE/master" --listen "$MASTER_ADDR" \
-        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$n" --read-quorum 1
+        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$n" --read-quorum 1 \
+        --metrics-addr "$MASTER_METRICS"
     wait_ready master "address file" addr_ready master
     local master_addr pid
     master_addr=$(<"$RUN/master.addr")
@@ -237,7 +250,8 @@ cmd_up() {
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         mkdir -p "$STATE/cs$i"
         start "cs$i" "$BIN/mosaic-chunkserver" --master "$master_addr" --data "$STATE/cs$i" \
-            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr" --credentials "$CREDS/cs$i"
+            --listen 127.0.0.1:0 --addr-file "$RUN/cs$i.addr" --credentials "$CREDS/cs$i" \
+            --metrics-addr "$(cs_metrics "$i")"
     done
     for ((i = 1; i <= CHUNKSERVERS; i++)); do
         wait_ready "cs$i" "registration" addr_ready "cs$i"
@@ -246,7 +260,7 @@ cmd_up() {
 
     say "starting sentinel"
     start sentinel "$BIN/mosaic-sentinel" run --master "$master_addr" --addr-file "$RUN/sentinel.addr" \
-        --credentials "$CREDS/sentinel"
+        --credentials "$CREDS/sentinel" --metrics-addr "$SENTINEL_METRICS"
     wait_ready sentinel "contact with the master" addr_ready sentinel
 
     say "mounting at $MNT"
@@ -273,12 +287,17 @@ cmd_up() {
             allow_other=()
         fi
         start mount "$BIN/mosaic-mount" --master "$master_addr" --key-file "$KEY_FILE" \
-            --credentials "$CREDS/client" "${allow_other[@]}" "$MNT"
+            --credentials "$CREDS/client" --metrics-addr "$MOUNT_METRICS" "${allow_other[@]}" "$MNT"
         wait_ready mount "mount at $MNT" mounted
     fi
 
     say "cluster is up: master $master_addr, $CHUNKSERVERS chunkservers, mounted at $MNT"
     note "status: scripts/cluster.sh status    stop: scripts/cluster.sh down"
+    note "metrics (Prometheus, GET /metrics): master http://$MASTER_METRICS/metrics," \
+        "sentinel http://$SENTINEL_METRICS/metrics, mount http://$MOUNT_METRICS/metrics"
+    for ((i = 1; i <= CHUNKSERVERS; i++)); do
+        note "    cs$i http://$(cs_metrics "$i")/metrics"
+    done
 }
 
 cmd_down() {
@@ -298,17 +317,13 @@ cmd_down() {
 }
 
 cmd_status() {
-    local json=()
-    case "${1:-}" in
-        "") ;;
-        --json) json=(--json) ;;
-        *) die "usage: cluster.sh status [--json]" ;;
-    esac
     [[ -x "$BIN/mosaic-sentinel" ]] || die "$BIN/mosaic-sentinel not built: run scripts/cluster.sh up first"
     local master_addr=$MASTER_ADDR
     [[ -s "$RUN/master.addr" ]] && master_addr=$(<"$RUN/master.addr")
     # The status command's exit status (0 healthy, 1 degraded, 2 unavailable) is ours.
-    exec "$BIN/mosaic-sentinel" status --master "$master_addr" --credentials "$CREDS/sentinel" "${json[@]}"
+    # Other flags (--json, --watch, --node N --files) go to `mosaic-sentinel status`, which
+    # checks them.
+    exec "$BIN/mosaic-sentinel" status --master "$master_addr" --credentials "$CREDS/sentinel" "$@"
 }
 
 usage() {

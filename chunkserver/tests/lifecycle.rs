@@ -80,6 +80,7 @@ impl Master for FakeMaster {
         set_goal(op: OpId, ino: InodeId, goal: u32) -> u64;
         confirm_replicas(chunk: ChunkId, base: Version, version: Version, nodes: Vec<NodeId>)
             -> Vec<NodeId>;
+        node_files(node: NodeId, after: ChunkId, limit: u32) -> Vec<common::types::NodeFileChunk>;
     }
 
     async fn report_bad_replica(

@@ -280,6 +280,10 @@ pub struct MountConfig {
     /// The cluster CA certificate (PEM): only peers it signed are accepted.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`): bytes and
+    /// latency of the mount's reads, writes, flushes and fsyncs. Default: none, no endpoint.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Default per-replica write deadline: long enough for a 4 MiB request to a busy disk,
@@ -316,6 +320,7 @@ impl MountConfig {
             flush_threshold_bytes: default_flush_threshold(),
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
+            metrics_addr: None,
         }
     }
 
@@ -333,6 +338,7 @@ impl MountConfig {
             flush_threshold_bytes: default_flush_threshold(),
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
+            metrics_addr: None,
         }
     }
 }

@@ -129,6 +129,10 @@ pub trait Master {
         version: Version,
         nodes: Vec<NodeId>,
     ) -> FsResult<Vec<NodeId>>;
+    /// [`Master::node_contents`] with the path of each replica's file (see
+    /// [`NodeFileChunk::path`]): which files and chunks `node` holds, paged the same way
+    /// (chunk id greater than `after`, at most `limit`, a shorter page is the last).
+    async fn node_files(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeFileChunk>>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

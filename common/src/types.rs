@@ -560,6 +560,18 @@ impl ReplicationPolicy {
     }
 }
 
+/// One replica on a node together with the file its chunk belongs to: the answer of
+/// `Master::node_files`, what the state-query client (`mosaic-sentinel status --node N
+/// --files`) lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFileChunk {
+    pub replica: NodeReplica,
+    /// An absolute path of the file (`/dir/name`, names as stored: bytes). A file with
+    /// several hard links shows one of them, the first in (parent inode, name) order, so
+    /// the answer is stable; `None` when the file has no name left (unlinked while open).
+    pub path: Option<ByteBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,8 +51,15 @@ pub struct Cli {
     /// (default 20).
     #[arg(long)]
     pub hedge_delay_ms: Option<u64>,
+    /// Serve Prometheus metrics (bytes and latency of reads, writes, flushes, fsyncs) over
+    /// plain HTTP at http://ADDR/metrics; port 0 picks one. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Once the metrics endpoint listens, write its bound address here (atomically).
+    #[arg(long, value_name = "PATH", requires = "metrics_addr")]
+    pub metrics_addr_file: Option<PathBuf>,
     /// Mount options, comma separated (helper form): key_file=PATH, credentials=DIR, allow_other,
-    /// attr_timeout_ms=N, rpc_timeout_ms=N, retry_window_ms=N; generic options such as
+    /// attr_timeout_ms=N, rpc_timeout_ms=N, retry_window_ms=N, metrics_addr=ADDR; generic options such as
     /// rw, defaults, _netdev, noauto, nofail are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -73,6 +80,8 @@ pub struct Cli {
 #[derive(Debug)]
 pub struct Plan {
     pub config: MountConfig,
+    /// Where to write the metrics endpoint's bound address (`--metrics-addr-file`).
+    pub metrics_addr_file: Option<PathBuf>,
     pub mountpoint: PathBuf,
     pub background: bool,
 }
@@ -121,6 +130,7 @@ impl Cli {
         let mut attr = self.attr_timeout_ms;
         let mut rpc = self.rpc_timeout_ms;
         let mut retry = self.retry_window_ms;
+        let mut metrics_addr = self.metrics_addr;
         let helper_form = !self.options.is_empty();
         for opt in self.options.iter().flat_map(|o| o.split(',')) {
             let (key, value) = match opt.split_once('=') {
@@ -147,6 +157,14 @@ impl Cli {
                 "attr_timeout_ms" => attr = Some(number(value)?),
                 "rpc_timeout_ms" => rpc = Some(number(value)?),
                 "retry_window_ms" => retry = Some(number(value)?),
+                "metrics_addr" => {
+                    metrics_addr = Some(
+                        value
+                            .context("metrics_addr needs an address")?
+                            .parse()
+                            .context("mount option metrics_addr takes HOST:PORT")?,
+                    )
+                }
                 k if IGNORED_OPTIONS.contains(&k) => {}
                 other => bail!("unknown mount option {other:?} (see mosaic-mount --help)"),
             }
@@ -188,9 +206,13 @@ impl Cli {
         if let Some(v) = self.hedge_delay_ms {
             config.hedge_delay_ms = v;
         }
+        if let Some(addr) = metrics_addr {
+            config.metrics_addr = Some(addr);
+        }
         let background = self.background || (helper_form && !self.foreground);
         Ok(Plan {
             config,
+            metrics_addr_file: self.metrics_addr_file,
             mountpoint,
             background,
         })

@@ -9,6 +9,7 @@ pub mod core;
 pub mod data;
 pub mod fuse;
 pub mod meta;
+pub mod metrics;
 
 use anyhow::{Context as _, bail};
 use common::FsError;
@@ -68,14 +69,32 @@ pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
 }
 
 /// Mounts and serves until unmounted (fusermount3 -u, umount, or SIGINT/SIGTERM).
-/// `ready` is called once the mount is live.
-pub fn mount(config: MountConfig, mountpoint: &Path, ready: impl FnOnce()) -> anyhow::Result<()> {
+/// `ready` is called once the mount is live. With `config.metrics_addr`, the metrics
+/// endpoint's bound address is written to `metrics_addr_file` (when given) before mounting.
+pub fn mount(
+    config: MountConfig,
+    mountpoint: &Path,
+    metrics_addr_file: Option<&Path>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mosaic-client")
         .build()
         .context("start the async runtime")?;
     let core = runtime.block_on(connect(&config))?;
+    let _metrics = match config.metrics_addr {
+        Some(addr) => {
+            let server = runtime.block_on(common::metrics::serve(addr, core.metrics().render()))?;
+            tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics)");
+            if let Some(path) = metrics_addr_file {
+                write_file_atomically(path, &format!("{}\n", server.addr))
+                    .with_context(|| format!("write metrics addr file {}", path.display()))?;
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let _keepalive = {
         let _in_runtime = runtime.enter();
         crate::core::spawn_keepalive(&core)
@@ -162,4 +181,14 @@ fn effective_uid_is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Writes `text` to `path` through a temp file and a rename, so a reader never sees a
+/// half-written file.
+fn write_file_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

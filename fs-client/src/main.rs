@@ -14,12 +14,18 @@ fn main() {
         }
     };
     let ready_pipe = if plan.background { detach() } else { None };
-    let result = fs_client::mount(plan.config, &plan.mountpoint, || {
-        if let Some(fd) = &ready_pipe {
-            let mut pipe = std::fs::File::from(fd.try_clone().expect("dup the ready pipe"));
-            let _ = pipe.write_all(b"1");
-        }
-    });
+    let metrics_addr_file = plan.metrics_addr_file.clone();
+    let result = fs_client::mount(
+        plan.config,
+        &plan.mountpoint,
+        metrics_addr_file.as_deref(),
+        || {
+            if let Some(fd) = &ready_pipe {
+                let mut pipe = std::fs::File::from(fd.try_clone().expect("dup the ready pipe"));
+                let _ = pipe.write_all(b"1");
+            }
+        },
+    );
     if let Err(e) = result {
         eprintln!("mosaic-mount: {e:#}");
         std::process::exit(1);

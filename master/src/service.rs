@@ -729,4 +729,16 @@ impl Master for MasterService {
         })
         .await
     }
+
+    async fn node_files(
+        self,
+        _: Context,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<common::types::NodeFileChunk>> {
+        let span = info_span!("node_files", %node, after = after.0, limit);
+        self.blocking(span, move |s| s.node_files(node, after, limit))
+            .await
+    }
 }

@@ -8,6 +8,7 @@ use crate::render::{render_json, render_table};
 use crate::status::{self, Verdict};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use common::NodeId;
 use common::config::{DEFAULT_HEARTBEAT_MS, SentinelConfig, load_toml};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -85,11 +86,23 @@ struct StatusArgs {
     #[arg(long)]
     json: bool,
     /// Redraw every second until Ctrl-C; the exit status is that of the last report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "files")]
     watch: bool,
+    /// With --files: the node to list, as status shows it (`n1f`) or as a decimal id.
+    #[arg(long, value_name = "NODE", requires = "files", value_parser = parse_node)]
+    node: Option<NodeId>,
+    /// List the files and chunk replicas the master records on --node (one row per
+    /// replica; --json for scripts) instead of the cluster report. Exit status 0, or 2
+    /// when the master is unreachable or does not know the node.
+    #[arg(long, requires = "node")]
+    files: bool,
     /// A sentinel (or client) credential: `mosaic-master issue sentinel NAME --out DIR`.
     #[command(flatten)]
     tls: common::tls::TlsArgs,
+}
+
+fn parse_node(text: &str) -> Result<NodeId, String> {
+    NodeId::parse(text).ok_or_else(|| format!("{text:?} is not a node id (n1f or 31)"))
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -234,6 +247,11 @@ fn status_command(args: StatusArgs) -> u8 {
         }
     };
     runtime.block_on(async {
+        if let (true, Some(node)) = (args.files, args.node) {
+            let (out, err, code) = files_report(&args, node).await;
+            emit(&out, &err);
+            return code;
+        }
         if !args.watch {
             let (out, err, verdict) = one_status(&args).await;
             emit(&out, &err);
@@ -257,6 +275,40 @@ fn status_command(args: StatusArgs) -> u8 {
             }
         }
     })
+}
+
+/// `status --node N --files`: (stdout text, stderr text, exit status).
+async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
+    let failed = Verdict::Unavailable.exit_code();
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    args.tls.apply(&mut cert, &mut key, &mut ca);
+    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+        Ok(tls) => tls,
+        Err(err) => return (String::new(), format!("mosaic-sentinel: {err:#}\n"), failed),
+    };
+    match crate::files::fetch(&args.master, &tls, node, crate::STATUS_MASTER_DEADLINE).await {
+        Ok(report) => {
+            let out = if args.json {
+                crate::files::render_json(&report)
+            } else {
+                crate::files::render_table(&report)
+            };
+            (out, String::new(), 0)
+        }
+        Err(common::FsError::NotFound) => (
+            String::new(),
+            format!(
+                "mosaic-sentinel: the master at {} knows no node {node}\n",
+                args.master
+            ),
+            failed,
+        ),
+        Err(err) => (
+            String::new(),
+            format!("mosaic-sentinel: master {}: {err}\n", args.master),
+            failed,
+        ),
+    }
 }
 
 /// One report: (stdout text, stderr text, verdict).
@@ -396,5 +448,32 @@ mod tests {
         };
         assert_eq!(args.master, "127.0.0.1:9420");
         assert!(args.json && !args.watch);
+    }
+
+    #[test]
+    fn files_needs_a_node_and_parses_both_id_forms() {
+        for (text, id) in [("n1f", 31), ("31", 31)] {
+            let Command::Status(args) =
+                parse(&["mosaic-sentinel", "status", "--node", text, "--files"]).command
+            else {
+                panic!("status expected");
+            };
+            assert_eq!((args.node, args.files), (Some(NodeId(id)), true));
+        }
+        for bad in [
+            &["mosaic-sentinel", "status", "--files"][..],
+            &["mosaic-sentinel", "status", "--node", "n1"],
+            &["mosaic-sentinel", "status", "--node", "bogus", "--files"],
+            &[
+                "mosaic-sentinel",
+                "status",
+                "--node",
+                "n1",
+                "--files",
+                "--watch",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! - [`health`]: the pure node-health rules (HEALTHY / SUSPECT / DEAD);
 //! - [`status`]: the typed status report and the cluster verdict behind `status`;
 //! - [`render`]: the table and JSON renderings of a report;
+//! - [`files`]: `status --node N --files`, which files and chunks a node holds;
+//! - [`metrics`]: the Prometheus endpoint of `run` (`--metrics-addr`);
 //! - [`cluster`]: the narrow network boundary (master summary, node probes);
 //! - [`cli`]: flags and the two subcommands; `main.rs` only calls [`cli::main`].
 //!
@@ -13,6 +15,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod monitor;

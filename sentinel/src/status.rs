@@ -283,7 +283,7 @@ pub async fn fetch_report<C: Cluster>(
 }
 
 /// Serializes a node id as its `n<hex>` text and accepts that or plain decimal back.
-mod node_id_text {
+pub(crate) mod node_id_text {
     use common::NodeId;
     use serde::{Deserialize, Deserializer, Serializer};
 

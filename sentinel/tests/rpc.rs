@@ -388,6 +388,16 @@ impl Master for SummaryOnly {
     ) -> FsResult<Vec<NodeId>> {
         refused()
     }
+
+    async fn node_files(
+        self,
+        _: Context,
+        _: NodeId,
+        _: ChunkId,
+        _: u32,
+    ) -> FsResult<Vec<common::types::NodeFileChunk>> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

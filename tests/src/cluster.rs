@@ -54,6 +54,10 @@ pub struct ClusterOptions {
     pub capacity_bytes: Option<u64>,
     /// `--scrub-rate` and `--scrub-period-ms` of every chunkserver; default: the daemon's.
     pub scrub: Option<(u64, u64)>,
+    /// Serve Prometheus metrics on loopback (a free port each) from the master and every
+    /// chunkserver; [`TestCluster::master_metrics_addr`] and
+    /// [`TestCluster::chunkserver_metrics_addr`] say where. Default false.
+    pub metrics: bool,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +70,7 @@ impl Default for ClusterOptions {
             chunk_size: crate::TEST_CHUNK_SIZE,
             capacity_bytes: None,
             scrub: None,
+            metrics: false,
         }
     }
 }
@@ -264,6 +269,14 @@ impl TestCluster {
             .arg(self.credentials(&format!("cs{i}")));
         if let Some(capacity) = self.opts.capacity_bytes {
             cmd.arg("--capacity").arg(capacity.to_string());
+        }
+        if self.opts.metrics {
+            let file = self.root.path().join(format!("cs{i}.metrics.addr"));
+            let _ = std::fs::remove_file(&file);
+            cmd.arg("--metrics-addr")
+                .arg("127.0.0.1:0")
+                .arg("--metrics-addr-file")
+                .arg(file);
         }
         if let Some((rate, period_ms)) = self.opts.scrub {
             cmd.arg("--scrub-rate")
@@ -553,6 +566,77 @@ impl TestCluster {
         self.try_sentinel_status().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Where the master serves metrics (the cluster must have been started with
+    /// [`ClusterOptions::metrics`]); the file is written before the master's address file.
+    pub fn master_metrics_addr(&self) -> SocketAddr {
+        read_metrics_addr(&self.root.path().join("master.metrics.addr"))
+    }
+
+    /// Where chunkserver `i` serves metrics (see [`Self::master_metrics_addr`]).
+    pub fn chunkserver_metrics_addr(&self, i: usize) -> SocketAddr {
+        read_metrics_addr(&self.root.path().join(format!("cs{i}.metrics.addr")))
+    }
+
+    /// Starts `mosaic-sentinel run` against this cluster with its metrics endpoint on a free
+    /// loopback port; returns once the endpoint listens and the master has answered. The
+    /// process is killed when the returned handle drops.
+    pub fn start_sentinel_with_metrics(&self, probe_interval_ms: u64) -> SentinelProcess {
+        let name = format!("sentinel-{}", self.next_mount);
+        let file = self.root.path().join(format!("{name}.metrics.addr"));
+        let ready = self.root.path().join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Command::new(bin(bins::SENTINEL));
+        cmd.arg("run")
+            .arg("--master")
+            .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(self.credentials(SENTINEL))
+            .arg("--probe-interval-ms")
+            .arg(probe_interval_ms.to_string())
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--metrics-addr-file")
+            .arg(&file)
+            .arg("--addr-file")
+            .arg(&ready);
+        let mut daemon = Daemon::spawn("mosaic-sentinel", cmd, &self.log_path(&name));
+        // The sentinel writes the master's address once it answered, after the endpoint
+        // file: both are there when this returns.
+        wait_addr(&mut daemon, &ready);
+        let metrics_addr = read_metrics_addr(&file);
+        SentinelProcess {
+            _daemon: daemon,
+            metrics_addr,
+        }
+    }
+
+    /// Runs `mosaic-sentinel status --node NODE --files --json` and parses its output;
+    /// `Err` with the output when it fails or prints no JSON.
+    pub fn try_sentinel_node_files(&self, node: &str) -> Result<serde_json::Value, String> {
+        let mut cmd = Command::new(bin(bins::SENTINEL));
+        cmd.arg("status")
+            .arg("--master")
+            .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(self.credentials(SENTINEL))
+            .arg("--node")
+            .arg(node)
+            .arg("--files")
+            .arg("--json");
+        let out: CmdOutput = try_run(cmd, TOOL_DEADLINE)?;
+        if !out.status.success() {
+            return Err(format!(
+                "mosaic-sentinel status --node {node} --files exited {}:\n{}{}",
+                out.status,
+                out.stdout_text(),
+                out.stderr_text()
+            ));
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("no JSON ({e}):\n{}", out.stdout_text()))
+    }
+
     /// The master's cluster summary over RPC.
     pub fn master_summary(&self) -> FsResult<ClusterSummary> {
         let addr = self.master_addr();
@@ -577,6 +661,14 @@ impl TestCluster {
                 .filter(|s| s.nodes.iter().filter(|n| n.online).count() >= want)
         })
     }
+}
+
+/// A `mosaic-sentinel run` process ([`TestCluster::start_sentinel_with_metrics`]); killed
+/// on drop.
+pub struct SentinelProcess {
+    _daemon: Daemon,
+    /// Where its metrics endpoint listens.
+    pub metrics_addr: SocketAddr,
 }
 
 /// Name of the client credential every harness mount and RPC uses.
@@ -629,7 +721,29 @@ fn spawn_master(
         .arg(w.to_string())
         .arg("--read-quorum")
         .arg(r.to_string());
+    if opts.metrics {
+        let file = root.join("master.metrics.addr");
+        let _ = std::fs::remove_file(&file);
+        cmd.arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--metrics-addr-file")
+            .arg(file);
+    }
     Daemon::spawn("mosaic-master", cmd, &root.join("logs").join("master.log"))
+}
+
+/// The address in a metrics address file, which the daemon wrote before its main address
+/// file (so it is complete once the daemon counts as started).
+fn read_metrics_addr(file: &Path) -> SocketAddr {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| {
+        panic!(
+            "no metrics address in {} ({e}): start the cluster with ClusterOptions::metrics",
+            file.display()
+        )
+    });
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}: {text:?}", file.display()))
 }
 
 /// Every regular file under `dir` (recursively); empty if `dir` does not exist.

@@ -1,5 +1,6 @@
 //! The state-query client: repeatedly asks the master which files and chunks each node
-//! holds (`cluster_summary`, then every node's `node_contents`, page by page). A small
+//! holds (`cluster_summary`, then every node's `node_files`, page by page: each replica with
+//! the path of its file, the same RPC as `mosaic-sentinel status --node N --files`). A small
 //! working set is written first so the answers are not empty.
 
 use super::{Better, Config, Figure, Outcome, pattern, per_second};
@@ -33,13 +34,13 @@ async fn sweep(client: &common::rpc::MasterClient) -> anyhow::Result<u64> {
         let mut after = ChunkId(0);
         loop {
             let page = client
-                .node_contents(ctx(RPC_TIMEOUT), node.node, after, PAGE)
+                .node_files(ctx(RPC_TIMEOUT), node.node, after, PAGE)
                 .await
-                .context("node_contents RPC")?
-                .map_err(|e| anyhow!("node_contents of {}: {e}", node.node))?;
+                .context("node_files RPC")?
+                .map_err(|e| anyhow!("node_files of {}: {e}", node.node))?;
             replicas += page.len() as u64;
             match page.last() {
-                Some(last) if page.len() == PAGE as usize => after = last.chunk,
+                Some(last) if page.len() == PAGE as usize => after = last.replica.chunk,
                 _ => break,
             }
         }

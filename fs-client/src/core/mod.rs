@@ -71,6 +71,8 @@ pub struct ClientCore {
     locks: locks::HeldLocks,
     /// Read latency and failures per replica, for read order and hedging.
     replica_stats: io::ReplicaStats,
+    /// Bytes and latencies of file operations, for the metrics endpoint.
+    metrics: crate::metrics::ClientMetrics,
 }
 
 /// Validates a name the kernel hands us before it goes to the master.
@@ -114,7 +116,18 @@ impl ClientCore {
             seen: Mutex::new(HashMap::new()),
             locks: locks::HeldLocks::default(),
             replica_stats: io::ReplicaStats::default(),
+            metrics: crate::metrics::ClientMetrics::new(),
         }))
+    }
+
+    /// The mount's operation metrics (served by `--metrics-addr`).
+    pub fn metrics(&self) -> &crate::metrics::ClientMetrics {
+        &self.metrics
+    }
+
+    /// Records `op`'s latency since `started` and its outcome.
+    fn measured<T>(&self, op: &str, started: std::time::Instant, result: &FsResult<T>) {
+        self.metrics.observe(op, started.elapsed(), result.is_ok());
     }
 
     pub fn mount_info(&self) -> MountInfo {
@@ -527,11 +540,17 @@ impl ClientCore {
         data: &[u8],
         caller_uid: u32,
     ) -> Option<FsResult<u32>> {
+        let started = std::time::Instant::now();
         let (handle, file) = match self.handle(fh) {
             Ok(pair) => pair,
             Err(e) => return Some(Err(e)),
         };
-        file.try_buffer(self, handle.append, offset, data, caller_uid)
+        let result = file.try_buffer(self, handle.append, offset, data, caller_uid)?;
+        self.measured("write", started, &result);
+        if let Ok(n) = result {
+            self.metrics.wrote(n as usize);
+        }
+        Some(result)
     }
 
     pub async fn write(
@@ -541,27 +560,46 @@ impl ClientCore {
         data: &[u8],
         caller_uid: u32,
     ) -> FsResult<u32> {
+        let started = std::time::Instant::now();
         let (handle, file) = self.handle(fh)?;
-        file.write(self, handle.append, offset, data, caller_uid)
-            .await
+        let result = file
+            .write(self, handle.append, offset, data, caller_uid)
+            .await;
+        self.measured("write", started, &result);
+        if let Ok(n) = result {
+            self.metrics.wrote(n as usize);
+        }
+        result
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let started = std::time::Instant::now();
         let (handle, file) = self.handle(fh)?;
-        file.read(self, handle.ino, offset, size).await
+        let result = file.read(self, handle.ino, offset, size).await;
+        self.measured("read", started, &result);
+        if let Ok(bytes) = &result {
+            self.metrics.read(bytes.len());
+        }
+        result
     }
 
     /// close(2) of one descriptor: pushes buffered data and commits it, so that another
     /// mount that opens the file afterwards sees it.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let started = std::time::Instant::now();
         let (_, file) = self.handle(fh)?;
-        file.flush(self, false).await
+        let result = file.flush(self, false).await;
+        self.measured("flush", started, &result);
+        result
     }
 
     /// fsync: data on the replicas' disks and metadata committed before returning.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let started = std::time::Instant::now();
         let (_, file) = self.handle(fh)?;
-        file.flush(self, true).await
+        let result = file.flush(self, true).await;
+        self.measured("fsync", started, &result);
+        result
     }
 
     /// The last reference to a handle is gone.

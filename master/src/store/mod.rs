@@ -222,6 +222,16 @@ pub trait MetaStore: Send + Sync + 'static {
         version: Version,
         nodes: &[NodeId],
     ) -> FsResult<Vec<NodeId>>;
+
+    /// [`Self::node_contents`] with one path per replica's file: built by walking dentries
+    /// up to the root; a hard-linked file gets its first name in (parent, name) order, an
+    /// unlinked one `None`.
+    fn node_files(
+        &self,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<common::types::NodeFileChunk>>;
 }
 
 thread_local! {

@@ -2021,6 +2021,29 @@ impl MetaStore for SqliteStore {
             Ok(moved)
         })
     }
+
+    fn node_files(
+        &self,
+        node: NodeId,
+        after: ChunkId,
+        limit: u32,
+    ) -> FsResult<Vec<common::types::NodeFileChunk>> {
+        // Two short read transactions: a rename between them only changes which name is
+        // shown, and the listing is informative, never used to decide anything.
+        let replicas = self.node_contents(node, after, limit)?;
+        self.read(|c| {
+            let mut paths = HashMap::new();
+            replicas
+                .into_iter()
+                .map(|replica| {
+                    Ok(common::types::NodeFileChunk {
+                        path: path_of(c, replica.ino, &mut paths)?.map(ByteBuf::from),
+                        replica,
+                    })
+                })
+                .collect()
+        })
+    }
 }
 
 /// One row of the goal scans: chunk id, confirmed version, the file's goal column.
@@ -2058,4 +2081,61 @@ fn replica_rows(
         });
     }
     Ok(out)
+}
+
+/// Longest chain of directories followed up from a file when building its path: far deeper
+/// than any real tree (PATH_MAX allows about 2048 levels), and a bound so that a corrupt
+/// cycle in `dentries` can never loop forever.
+const MAX_PATH_DEPTH: usize = 4096;
+
+/// An absolute path of `ino` (`/a/b`), built by walking `dentries` up to the root; one
+/// name per inode, the first in (parent, name) order. `None` when some inode on the way
+/// has no name (unlinked) or the walk passes [`MAX_PATH_DEPTH`]. `cache` keeps the answer
+/// of every inode on the way, so the files of one directory cost one walk.
+fn path_of(
+    c: &Connection,
+    ino: InodeId,
+    cache: &mut HashMap<InodeId, Option<Vec<u8>>>,
+) -> R<Option<Vec<u8>>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT parent, name FROM dentries WHERE ino = ?1 ORDER BY parent, name LIMIT 1",
+    )?;
+    // From `ino` upward: (inode, its name in its parent).
+    let mut chain: Vec<(InodeId, Vec<u8>)> = Vec::new();
+    let mut cur = ino;
+    // The path of `cur` where the walk stopped; "" stands for the root.
+    let base = loop {
+        if cur == InodeId::ROOT {
+            break Some(Vec::new());
+        }
+        if let Some(known) = cache.get(&cur) {
+            break known.clone();
+        }
+        let Ok(key) = i64::try_from(cur.0) else {
+            break None;
+        };
+        if chain.len() >= MAX_PATH_DEPTH {
+            break None;
+        }
+        let row: Option<(i64, Vec<u8>)> = stmt
+            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some((parent, name)) => {
+                chain.push((cur, name));
+                cur = InodeId(parent as u64);
+            }
+            None => break None,
+        }
+    };
+    let mut path = base;
+    for (ino, name) in chain.into_iter().rev() {
+        path = path.map(|mut p| {
+            p.push(b'/');
+            p.extend_from_slice(&name);
+            p
+        });
+        cache.insert(ino, path.clone());
+    }
+    Ok(path.map(|p| if p.is_empty() { b"/".to_vec() } else { p }))
 }

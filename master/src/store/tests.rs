@@ -1762,3 +1762,68 @@ fn late_replicas_are_confirmed_only_at_the_current_version() {
     );
     assert_eq!(current(&s), 2);
 }
+
+fn node_files_names_the_file_of_every_replica() {
+    let s = fx();
+    let views = nodes(&*s, 3);
+    let d = mk(&*s, ROOT, "dir", FileKind::Dir);
+    let sub = mk(&*s, d.ino, "sub", FileKind::Dir);
+    let f = mk(&*s, sub.ino, "f", FileKind::File);
+    let g = mk(&*s, ROOT, "g", FileKind::File);
+    let open = mk(&*s, ROOT, "open", FileKind::File);
+    let f0 = write_chunk(&*s, f.ino, 0, &views, 100);
+    let f1 = write_chunk(&*s, f.ino, 1, &views, 100);
+    let g0 = write_chunk(&*s, g.ino, 0, &views, 100);
+    let o0 = write_chunk(&*s, open.ino, 0, &views, 100);
+    // g gets a second name that sorts first by parent (the root is the lowest inode, so
+    // give the link a name in the root that sorts before "g").
+    s.link(g.ino, ROOT, b"a-link-to-g", t(11)).expect("link");
+    // "open" is unlinked while a session holds it: its chunks stay, it has no name.
+    let session = s.create_session("c", t(1)).expect("session");
+    s.open(session, open.ino).expect("open");
+    s.unlink(ROOT, b"open", t(12)).expect("unlink");
+
+    let mut all = Vec::new();
+    let mut after = ChunkId(0);
+    loop {
+        let page = s.node_files(NodeId(1), after, 2).expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.replica.chunk;
+        all.extend(page);
+    }
+    let got: Vec<(ChunkId, Option<String>)> = all
+        .iter()
+        .map(|e| {
+            (
+                e.replica.chunk,
+                e.path
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (f0.chunk, Some("/dir/sub/f".to_string())),
+            (f1.chunk, Some("/dir/sub/f".to_string())),
+            (g0.chunk, Some("/a-link-to-g".to_string())),
+            (o0.chunk, None),
+        ]
+    );
+    // The replica fields are node_contents' own.
+    let plain = s
+        .node_contents(NodeId(1), ChunkId(0), 100)
+        .expect("contents");
+    assert_eq!(
+        all.iter().map(|e| e.replica).collect::<Vec<_>>(),
+        plain,
+        "same replicas, same order"
+    );
+    assert!(
+        s.node_files(NodeId(99), ChunkId(0), 100)
+            .expect("unknown node")
+            .is_empty()
+    );
+}
