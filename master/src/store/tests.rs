@@ -1763,6 +1763,7 @@ fn late_replicas_are_confirmed_only_at_the_current_version() {
     assert_eq!(current(&s), 2);
 }
 
+#[test]
 fn node_files_names_the_file_of_every_replica() {
     let s = fx();
     let views = nodes(&*s, 3);
