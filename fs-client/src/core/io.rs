@@ -63,6 +63,29 @@ struct GrantState {
     written_end: u64,
     /// Written since the last fdatasync of the replicas.
     unsynced: bool,
+    /// Replicas that finished every write after the quorum answered.
+    late: Late,
+}
+
+/// The replicas of a grant that finished every write after the quorum had answered, and
+/// whether all its late writes have ended; shared with the task that follows them. They
+/// hold the grant's data as fully as the acknowledging ones, so an fsync may count them.
+#[derive(Clone, Debug, Default)]
+struct Late {
+    nodes: Arc<Mutex<Vec<NodeAddr>>>,
+    ended: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Late {
+    /// `acked` and the late replicas known so far.
+    fn with(&self, mut acked: Vec<NodeAddr>) -> Vec<NodeAddr> {
+        for node in self.nodes.lock().iter() {
+            if !acked.iter().any(|a| a.node == node.node) {
+                acked.push(node.clone());
+            }
+        }
+        acked
+    }
 }
 
 impl GrantState {
@@ -98,7 +121,7 @@ struct FileState {
     /// yet. A grant is spent by its commit (the next flush gets a new version), so this
     /// outlives the grant until an fsync makes those writes durable.
     /// With each, the acknowledgements it needs (the grant's quorum).
-    unsynced_commits: HashMap<u64, (ChunkId, Vec<NodeAddr>, u32)>,
+    unsynced_commits: HashMap<u64, (ChunkId, Vec<NodeAddr>, u32, Late)>,
     /// Per chunk index: set when the late replicas of its last grant have finished and been
     /// reported (see `follow_stragglers`); the next grant waits for it a little.
     stragglers: HashMap<u64, tokio::sync::watch::Receiver<bool>>,
@@ -296,8 +319,10 @@ impl OpenFile {
                     if let Some(gs) = st.grants.remove(&index)
                         && !sync
                     {
-                        st.unsynced_commits
-                            .insert(index, (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum));
+                        st.unsynced_commits.insert(
+                            index,
+                            (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum, gs.late),
+                        );
                     }
                 }
                 if sync {
@@ -427,6 +452,7 @@ impl OpenFile {
                     ok,
                     written_end: 0,
                     unsynced: false,
+                    late: Late::default(),
                 },
             );
         }
@@ -583,15 +609,18 @@ impl OpenFile {
                 needed
             )));
         }
-        if !running.is_empty() {
+        let late = if running.is_empty() {
+            Late::default()
+        } else {
             self.follow_stragglers(core, index, grant, running, committed.clone())
-                .await;
-        }
+                .await
+        };
         let mut st = self.state.lock();
         if let Some(live) = st.grants.get_mut(&index) {
             live.ok = ok.clone();
             live.written_end = written_end;
             live.unsynced = true;
+            live.late = late;
         }
         Ok(ChunkCommit {
             index,
@@ -615,23 +644,36 @@ impl OpenFile {
         grant: &WriteGrant,
         mut running: ReplicaWrites,
         mut committed: tokio::sync::watch::Receiver<bool>,
-    ) {
+    ) -> Late {
         let master = core.meta().handle().await.ok();
         let (done, done_rx) = tokio::sync::watch::channel(false);
         self.state.lock().stragglers.insert(index, done_rx);
+        let (ended, ended_rx) = tokio::sync::watch::channel(false);
+        let holders = Late {
+            nodes: Arc::default(),
+            ended: Some(ended_rx),
+        };
+        let sink = holders.nodes.clone();
+        let addrs = grant.replicas.clone();
         let (ino, chunk, base, version) = (self.ino, grant.chunk, grant.base, grant.version);
         let rpc_timeout = core.config().rpc_timeout;
         tokio::spawn(async move {
             let mut late = Vec::new();
             while let Some(joined) = running.next().await {
                 match joined {
-                    Ok((node, Ok(()))) => late.push(node),
+                    Ok((node, Ok(()))) => {
+                        late.push(node);
+                        if let Some(addr) = addrs.iter().find(|a| a.node == node) {
+                            sink.lock().push(addr.clone());
+                        }
+                    }
                     Ok((node, Err(e))) => {
                         tracing::warn!(?ino, ?chunk, ?node, error = %e, "late replica failed the write; it stays stale");
                     }
                     Err(e) => tracing::warn!(?ino, ?chunk, error = %e, "replica write task failed"),
                 }
             }
+            let _ = ended.send(true);
             // Only a committed version can be current: wait for this flush's commit (a
             // failed flush drops the sender, and the late copies are scratch).
             if late.is_empty() || committed.wait_for(|c| *c).await.is_err() {
@@ -662,24 +704,56 @@ impl OpenFile {
             }
             let _ = done.send(true);
         });
+        holders
     }
 
     /// fdatasync the replicas holding unsynced writes of this file, one request per node.
     /// Succeeds when every chunk has at least W replicas that synced: a replica that cannot
     /// sync is not counted as durable, and one missing replica does not fail the fsync.
     async fn sync_replicas(&self, core: &ClientCore) -> FsResult<()> {
+        let Err(e) = self.sync_replicas_once(core).await else {
+            return Ok(());
+        };
+        // Too few of the acknowledging replicas made it (one died since): replicas still
+        // finishing late may make up the count. Their requests are bounded by the write
+        // deadline; wait for them, then try once more.
+        let pending: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let st = self.state.lock();
+            st.unsynced_commits
+                .values()
+                .map(|u| &u.3)
+                .chain(st.grants.values().map(|g| &g.late))
+                .filter_map(|l| l.ended.clone())
+                .collect()
+        };
+        if pending.is_empty() {
+            return Err(e);
+        }
+        let ended = join_all(pending.into_iter().map(|mut rx| async move {
+            let _ = rx.wait_for(|e| *e).await;
+        }));
+        let bound = core.config().write_timeout * (WRITE_ATTEMPTS as u32 + 1);
+        let _ = tokio::time::timeout(bound, ended).await;
+        self.sync_replicas_once(core).await
+    }
+
+    /// One round of [`Self::sync_replicas`] over the replicas known to hold the writes.
+    async fn sync_replicas_once(&self, core: &ClientCore) -> FsResult<()> {
         let mut chunks: HashMap<u64, (ChunkId, Vec<NodeAddr>, u32)> = HashMap::new();
         let mut synced = Vec::new();
         {
             let st = self.state.lock();
-            for (index, (chunk, nodes, quorum)) in &st.unsynced_commits {
-                chunks.insert(*index, (*chunk, nodes.clone(), *quorum));
+            for (index, (chunk, nodes, quorum, late)) in &st.unsynced_commits {
+                chunks.insert(*index, (*chunk, late.with(nodes.clone()), *quorum));
             }
             for (index, gs) in &st.grants {
                 if gs.unsynced {
                     synced.push(*index);
                     // Written under a grant not committed yet: its replicas are the newest.
-                    chunks.insert(*index, (gs.grant.chunk, gs.ok_addrs(), gs.grant.quorum));
+                    chunks.insert(
+                        *index,
+                        (gs.grant.chunk, gs.late.with(gs.ok_addrs()), gs.grant.quorum),
+                    );
                 }
             }
         }
