@@ -136,7 +136,9 @@ wait_ready() {
     local name=$1 what=$2 deadline=$((SECONDS + START_TIMEOUT))
     shift 2
     until "$@"; do
-        if ! pid_of "$name" >/dev/null; then
+        # Not pid_of: right after `start`, before the child has exec'd, its command line is
+        # still this script's, and pid_of's recycled-pid guard would call it gone.
+        if ! kill -0 "$(cat "$RUN/$name.pid" 2>/dev/null)" 2>/dev/null; then
             log_tail "$name"
             die "$name exited before $what (log: $LOGS/$name.log)"
         fi
