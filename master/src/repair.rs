@@ -434,6 +434,9 @@ mod tests {
         assert_eq!(plan(&[two], &nodes, 3, &none, 1).len(), 1);
     }
 
+    /// (name, chunk, cluster goal, expected (chunk, node) trims)
+    type TrimCase = (&'static str, ChunkReplicas, usize, Vec<(u64, u64)>);
+
     #[test]
     fn trim_plan_table() {
         let nodes = vec![
@@ -456,8 +459,7 @@ mod tests {
                 ],
             )
         };
-        // (name, chunk, cluster goal, expected (chunk, node) trims)
-        let cases: Vec<(&str, ChunkReplicas, usize, Vec<(u64, u64)>)> = vec![
+        let cases: Vec<TrimCase> = vec![
             ("at goal", all(1, 4), 4, vec![]),
             ("under goal", all(1, 4), 5, vec![]),
             // 4 current, goal 2: the most loaded (2) goes, then the fuller of the idle ones

@@ -73,8 +73,10 @@ fn converge(cluster: &TestCluster, ino: InodeId, chunks: u64, want: usize, what:
 
 #[test]
 fn directory_goals_are_inherited_and_changes_converge() {
-    let mut opts = ClusterOptions::default();
-    opts.chunkservers = 4;
+    let opts = ClusterOptions {
+        chunkservers: 4,
+        ..ClusterOptions::default()
+    };
     let Some(mc) =
         MountedCluster::start("directory_goals_are_inherited_and_changes_converge", opts)
     else {
