@@ -76,6 +76,7 @@ impl Master for FakeMaster {
         node_contents(node: NodeId, after: ChunkId, limit: u32) -> Vec<NodeReplica>;
         setlk(session: SessionId, ino: InodeId, req: LockRequest) -> ();
         getlk(session: SessionId, ino: InodeId, req: LockRequest) -> Option<LockInfo>;
+        report_node_health(node: NodeId, alive: bool) -> NodeCondition;
     }
 
     async fn report_bad_replica(

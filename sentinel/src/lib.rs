@@ -78,6 +78,8 @@ pub async fn status(master: &str, tls: &common::tls::Tls) -> Result<StatusReport
         tls_cert_file: None,
         tls_key_file: None,
         tls_ca_file: None,
+        probe_addrs: Default::default(),
+        report: true,
     };
     let interval = Duration::from_millis(config.probe_interval_ms);
     let cluster = RpcCluster::new(

@@ -142,7 +142,18 @@ CREATE TABLE op_results (
 ) WITHOUT ROWID;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+/// V3: what the master holds about a node beyond liveness (`NodeCondition`): declared dead
+/// by the sentinels, or stopped for maintenance. No row: up. A dead node's replica rows are
+/// kept (it may come back with current copies) but do not count toward any goal.
+const V3: &str = r#"
+CREATE TABLE node_conditions (
+    node      INTEGER PRIMARY KEY REFERENCES nodes (id),
+    condition TEXT    NOT NULL,
+    since_sec INTEGER NOT NULL
+);
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {
