@@ -631,7 +631,18 @@ impl Master for MasterService {
         indexes: Vec<u64>,
     ) -> FsResult<Vec<WriteGrant>> {
         let span = info_span!("prepare_write", %ino, chunks = indexes.len());
-        let views = self.views();
+        // A node declared dead or stopped for maintenance takes no writes and no new chunks,
+        // even while the registry still counts it online (its last heartbeat is recent).
+        let conditions = self.conditions();
+        let mut views = self.views();
+        for v in &mut views {
+            if conditions
+                .get(&v.node)
+                .is_some_and(|c| *c != NodeCondition::Up)
+            {
+                v.online = false;
+            }
+        }
         let policy = self.inner.policy;
         self.blocking(span, move |s| {
             s.prepare_write(ino, &indexes, &views, policy)
