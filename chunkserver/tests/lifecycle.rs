@@ -81,6 +81,7 @@ impl Master for FakeMaster {
         confirm_replicas(chunk: ChunkId, base: Version, version: Version, nodes: Vec<NodeId>)
             -> Vec<NodeId>;
         node_files(node: NodeId, after: ChunkId, limit: u32) -> Vec<common::types::NodeFileChunk>;
+        report_node_health(node: NodeId, alive: bool) -> NodeCondition;
     }
 
     async fn report_bad_replica(

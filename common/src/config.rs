@@ -126,6 +126,65 @@ pub struct MasterConfig {
     /// served where an admin asked for it (a loopback or monitoring-network address).
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Distinct sentinels that must vote a node dead (within `dead_vote_window_ms`) before
+    /// the master declares it dead and re-replicates its chunks. Default 1 (one sentinel);
+    /// with several, a sentinel with a broken link alone cannot start a replication storm.
+    #[serde(default = "default_dead_quorum")]
+    pub dead_quorum: u32,
+    /// How long a sentinel's dead vote stays valid, in milliseconds; sentinels repeat their
+    /// vote every probe round. Default 10000.
+    #[serde(default = "default_dead_vote_window")]
+    pub dead_vote_window_ms: u64,
+    /// How long a gracefully stopped node (planned maintenance) keeps its replicas counted
+    /// before it is treated as dead, in milliseconds. Default 300000 (5 minutes).
+    #[serde(default = "default_maintenance_window")]
+    pub maintenance_window_ms: u64,
+    /// Re-replication copies running at once, cluster-wide. Default 8.
+    #[serde(default = "default_repair_copies")]
+    pub repair_max_copies: u32,
+    /// Re-replication copies one node takes part in at once (as source or target).
+    /// Default 4.
+    #[serde(default = "default_repair_copies_per_node")]
+    pub repair_max_copies_per_node: u32,
+    /// Re-replication bandwidth, cluster-wide, in bytes per second (0: unlimited).
+    /// Default 256 MiB/s.
+    #[serde(default = "default_repair_bandwidth")]
+    pub repair_bytes_per_sec: u64,
+}
+
+/// Default sentinel quorum for declaring a node dead: one sentinel is the default setup.
+pub const DEFAULT_DEAD_QUORUM: u32 = 1;
+/// Default life of a dead vote: ten probe rounds at the default interval, so a vote from
+/// a sentinel that stopped voting expires within seconds.
+pub const DEFAULT_DEAD_VOTE_WINDOW_MS: u64 = 10_000;
+/// Default maintenance window: long enough for a restart or a kernel update, short enough
+/// that a node that never comes back costs minutes, not MooseFS's half hour.
+pub const DEFAULT_MAINTENANCE_WINDOW_MS: u64 = 300_000;
+/// Default cluster-wide copies in flight: enough to fill a LAN link with 64 MiB chunks
+/// while leaving room for client I/O.
+pub const DEFAULT_REPAIR_MAX_COPIES: u32 = 8;
+/// Default copies one node serves or receives at once: one node's disk is the bottleneck.
+pub const DEFAULT_REPAIR_MAX_COPIES_PER_NODE: u32 = 4;
+/// Default re-replication bandwidth: about a quarter of a 10 GbE link.
+pub const DEFAULT_REPAIR_BYTES_PER_SEC: u64 = 256 * 1024 * 1024;
+
+fn default_dead_quorum() -> u32 {
+    DEFAULT_DEAD_QUORUM
+}
+fn default_dead_vote_window() -> u64 {
+    DEFAULT_DEAD_VOTE_WINDOW_MS
+}
+fn default_maintenance_window() -> u64 {
+    DEFAULT_MAINTENANCE_WINDOW_MS
+}
+fn default_repair_copies() -> u32 {
+    DEFAULT_REPAIR_MAX_COPIES
+}
+fn default_repair_copies_per_node() -> u32 {
+    DEFAULT_REPAIR_MAX_COPIES_PER_NODE
+}
+fn default_repair_bandwidth() -> u64 {
+    DEFAULT_REPAIR_BYTES_PER_SEC
 }
 
 impl MasterConfig {
@@ -145,6 +204,12 @@ impl MasterConfig {
             tls_key_file: None,
             tls_ca_file: None,
             metrics_addr: None,
+            dead_quorum: DEFAULT_DEAD_QUORUM,
+            dead_vote_window_ms: DEFAULT_DEAD_VOTE_WINDOW_MS,
+            maintenance_window_ms: DEFAULT_MAINTENANCE_WINDOW_MS,
+            repair_max_copies: DEFAULT_REPAIR_MAX_COPIES,
+            repair_max_copies_per_node: DEFAULT_REPAIR_MAX_COPIES_PER_NODE,
+            repair_bytes_per_sec: DEFAULT_REPAIR_BYTES_PER_SEC,
         }
     }
 
@@ -369,6 +434,16 @@ pub struct SentinelConfig {
     /// served where an admin asked for it (a loopback or monitoring-network address).
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Probe these nodes at another address than the one they registered with, keyed by
+    /// node id (`"n2" = "10.1.0.2:9430"`): for a sentinel that reaches a node through
+    /// another network. Pointing one at a closed port is how tests make a sentinel that
+    /// cannot reach a node. Default: none.
+    #[serde(default)]
+    pub probe_addrs: std::collections::BTreeMap<String, String>,
+    /// Report verdicts to the master (dead votes, alive again), so it re-replicates the
+    /// chunks of dead nodes. Default true; false makes a watch-only sentinel.
+    #[serde(default = "default_true")]
+    pub report: bool,
 }
 
 fn default_dead_after() -> u64 {

@@ -133,6 +133,12 @@ pub trait Master {
     /// [`NodeFileChunk::path`]): which files and chunks `node` holds, paged the same way
     /// (chunk id greater than `after`, at most `limit`, a shorter page is the last).
     async fn node_files(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeFileChunk>>;
+    /// A sentinel's verdict on a chunkserver: `alive = false` is a vote that it is dead
+    /// (repeated every probe round while the sentinel holds it), `alive = true` that it
+    /// answers again. The master declares a node dead when `dead_quorum` distinct sentinels
+    /// voted so within `dead_vote_window_ms`, and alive again at the first alive report.
+    /// Answers the node's condition after the report. Sentinel role only.
+    async fn report_node_health(node: NodeId, alive: bool) -> FsResult<NodeCondition>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

@@ -196,11 +196,17 @@ pub fn allowed(role: Role, method: &str) -> bool {
     // malicious one with a valid credential) may write blocks, never drop or overwrite a
     // whole replica.
     const MASTER_ONLY: &[&str] = &["ChunkServer.delete_chunks", "ChunkServer.copy_from"];
+    // Verdicts on nodes (which start re-replication) are the sentinels' alone.
+    const SENTINEL_ONLY: &[&str] = &["Master.report_node_health"];
     match role {
         // The master calls chunkservers for deletes and repairs.
         Role::Master => method.starts_with("ChunkServer."),
         Role::Chunkserver => NODE_ONLY.contains(&method) || CHUNKSERVER_MAY.contains(&method),
-        Role::Client => !NODE_ONLY.contains(&method) && !MASTER_ONLY.contains(&method),
+        Role::Client => {
+            !NODE_ONLY.contains(&method)
+                && !MASTER_ONLY.contains(&method)
+                && !SENTINEL_ONLY.contains(&method)
+        }
         Role::Sentinel => {
             !NODE_ONLY.contains(&method)
                 && !MUTATIONS.contains(&method)
@@ -691,6 +697,7 @@ mod tests {
             ("Master.get_goal", [false, false, true, true]),
             ("Master.confirm_replicas", [false, false, true, false]),
             ("ChunkServer.status", [true, true, true, true]),
+            ("Master.report_node_health", [false, false, false, true]),
         ];
         for (method, expect) in table {
             for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {

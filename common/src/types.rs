@@ -425,6 +425,8 @@ pub struct NodeInfo {
     pub status: NodeStatus,
     /// Replicas the master records on this node.
     pub replicas: u64,
+    /// What the master holds about this node besides liveness (dead, maintenance...).
+    pub condition: NodeCondition,
 }
 
 /// The master's summary of the cluster, for `status` and monitoring.
@@ -439,6 +441,8 @@ pub struct ClusterSummary {
     pub lost: u64,
     pub logical_bytes: u64,
     pub nodes: Vec<NodeInfo>,
+    /// Re-replication and repair progress since the master started.
+    pub repair: RepairProgress,
 }
 
 /// One replica the master records on a node: which chunk of which file, at which version.
@@ -570,6 +574,61 @@ pub struct NodeFileChunk {
     /// several hard links shows one of them, the first in (parent inode, name) order, so
     /// the answer is stable; `None` when the file has no name left (unlinked while open).
     pub path: Option<ByteBuf>,
+}
+
+/// The master's durable record of a node beyond "heard from recently": set by the sentinels
+/// (dead, alive again), by the node itself (a graceful stop announces maintenance) and by
+/// admins (drain). Decides whether the node's replicas count toward a chunk's goal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeCondition {
+    /// Nothing recorded: its replicas count when current.
+    #[default]
+    Up,
+    /// Declared dead by a quorum of sentinels (or a maintenance window ran out): its
+    /// replicas no longer count and are re-replicated elsewhere.
+    Dead,
+    /// Stopped gracefully (planned maintenance): its replicas still count, nothing is
+    /// re-replicated until the master's maintenance window runs out.
+    Maintenance,
+}
+
+impl NodeCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeCondition::Up => "UP",
+            NodeCondition::Dead => "DEAD",
+            NodeCondition::Maintenance => "MAINTENANCE",
+        }
+    }
+
+    /// Whether current replicas on a node in this condition count toward the goal.
+    pub fn counts(self) -> bool {
+        match self {
+            NodeCondition::Up | NodeCondition::Maintenance => true,
+            NodeCondition::Dead => false,
+        }
+    }
+}
+
+/// Re-replication progress (copies of chunks that are below their goal), as the master's
+/// repair worker counts it since the master started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairProgress {
+    /// Chunks below their goal at the last scan (re-replication still to do).
+    pub queued_chunks: u64,
+    /// Bytes of those chunks (their committed length), one copy each.
+    pub queued_bytes: u64,
+    /// Copies running now.
+    pub in_flight: u64,
+    /// Copies finished and recorded.
+    pub done_chunks: u64,
+    pub done_bytes: u64,
+    /// Copies that failed (they are planned again).
+    pub failed: u64,
+    /// Copy rate over the last few seconds, bytes per second.
+    pub bytes_per_sec: u64,
+    /// Surplus replicas removed (a returning node's copies of re-replicated chunks).
+    pub trimmed: u64,
 }
 
 #[cfg(test)]

@@ -132,6 +132,25 @@ pub struct RunArgs {
     /// Once the metrics endpoint listens, write its bound address here (atomically).
     #[arg(long, value_name = "PATH", requires = "metrics_addr")]
     pub metrics_addr_file: Option<PathBuf>,
+    /// Distinct sentinels that must vote a node dead before it is [config default: 1].
+    #[arg(long, value_name = "N")]
+    pub dead_quorum: Option<u32>,
+    /// Life of a sentinel's dead vote, in milliseconds [config default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub dead_vote_window_ms: Option<u64>,
+    /// How long a gracefully stopped node keeps its replicas counted before it is treated
+    /// as dead, in milliseconds [config default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub maintenance_window_ms: Option<u64>,
+    /// Re-replication copies at once, cluster-wide [config default: 8].
+    #[arg(long, value_name = "N")]
+    pub repair_max_copies: Option<u32>,
+    /// Re-replication copies one node takes part in at once [config default: 4].
+    #[arg(long, value_name = "N")]
+    pub repair_max_copies_per_node: Option<u32>,
+    /// Re-replication bandwidth in bytes per second, 0 unlimited [config default: 256 MiB/s].
+    #[arg(long, value_name = "BYTES")]
+    pub repair_bytes_per_sec: Option<u64>,
 }
 
 impl RunArgs {
@@ -169,6 +188,24 @@ impl RunArgs {
         }
         if let Some(addr) = self.metrics_addr {
             config.metrics_addr = Some(addr);
+        }
+        if let Some(n) = self.dead_quorum {
+            config.dead_quorum = n;
+        }
+        if let Some(ms) = self.dead_vote_window_ms {
+            config.dead_vote_window_ms = ms;
+        }
+        if let Some(ms) = self.maintenance_window_ms {
+            config.maintenance_window_ms = ms;
+        }
+        if let Some(n) = self.repair_max_copies {
+            config.repair_max_copies = n;
+        }
+        if let Some(n) = self.repair_max_copies_per_node {
+            config.repair_max_copies_per_node = n;
+        }
+        if let Some(rate) = self.repair_bytes_per_sec {
+            config.repair_bytes_per_sec = rate;
         }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);

@@ -321,7 +321,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             tls,
             revoked.clone(),
             move |stream, peer| {
-                let svc = svc.clone();
+                let svc = svc.for_peer(peer.clone());
                 common::serve_connection!(stream, peer, svc.serve(), Some(rpc_metrics.clone()))
             },
             stopped(stop_rx),

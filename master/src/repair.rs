@@ -1,37 +1,45 @@
-//! Repair of bad and stale replicas: the master notices chunks with fewer current replicas
-//! than the goal (a replica reported corrupt, or one that missed a committed write) and has
-//! a node copy the chunk from a healthy replica (`ChunkServer::copy_from`). Data flows
-//! chunkserver to chunkserver; the master only decides and records.
+//! Repair and re-replication: the master notices chunks with fewer current replicas than
+//! their goal (a replica reported corrupt, one that missed a committed write, or every
+//! replica of a node the sentinels declared dead) and has a node copy the chunk from a
+//! healthy replica (`ChunkServer::copy_from`). Data flows chunkserver to chunkserver; the
+//! master only decides and records. It also trims surplus replicas (a node declared dead
+//! that came back holds copies that were re-made elsewhere meanwhile).
 //!
-//! Replicas on nodes that are merely unreachable still count as current here: deciding that
-//! a node is dead and re-replicating what it held is the sentinel's job (it must not react
-//! to a short pause). This module repairs only what is known to be wrong.
+//! Replicas on nodes that are merely unreachable still count here: only a node the
+//! sentinels declared dead (`NodeCondition::Dead`) stops counting, so a short pause never
+//! starts a copy.
 //!
-//! [`plan`] is a pure function of the replica table and the node views, table-tested; the
-//! worker [`repair_loop`] only runs it, dials nodes and records results.
+//! [`plan`], [`plan_trims`], [`Pacer`] and [`RateMeter`] are pure, table-tested; the worker
+//! [`repair_loop`] only runs them, dials nodes and records results. Nothing here ever deletes
+//! the last current copy of a chunk or takes a chunk below its goal.
 
 use crate::registry::NodeView;
 use crate::service::MasterService;
 use common::rpc::{ChunkServerClient, ctx};
+use common::types::{NodeCondition, RepairProgress};
 use common::{ChunkId, FsError, FsResult, NodeId, Version};
 use futures::future::BoxFuture;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How often the master looks for chunks to repair. A repair starts within about this long
-/// of a bad report or a commit that left a replica behind.
+/// How often the master looks for chunks to repair when nothing wakes it earlier (a node
+/// declared dead or a finished copy replan at once).
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// Chunks examined per round: bounds the query and the plan; the rest wait a round.
 pub const REPAIR_SCAN: usize = 256;
-/// Copies in flight at once, cluster-wide: repair must not starve client I/O.
-pub const MAX_COPIES_IN_FLIGHT: usize = 4;
 /// Deadline of one copy: a 64 MiB chunk at a slow 10 MB/s, with room. A copy to a stalled
 /// node fails after this and is planned again.
 pub const COPY_DEADLINE: Duration = Duration::from_secs(120);
 /// Deadline of connecting to the copy's target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bandwidth limit lets copies start up to this far ahead of their byte budget, so a
+/// round can start several small copies at once instead of one per tick.
+pub const PACER_BURST: Duration = Duration::from_secs(1);
+/// The window the copy rate in `status` is measured over: long enough to smooth single
+/// chunks, short enough to show a stall within seconds.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// One replica row as the repair planner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +50,17 @@ pub struct ReplicaRow {
     pub bad: bool,
 }
 
-/// A committed chunk and all its replica rows.
+/// A committed chunk, its goal and all its replica rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkReplicas {
     pub chunk: ChunkId,
     pub confirmed: Version,
+    /// Committed length in bytes: what one copy moves (for the bandwidth limit).
+    pub length: u64,
+    /// Current replicas this chunk should have (the cluster's N unless a per-directory
+    /// goal says otherwise).
+    pub goal: usize,
     pub replicas: Vec<ReplicaRow>,
-    /// The file's own replication goal; `None` follows the cluster's (the planners' `goal`).
-    pub goal: Option<u32>,
 }
 
 /// Copy `chunk` at `version` from `source` to `target`.
@@ -57,51 +68,114 @@ pub struct ChunkReplicas {
 pub struct CopyOrder {
     pub chunk: ChunkId,
     pub version: Version,
+    pub length: u64,
     pub source: NodeId,
     pub source_addr: String,
     pub target: NodeId,
     pub target_addr: String,
 }
 
-/// The copies that bring `chunks` back to `goal` current replicas, at most `max`, skipping
-/// chunks in `busy` (a copy already running). Sources: current replicas on online nodes,
-/// least loaded first. Targets: online nodes without a current replica, those holding a
-/// stale one first (it is overwritten), then nodes without the chunk by free space; never a
-/// node whose replica is marked bad (its deletion is pending and would race the copy).
+/// How many copies may run, and what is running already.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Copies at once, cluster-wide (running ones included).
+    pub max_copies: usize,
+    /// Copies one node takes part in at once, as source or target (running included).
+    pub max_per_node: usize,
+}
+
+/// Copies running now: their chunks (never two copies of one chunk at once) and how many
+/// each node takes part in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    pub chunks: HashSet<ChunkId>,
+    pub per_node: HashMap<NodeId, usize>,
+}
+
+impl InFlight {
+    pub fn total(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn start(&mut self, order: &CopyOrder) {
+        self.chunks.insert(order.chunk);
+        *self.per_node.entry(order.source).or_insert(0) += 1;
+        *self.per_node.entry(order.target).or_insert(0) += 1;
+    }
+
+    pub fn finish(&mut self, order: &CopyOrder) {
+        self.chunks.remove(&order.chunk);
+        for node in [order.source, order.target] {
+            if let Some(n) = self.per_node.get_mut(&node) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_node.remove(&node);
+                }
+            }
+        }
+    }
+
+    fn load(&self, node: NodeId) -> usize {
+        self.per_node.get(&node).copied().unwrap_or(0)
+    }
+}
+
+fn condition(conditions: &HashMap<NodeId, NodeCondition>, node: NodeId) -> NodeCondition {
+    conditions.get(&node).copied().unwrap_or_default()
+}
+
+/// Current replicas of `c` that count toward its goal: at the committed version, not bad,
+/// not on a node declared dead.
+fn counting(c: &ChunkReplicas, conditions: &HashMap<NodeId, NodeCondition>) -> Vec<NodeId> {
+    c.replicas
+        .iter()
+        .filter(|r| r.version == c.confirmed && !r.bad && condition(conditions, r.node).counts())
+        .map(|r| r.node)
+        .collect()
+}
+
+/// The copies that bring `chunks` back to their goal of current replicas, within `limits`
+/// given what is `running`. Chunks are taken in the order given (the store lists the least
+/// replicated first, so a chunk down to one copy is served before one down to two).
+/// Sources: current replicas on online nodes that are up, least loaded first. Targets:
+/// online, up nodes without a current replica, those holding a stale one first (it is
+/// overwritten), then nodes without the chunk by free space; never a node whose replica is
+/// marked bad (its deletion is pending and would race the copy) nor one declared dead.
 pub fn plan(
     chunks: &[ChunkReplicas],
     nodes: &[NodeView],
-    goal: usize,
-    busy: &HashSet<ChunkId>,
-    max: usize,
+    conditions: &HashMap<NodeId, NodeCondition>,
+    running: &InFlight,
+    limits: &Limits,
 ) -> Vec<CopyOrder> {
     let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
-    let online = |n: &NodeId| views.get(n).is_some_and(|v| v.online);
-    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| v.online).collect();
+    let usable = |n: &NodeId| {
+        views.get(n).is_some_and(|v| v.online) && condition(conditions, *n) != NodeCondition::Dead
+    };
+    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| usable(&v.node)).collect();
     by_space.sort_by(|a, b| {
         b.free_bytes()
             .cmp(&a.free_bytes())
             .then(a.node.cmp(&b.node))
     });
+    let mut load = running.clone();
     let mut out = Vec::new();
     for c in chunks {
-        if out.len() >= max || busy.contains(&c.chunk) || c.confirmed.0 == 0 {
+        if load.total() >= limits.max_copies {
+            break;
+        }
+        if load.chunks.contains(&c.chunk) || c.confirmed.0 == 0 {
             continue;
         }
-        let goal = c.goal.map_or(goal, |g| g as usize);
-        let current: Vec<NodeId> = c
-            .replicas
-            .iter()
-            .filter(|r| r.version == c.confirmed && !r.bad)
-            .map(|r| r.node)
-            .collect();
-        if current.len() >= goal {
+        let current = counting(c, conditions);
+        if current.len() >= c.goal {
             continue;
         }
         let Some(source) = current
             .iter()
-            .filter(|n| online(n))
-            .min_by_key(|n| (views[*n].status.load(), **n))
+            .filter(|n| usable(n) && load.load(**n) < limits.max_per_node)
+            .min_by_key(|n| (load.load(**n), views[*n].status.load(), **n))
+            .copied()
         else {
             continue;
         };
@@ -114,7 +188,7 @@ pub fn plan(
         let mut stale: Vec<NodeId> = c
             .replicas
             .iter()
-            .filter(|r| !r.bad && r.version < c.confirmed && online(&r.node))
+            .filter(|r| !r.bad && r.version < c.confirmed && usable(&r.node))
             .map(|r| r.node)
             .collect();
         stale.sort();
@@ -123,83 +197,159 @@ pub fn plan(
             .iter()
             .map(|v| v.node)
             .filter(|n| !holders.contains(n) && !bad.contains(n));
-        let targets: Vec<NodeId> = stale
-            .into_iter()
-            .chain(fresh)
-            .take(goal - current.len())
-            .collect();
-        for target in targets {
-            if out.len() >= max {
+        let candidates: Vec<NodeId> = stale.into_iter().chain(fresh).collect();
+        let mut missing = c.goal - current.len();
+        for target in candidates {
+            if missing == 0 || load.total() >= limits.max_copies {
                 break;
             }
-            out.push(CopyOrder {
+            if load.load(source) >= limits.max_per_node {
+                break;
+            }
+            if load.load(target) >= limits.max_per_node {
+                continue;
+            }
+            let order = CopyOrder {
                 chunk: c.chunk,
                 version: c.confirmed,
-                source: *source,
-                source_addr: views[source].addr.clone(),
+                length: c.length,
+                source,
+                source_addr: views[&source].addr.clone(),
                 target,
                 target_addr: views[&target].addr.clone(),
-            });
+            };
+            // Several copies of one chunk may start in one round (two replicas lost);
+            // `chunks` only keeps later rounds from adding more while they run.
+            load.chunks.insert(order.chunk);
+            *load.per_node.entry(source).or_insert(0) += 1;
+            *load.per_node.entry(target).or_insert(0) += 1;
+            out.push(order);
+            missing -= 1;
         }
     }
     out
 }
 
-/// Drop `node`'s replica of `chunk`: the chunk has more current replicas than its goal.
+/// Remove `node`'s replica of `chunk`: it is surplus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrimOrder {
     pub chunk: ChunkId,
     pub node: NodeId,
 }
 
-/// The surplus replicas of over-replicated `chunks` to drop (after a goal was lowered), at
-/// most `max`, skipping chunks in `busy`. Never below the goal, never the last current
-/// replica. Which go: replicas on offline nodes first (the online ones keep serving), then
-/// the most loaded, then the fullest, then the highest node id (deterministic).
+/// Surplus replicas to remove: for every chunk with more counting current replicas than its
+/// goal (and no copy running), the extra ones on the fullest online nodes. Never more than
+/// `count - goal`, so never below the goal and never the last current copy; replicas on
+/// offline nodes are left alone (their node may be needed as it is).
 pub fn plan_trims(
     chunks: &[ChunkReplicas],
     nodes: &[NodeView],
-    goal: usize,
-    busy: &HashSet<ChunkId>,
-    max: usize,
+    conditions: &HashMap<NodeId, NodeCondition>,
+    running: &InFlight,
 ) -> Vec<TrimOrder> {
     let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
     let mut out = Vec::new();
     for c in chunks {
-        if busy.contains(&c.chunk) || c.confirmed.0 == 0 {
+        if running.chunks.contains(&c.chunk) || c.goal == 0 {
             continue;
         }
-        let goal = c.goal.map_or(goal, |g| g as usize).max(1);
-        let mut current: Vec<NodeId> = c
-            .replicas
-            .iter()
-            .filter(|r| r.version == c.confirmed && !r.bad)
-            .map(|r| r.node)
+        let current = counting(c, conditions);
+        if current.len() <= c.goal {
+            continue;
+        }
+        let mut removable: Vec<NodeId> = current
+            .into_iter()
+            .filter(|n| views.get(n).is_some_and(|v| v.online))
             .collect();
-        if current.len() <= goal {
-            continue;
-        }
-        // Sort so that the replicas to drop come first.
-        current.sort_by_key(|n| {
-            let v = views.get(n);
-            (
-                v.is_some_and(|v| v.online),
-                std::cmp::Reverse(v.map_or(0, |v| v.status.load())),
-                v.map_or(0, |v| v.free_bytes()),
-                std::cmp::Reverse(*n),
-            )
+        // Fullest first (least free), then the highest id: deterministic.
+        removable.sort_by(|a, b| {
+            views[a]
+                .free_bytes()
+                .cmp(&views[b].free_bytes())
+                .then(b.cmp(a))
         });
-        for node in current.iter().take(current.len() - goal) {
-            if out.len() >= max {
-                return out;
-            }
-            out.push(TrimOrder {
-                chunk: c.chunk,
-                node: *node,
-            });
-        }
+        let surplus = counting(c, conditions).len() - c.goal;
+        out.extend(removable.into_iter().take(surplus).map(|node| TrimOrder {
+            chunk: c.chunk,
+            node,
+        }));
     }
     out
+}
+
+/// The bandwidth limit: copies may start while the bytes already started are within
+/// [`PACER_BURST`] of what `bytes_per_sec` allows. Pure over the `now` it is given.
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    bytes_per_sec: u64,
+    /// When the bytes admitted so far will have been "paid" at the limit.
+    paid_until: Option<Instant>,
+}
+
+impl Pacer {
+    /// `bytes_per_sec` 0 means unlimited.
+    pub fn new(bytes_per_sec: u64) -> Pacer {
+        Pacer {
+            bytes_per_sec,
+            paid_until: None,
+        }
+    }
+
+    /// Whether a copy of `bytes` may start at `now`; if so, it is charged.
+    pub fn admit(&mut self, now: Instant, bytes: u64) -> bool {
+        if self.bytes_per_sec == 0 {
+            return true;
+        }
+        let paid = self.paid_until.map_or(now, |t| t.max(now));
+        if paid > now + PACER_BURST {
+            return false;
+        }
+        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+        self.paid_until = Some(paid + cost);
+        true
+    }
+}
+
+/// Bytes per second over the last [`RATE_WINDOW`].
+#[derive(Clone, Debug, Default)]
+pub struct RateMeter {
+    done: VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    pub fn record(&mut self, at: Instant, bytes: u64) {
+        self.done.push_back((at, bytes));
+    }
+
+    pub fn rate(&mut self, now: Instant) -> u64 {
+        while self
+            .done
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW)
+        {
+            self.done.pop_front();
+        }
+        let bytes: u64 = self.done.iter().map(|(_, b)| b).sum();
+        (bytes as f64 / RATE_WINDOW.as_secs_f64()) as u64
+    }
+}
+
+/// The worker's shared bookkeeping: copies running and progress counters.
+#[derive(Debug, Default)]
+pub struct RepairState {
+    pub running: InFlight,
+    pub progress: RepairProgress,
+    pub meter: RateMeter,
+}
+
+impl RepairState {
+    /// Progress with the rate as of `now`.
+    pub fn snapshot(&mut self, now: Instant) -> RepairProgress {
+        let mut p = self.progress;
+        p.in_flight = self.running.total() as u64;
+        p.bytes_per_sec = self.meter.rate(now);
+        p
+    }
 }
 
 /// Dials a chunkserver (over the master's TLS credential).
@@ -216,44 +366,46 @@ pub fn connector(tls: common::tls::Tls) -> Connector {
     })
 }
 
-/// Plans and runs repairs every [`REPAIR_INTERVAL`] until `stop` changes.
+/// Plans and runs repairs every [`REPAIR_INTERVAL`], or at once when the service wakes it
+/// (a node declared dead, a copy finished), until `stop` changes.
 pub async fn repair_loop(
     service: MasterService,
     connect: Connector,
     mut stop: watch::Receiver<bool>,
 ) {
-    let busy: Arc<parking_lot::Mutex<HashSet<ChunkId>>> = Arc::default();
+    let wake = service.repair_wake();
+    let mut pacer = Pacer::new(service.repair_limits().1);
     let mut tick = tokio::time::interval(REPAIR_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
+            _ = wake.notified() => {}
         }
-        let room = MAX_COPIES_IN_FLIGHT.saturating_sub(busy.lock().len());
-        if room == 0 {
-            continue;
-        }
-        let snapshot = busy.lock().clone();
-        // Trims are metadata only (the deletions go out with heartbeats): done inline.
-        service.trim_surplus(&snapshot).await;
-        let orders = match service.plan_repairs(&snapshot, room).await {
+        service.expire_maintenance().await;
+        let orders = match service.plan_repairs().await {
             Ok(orders) => orders,
             // Logged by the service's store wrapper.
             Err(_) => continue,
         };
         for order in orders {
-            busy.lock().insert(order.chunk);
-            let (service, connect, busy) = (service.clone(), connect.clone(), busy.clone());
+            if !pacer.admit(Instant::now(), order.length) {
+                // Over the bandwidth budget: the rest waits for a later round.
+                break;
+            }
+            service.repair_started(&order);
+            let (service, connect) = (service.clone(), connect.clone());
             tokio::spawn(async move {
-                run_copy(&service, &connect, &order).await;
-                busy.lock().remove(&order.chunk);
+                let ok = run_copy(&service, &connect, &order).await;
+                service.repair_finished(&order, ok);
             });
         }
+        service.trim_surplus().await;
     }
 }
 
-async fn run_copy(service: &MasterService, connect: &Connector, order: &CopyOrder) {
+async fn run_copy(service: &MasterService, connect: &Connector, order: &CopyOrder) -> bool {
     let started = std::time::Instant::now();
     let copied = async {
         let client = connect(order.target_addr.clone()).await?;
@@ -276,9 +428,13 @@ async fn run_copy(service: &MasterService, connect: &Connector, order: &CopyOrde
             tracing::info!(chunk = %order.chunk, source = %order.source, target = %order.target,
                 version = ?order.version, seconds = started.elapsed().as_secs_f64(),
                 recorded = ?recorded, "replica repaired");
+            recorded.is_ok()
         }
-        Err(e) => tracing::warn!(chunk = %order.chunk, source = %order.source,
-            target = %order.target, error = %e, "replica repair failed; planned again later"),
+        Err(e) => {
+            tracing::warn!(chunk = %order.chunk, source = %order.source,
+                target = %order.target, error = %e, "replica repair failed; planned again later");
+            false
+        }
     }
 }
 
@@ -313,14 +469,10 @@ mod tests {
         ChunkReplicas {
             chunk: ChunkId(id),
             confirmed: Version(confirmed),
+            length: 1 << 20,
+            goal: 3,
             replicas,
-            goal: None,
         }
-    }
-
-    fn with_goal(mut c: ChunkReplicas, goal: u32) -> ChunkReplicas {
-        c.goal = Some(goal);
-        c
     }
 
     fn pairs(orders: &[CopyOrder]) -> Vec<(u64, u64, u64)> {
@@ -330,29 +482,39 @@ mod tests {
             .collect()
     }
 
-    /// (name, chunk, expected (chunk, source, target) orders)
-    type Case = (&'static str, ChunkReplicas, Vec<(u64, u64, u64)>);
+    fn open() -> Limits {
+        Limits {
+            max_copies: 100,
+            max_per_node: 100,
+        }
+    }
 
-    #[test]
-    fn repair_plan_table() {
-        let nodes = vec![
+    fn dead(nodes: &[u64]) -> HashMap<NodeId, NodeCondition> {
+        nodes
+            .iter()
+            .map(|&n| (NodeId(n), NodeCondition::Dead))
+            .collect()
+    }
+
+    /// (name, chunk, nodes declared dead, expected (chunk, source, target) orders)
+    type Case = (&'static str, ChunkReplicas, Vec<u64>, Vec<(u64, u64, u64)>);
+
+    fn nodes() -> Vec<NodeView> {
+        vec![
             view(1, true, 100, 0),
             view(2, true, 300, 5),
             view(3, true, 200, 0),
             view(4, false, 900, 0),
             view(5, true, 50, 0),
-        ];
-        let none = HashSet::new();
+        ]
+    }
+
+    #[test]
+    fn repair_plan_table() {
+        let nodes = nodes();
+        let full = || vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)];
         let cases: Vec<Case> = vec![
-            (
-                "at goal",
-                chunk(
-                    1,
-                    4,
-                    vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)],
-                ),
-                vec![],
-            ),
+            ("at goal", chunk(1, 4, full()), vec![], vec![]),
             // A stale replica on an online node is brought up to date in place, from the
             // least-loaded current replica.
             (
@@ -362,6 +524,7 @@ mod tests {
                     4,
                     vec![row(1, 4, false), row(2, 4, false), row(3, 3, false)],
                 ),
+                vec![],
                 vec![(2, 1, 3)],
             ),
             // A bad replica's node is skipped (its deletion is pending): the copy goes to the
@@ -373,9 +536,10 @@ mod tests {
                     4,
                     vec![row(1, 4, false), row(2, 4, false), row(3, 4, true)],
                 ),
+                vec![],
                 vec![(3, 1, 5)],
             ),
-            // Replicas on an offline node still count: that is the sentinel's decision.
+            // Replicas on an offline node still count until the sentinels declare it dead.
             (
                 "offline counts",
                 chunk(
@@ -384,144 +548,315 @@ mod tests {
                     vec![row(1, 4, false), row(2, 4, false), row(4, 4, false)],
                 ),
                 vec![],
+                vec![],
+            ),
+            // Declared dead: its replica no longer counts; a copy goes to a node without one.
+            (
+                "dead node",
+                chunk(
+                    4,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(4, 4, false)],
+                ),
+                vec![4],
+                vec![(4, 1, 3)],
+            ),
+            // A dead node that is online again (not yet declared alive) is neither a source
+            // nor a target, and its replica does not count.
+            (
+                "dead but answering",
+                chunk(9, 4, vec![row(3, 4, false), row(2, 4, false)]),
+                vec![3],
+                vec![(9, 2, 1), (9, 2, 5)],
             ),
             // No current replica online: nothing to copy from.
             (
                 "no source",
                 chunk(5, 4, vec![row(4, 4, false), row(1, 3, false)]),
                 vec![],
+                vec![],
             ),
             // Two missing: the stale one first, then by free space.
             (
                 "two",
                 chunk(6, 2, vec![row(2, 2, false), row(1, 1, false)]),
+                vec![],
                 vec![(6, 2, 1), (6, 2, 3)],
             ),
             // Never committed: nothing to repair (a write may be in flight).
-            ("uncommitted", chunk(7, 0, vec![row(1, 0, false)]), vec![]),
-            // The file's own goal replaces the cluster's: 2 current replicas satisfy goal 2,
-            (
-                "goal 2 met",
-                with_goal(chunk(8, 4, vec![row(1, 4, false), row(2, 4, false)]), 2),
-                vec![],
-            ),
-            // and goal 4 wants two more than the three there are.
-            (
-                "goal 4",
-                with_goal(
-                    chunk(
-                        9,
-                        4,
-                        vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)],
-                    ),
-                    4,
-                ),
-                vec![(9, 1, 5)],
-            ),
-        ];
-        for (name, c, want) in cases {
-            assert_eq!(pairs(&plan(&[c], &nodes, 3, &none, 10)), want, "{name}");
-        }
-        // Busy chunks are skipped; `max` bounds the orders.
-        let stale = chunk(
-            2,
-            4,
-            vec![row(1, 4, false), row(2, 4, false), row(3, 3, false)],
-        );
-        let busy: HashSet<ChunkId> = [ChunkId(2)].into();
-        assert!(plan(std::slice::from_ref(&stale), &nodes, 3, &busy, 10).is_empty());
-        let two = chunk(6, 2, vec![row(2, 2, false), row(1, 1, false)]);
-        assert_eq!(plan(&[two], &nodes, 3, &none, 1).len(), 1);
-    }
-
-    /// (name, chunk, cluster goal, expected (chunk, node) trims)
-    type TrimCase = (&'static str, ChunkReplicas, usize, Vec<(u64, u64)>);
-
-    #[test]
-    fn trim_plan_table() {
-        let nodes = vec![
-            view(1, true, 100, 0),
-            view(2, true, 300, 5),
-            view(3, true, 200, 0),
-            view(4, false, 900, 0),
-            view(5, true, 50, 0),
-        ];
-        let none = HashSet::new();
-        let all = |id, v| {
-            chunk(
-                id,
-                v,
-                vec![
-                    row(1, v, false),
-                    row(2, v, false),
-                    row(3, v, false),
-                    row(5, v, false),
-                ],
-            )
-        };
-        let cases: Vec<TrimCase> = vec![
-            ("at goal", all(1, 4), 4, vec![]),
-            ("under goal", all(1, 4), 5, vec![]),
-            // 4 current, goal 2: the most loaded (2) goes, then the fuller of the idle ones
-            // (5 has 50 free, 1 has 100, 3 has 200).
-            ("goal 2", with_goal(all(2, 4), 2), 3, vec![(2, 2), (2, 5)]),
-            // The cluster's goal applies when the file has none.
-            ("cluster goal", all(3, 4), 3, vec![(3, 2)]),
-            // Goal 1 keeps exactly one, never zero.
-            (
-                "goal 1",
-                with_goal(all(4, 4), 1),
-                3,
-                vec![(4, 2), (4, 5), (4, 1)],
-            ),
-            // A replica on an offline node goes before online ones.
-            (
-                "offline first",
-                with_goal(
-                    chunk(
-                        5,
-                        4,
-                        vec![row(1, 4, false), row(3, 4, false), row(4, 4, false)],
-                    ),
-                    2,
-                ),
-                3,
-                vec![(5, 4)],
-            ),
-            // Stale and bad replicas do not count as current: one current replica is at
-            // goal 1, nothing to drop.
-            (
-                "stale and bad",
-                with_goal(
-                    chunk(
-                        6,
-                        4,
-                        vec![row(1, 4, false), row(2, 3, false), row(3, 4, true)],
-                    ),
-                    1,
-                ),
-                3,
-                vec![],
-            ),
             (
                 "uncommitted",
-                with_goal(chunk(7, 0, vec![row(1, 0, false), row(2, 0, false)]), 1),
-                3,
+                chunk(7, 0, vec![row(1, 0, false)]),
+                vec![],
                 vec![],
             ),
         ];
-        for (name, c, goal, want) in cases {
-            let got: Vec<(u64, u64)> = plan_trims(&[c], &nodes, goal, &none, 10)
-                .iter()
-                .map(|t| (t.chunk.0, t.node.0))
-                .collect();
-            assert_eq!(got, want, "{name}");
+        for (name, c, dead_nodes, want) in cases {
+            let got = plan(
+                &[c],
+                &nodes,
+                &dead(&dead_nodes),
+                &InFlight::default(),
+                &open(),
+            );
+            assert_eq!(pairs(&got), want, "{name}");
         }
-        let busy: HashSet<ChunkId> = [ChunkId(2)].into();
-        assert!(plan_trims(&[with_goal(all(2, 4), 2)], &nodes, 3, &busy, 10).is_empty());
-        assert_eq!(
-            plan_trims(&[with_goal(all(2, 4), 1)], &nodes, 3, &none, 2).len(),
-            2
+    }
+
+    #[test]
+    fn per_chunk_goal_is_honoured() {
+        let nodes = nodes();
+        let mut two = chunk(1, 4, vec![row(1, 4, false), row(2, 4, false)]);
+        two.goal = 2;
+        let mut four = chunk(2, 4, vec![row(1, 4, false), row(2, 4, false)]);
+        four.goal = 4;
+        let got = plan(
+            &[two, four],
+            &nodes,
+            &HashMap::new(),
+            &InFlight::default(),
+            &open(),
         );
+        assert_eq!(pairs(&got), vec![(2, 1, 3), (2, 1, 5)]);
+    }
+
+    #[test]
+    fn limits_bound_the_plan() {
+        let nodes = nodes();
+        // Node 4 died; it held a replica of ten chunks, each left with replicas on 1 and 2.
+        let chunks: Vec<ChunkReplicas> = (1..=10)
+            .map(|i| {
+                chunk(
+                    i,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(4, 4, false)],
+                )
+            })
+            .collect();
+        let conditions = dead(&[4]);
+        // (name, limits, chunks already running, expected number of orders)
+        let table: Vec<(&str, Limits, Vec<u64>, usize)> = vec![
+            ("unlimited: one per chunk", open(), vec![], 10),
+            (
+                "cluster-wide limit",
+                Limits {
+                    max_copies: 3,
+                    max_per_node: 100,
+                },
+                vec![],
+                3,
+            ),
+            (
+                "running copies use the cluster-wide limit",
+                Limits {
+                    max_copies: 3,
+                    max_per_node: 100,
+                },
+                vec![1, 2],
+                1,
+            ),
+            // Sources 1 and 2, targets 3 and 5: with 2 per node, 2 + 2 copies can run
+            // (each source serves two, each target takes two).
+            (
+                "per-node limit",
+                Limits {
+                    max_copies: 100,
+                    max_per_node: 2,
+                },
+                vec![],
+                4,
+            ),
+        ];
+        for (name, limits, busy, want) in table {
+            let mut running = InFlight::default();
+            for id in busy {
+                running.start(&CopyOrder {
+                    chunk: ChunkId(id),
+                    version: Version(4),
+                    length: 0,
+                    source: NodeId(1),
+                    source_addr: String::new(),
+                    target: NodeId(3),
+                    target_addr: String::new(),
+                });
+            }
+            let got = plan(&chunks, &nodes, &conditions, &running, &limits);
+            assert_eq!(got.len(), want, "{name}: {:?}", pairs(&got));
+            assert!(
+                got.iter().all(|o| !running.chunks.contains(&o.chunk)),
+                "{name}: running chunks are skipped"
+            );
+            let mut per_node: HashMap<NodeId, usize> = running.per_node.clone();
+            for o in &got {
+                *per_node.entry(o.source).or_default() += 1;
+                *per_node.entry(o.target).or_default() += 1;
+            }
+            assert!(
+                per_node.values().all(|&n| n <= limits.max_per_node),
+                "{name}: {per_node:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fewest_replicas_first_is_the_callers_order() {
+        // The store lists chunks least replicated first; with room for one copy the chunk
+        // down to one replica wins.
+        let nodes = nodes();
+        let one = chunk(8, 4, vec![row(1, 4, false)]);
+        let two = chunk(7, 4, vec![row(1, 4, false), row(2, 4, false)]);
+        let limits = Limits {
+            max_copies: 1,
+            max_per_node: 100,
+        };
+        let got = plan(
+            &[one, two],
+            &nodes,
+            &HashMap::new(),
+            &InFlight::default(),
+            &limits,
+        );
+        assert_eq!(pairs(&got), vec![(8, 1, 2)]);
+    }
+
+    #[test]
+    fn trim_table() {
+        let nodes = nodes();
+        // (name, chunk, dead nodes, goal, expected (chunk, node) trims)
+        type Trim = (
+            &'static str,
+            ChunkReplicas,
+            Vec<u64>,
+            usize,
+            Vec<(u64, u64)>,
+        );
+        let four = || {
+            vec![
+                row(1, 4, false),
+                row(2, 4, false),
+                row(3, 4, false),
+                row(5, 4, false),
+            ]
+        };
+        let table: Vec<Trim> = vec![
+            (
+                "at goal",
+                chunk(
+                    1,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)],
+                ),
+                vec![],
+                3,
+                vec![],
+            ),
+            // One surplus: the fullest node (5 has the least free space) loses its copy.
+            ("one surplus", chunk(2, 4, four()), vec![], 3, vec![(2, 5)]),
+            (
+                "two surplus",
+                chunk(3, 4, four()),
+                vec![],
+                2,
+                vec![(3, 5), (3, 1)],
+            ),
+            // A dead node's replica does not count: 3 counting = goal, nothing to trim.
+            (
+                "dead does not count",
+                chunk(4, 4, four()),
+                vec![5],
+                3,
+                vec![],
+            ),
+            // Stale and bad replicas are not current: never counted as surplus.
+            (
+                "stale is not surplus",
+                chunk(
+                    5,
+                    4,
+                    vec![
+                        row(1, 4, false),
+                        row(2, 4, false),
+                        row(3, 4, false),
+                        row(5, 3, false),
+                    ],
+                ),
+                vec![],
+                3,
+                vec![],
+            ),
+            // An offline node's replica is left alone even if it is the surplus one: the
+            // online ones are only trimmed down to the goal counting it.
+            (
+                "offline kept",
+                chunk(
+                    6,
+                    4,
+                    vec![
+                        row(1, 4, false),
+                        row(2, 4, false),
+                        row(3, 4, false),
+                        row(4, 4, false),
+                    ],
+                ),
+                vec![],
+                3,
+                vec![(6, 1)],
+            ),
+            (
+                "goal 0 is never trimmed",
+                chunk(7, 4, four()),
+                vec![],
+                0,
+                vec![],
+            ),
+        ];
+        for (name, mut c, dead_nodes, goal, want) in table {
+            c.goal = goal;
+            let before = counting(&c, &dead(&dead_nodes)).len();
+            let got = plan_trims(
+                std::slice::from_ref(&c),
+                &nodes,
+                &dead(&dead_nodes),
+                &InFlight::default(),
+            );
+            let got_pairs: Vec<(u64, u64)> = got.iter().map(|t| (t.chunk.0, t.node.0)).collect();
+            assert_eq!(got_pairs, want, "{name}");
+            assert!(
+                got.is_empty() || before - got.len() >= goal.max(1),
+                "{name}: never below goal"
+            );
+        }
+        // A chunk being copied is not trimmed.
+        let mut running = InFlight::default();
+        running.chunks.insert(ChunkId(2));
+        assert!(plan_trims(&[chunk(2, 4, four())], &nodes, &HashMap::new(), &running).is_empty());
+    }
+
+    #[test]
+    fn pacer_limits_bandwidth() {
+        let t0 = Instant::now();
+        let mib = 1 << 20;
+        // 1 MiB/s with a 1 s burst: two 1 MiB copies at once, a third must wait.
+        let mut p = Pacer::new(mib);
+        assert!(p.admit(t0, mib));
+        assert!(p.admit(t0, mib));
+        assert!(!p.admit(t0, mib));
+        assert!(!p.admit(t0 + Duration::from_millis(900), mib));
+        assert!(p.admit(t0 + Duration::from_millis(1_000), mib));
+        // Unlimited.
+        let mut free = Pacer::new(0);
+        assert!((0..1000).all(|_| free.admit(t0, u64::MAX)));
+    }
+
+    #[test]
+    fn rate_is_over_the_window() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        m.record(t0, 10 << 20);
+        m.record(t0 + Duration::from_secs(1), 5 << 20);
+        assert_eq!(m.rate(t0 + Duration::from_secs(2)), 3 << 20);
+        // The first record leaves the window.
+        assert_eq!(m.rate(t0 + Duration::from_secs(6)), 1 << 20);
+        assert_eq!(m.rate(t0 + Duration::from_secs(60)), 0);
     }
 }

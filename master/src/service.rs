@@ -12,14 +12,14 @@ use common::config::MasterConfig;
 use common::rpc::Master;
 use common::types::{
     Attr, Caller, ChunkLoc, ClusterSummary, CommitWrite, DirPage, HeartbeatReply, HeldChunk,
-    MountInfo, NewNode, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered, RenameFlags,
-    ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
+    MountInfo, NewNode, NodeCondition, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered,
+    RenameFlags, ReplicationPolicy, SetAttr, StatFs, Timespec, WriteGrant, XattrFlags,
 };
 use common::types::{LockInfo, LockRequest, OpId};
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::context::Context;
@@ -47,11 +47,27 @@ struct Inner {
     revoked: common::tls::Revoked,
     /// Repair counters the metrics endpoint exports; the repair worker increments them.
     repair_metrics: crate::metrics::RepairMetrics,
+    /// Node conditions (a mirror of the store's, which is the truth after a restart) and
+    /// since when, on this master's clock.
+    conditions: Mutex<HashMap<NodeId, (NodeCondition, Instant)>>,
+    /// Dead votes per node: sentinel name -> when it last voted.
+    votes: Mutex<HashMap<NodeId, HashMap<String, Instant>>>,
+    dead_quorum: usize,
+    dead_vote_window: Duration,
+    maintenance_window: Duration,
+    repair_limits: crate::repair::Limits,
+    repair_bytes_per_sec: u64,
+    /// The repair worker's running copies and progress counters.
+    repair: Mutex<crate::repair::RepairState>,
+    /// Wakes the repair worker before its next tick (a node declared dead, a copy done).
+    repair_wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
 pub struct MasterService {
     inner: Arc<Inner>,
+    /// Who is calling, for the connection this clone serves (`None` outside a connection).
+    peer: Option<Arc<common::tls::Identity>>,
 }
 
 fn lossy(name: &[u8]) -> String {
@@ -75,7 +91,14 @@ impl MasterService {
         // Locks of the sessions that were alive keep holding: clients reconnect to the same
         // session after a master restart and expect their locks to be there.
         let locks = LockTable::restore(&store.load_locks()?);
+        // A maintenance window restarts with the master: its clock is this process's.
+        let conditions = store
+            .node_conditions()?
+            .into_iter()
+            .map(|(node, condition, _)| (node, (condition, now)))
+            .collect();
         Ok(MasterService {
+            peer: None,
             inner: Arc::new(Inner {
                 store,
                 registry: Mutex::new(registry),
@@ -86,8 +109,29 @@ impl MasterService {
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 revoked: common::tls::Revoked::default(),
                 repair_metrics: crate::metrics::RepairMetrics::default(),
+                conditions: Mutex::new(conditions),
+                votes: Mutex::new(HashMap::new()),
+                dead_quorum: config.dead_quorum.max(1) as usize,
+                dead_vote_window: Duration::from_millis(config.dead_vote_window_ms),
+                maintenance_window: Duration::from_millis(config.maintenance_window_ms),
+                repair_limits: crate::repair::Limits {
+                    max_copies: config.repair_max_copies.max(1) as usize,
+                    max_per_node: config.repair_max_copies_per_node.max(1) as usize,
+                },
+                repair_bytes_per_sec: config.repair_bytes_per_sec,
+                repair: Mutex::new(crate::repair::RepairState::default()),
+                repair_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         })
+    }
+
+    /// This service as seen by one connection's peer (the role guard already checked what
+    /// it may call; some calls also need its name).
+    pub fn for_peer(&self, peer: common::tls::Identity) -> MasterService {
+        MasterService {
+            inner: Arc::clone(&self.inner),
+            peer: Some(Arc::new(peer)),
+        }
     }
 
     /// Runs a store call on a blocking thread inside `span`. Database failures are logged
@@ -141,35 +185,152 @@ impl MasterService {
         self.inner.registry.lock().views(Instant::now())
     }
 
-    /// The repair orders for this round (see `crate::repair::plan`).
-    pub async fn plan_repairs(
+    fn conditions(&self) -> HashMap<NodeId, NodeCondition> {
+        self.inner
+            .conditions
+            .lock()
+            .iter()
+            .map(|(n, (c, _))| (*n, *c))
+            .collect()
+    }
+
+    fn condition_of(&self, node: NodeId) -> NodeCondition {
+        self.inner
+            .conditions
+            .lock()
+            .get(&node)
+            .map_or(NodeCondition::Up, |(c, _)| *c)
+    }
+
+    /// Records a node's condition durably, then in memory; logs the change.
+    async fn set_condition(
         &self,
-        busy: &HashSet<ChunkId>,
-        max: usize,
-    ) -> FsResult<Vec<crate::repair::CopyOrder>> {
+        node: NodeId,
+        condition: NodeCondition,
+        why: &str,
+    ) -> FsResult<()> {
+        if self.condition_of(node) == condition {
+            return Ok(());
+        }
+        let span = info_span!("node_condition", %node, condition = condition.as_str());
+        self.blocking(span.clone(), move |s| {
+            s.set_node_condition(node, condition, Timespec::now())
+        })
+        .await?;
+        let previous = {
+            let mut conditions = self.inner.conditions.lock();
+            let previous = conditions.get(&node).map_or(NodeCondition::Up, |(c, _)| *c);
+            if condition == NodeCondition::Up {
+                conditions.remove(&node);
+            } else {
+                conditions.insert(node, (condition, Instant::now()));
+            }
+            previous
+        };
+        span.in_scope(|| {
+            tracing::warn!(
+                from = previous.as_str(),
+                to = condition.as_str(),
+                why,
+                "node condition changed"
+            )
+        });
+        if condition == NodeCondition::Dead {
+            self.inner.repair_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Turns every maintenance window that ran out into a dead node. Called by the repair
+    /// worker each round.
+    pub async fn expire_maintenance(&self) {
+        let window = self.inner.maintenance_window;
+        let expired: Vec<NodeId> = self
+            .inner
+            .conditions
+            .lock()
+            .iter()
+            .filter(|(_, (c, since))| *c == NodeCondition::Maintenance && since.elapsed() >= window)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in expired {
+            // A failure is logged by `blocking`; the next round tries again.
+            let _ = self
+                .set_condition(node, NodeCondition::Dead, "maintenance window ran out")
+                .await;
+        }
+    }
+
+    /// The worker's wake-up signal.
+    pub fn repair_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.repair_wake)
+    }
+
+    /// Copy limits and the bandwidth limit (bytes per second, 0 unlimited).
+    pub fn repair_limits(&self) -> (crate::repair::Limits, u64) {
+        (
+            self.inner.repair_limits.clone(),
+            self.inner.repair_bytes_per_sec,
+        )
+    }
+
+    /// The repair orders for this round (see `crate::repair::plan`), within the copy limits
+    /// given what is running. Also refreshes the queued counts of the progress report.
+    pub async fn plan_repairs(&self) -> FsResult<Vec<crate::repair::CopyOrder>> {
         let goal = self.inner.policy.n;
         let span = tracing::debug_span!("plan_repairs");
-        let chunks = self
+        let (chunks, (queued, queued_bytes)) = self
             .blocking(span, move |s| {
-                s.under_goal_chunks(goal, crate::repair::REPAIR_SCAN)
+                Ok((
+                    s.under_goal_chunks(goal, crate::repair::REPAIR_SCAN)?,
+                    s.under_goal_totals(goal)?,
+                ))
             })
             .await?;
+        let mut state = self.inner.repair.lock();
+        state.progress.queued_chunks = queued;
+        state.progress.queued_bytes = queued_bytes;
         if chunks.is_empty() {
             return Ok(Vec::new());
         }
         Ok(crate::repair::plan(
             &chunks,
             &self.views(),
-            goal as usize,
-            busy,
-            max,
+            &self.conditions(),
+            &state.running,
+            &self.inner.repair_limits,
         ))
     }
 
-    /// Drops surplus replicas of chunks over their goal (see `crate::repair::plan_trims`);
-    /// their deletions go out with the nodes' next heartbeats. Failures are logged by the
-    /// store wrapper and retried next round.
-    pub async fn trim_surplus(&self, busy: &HashSet<ChunkId>) {
+    /// A copy is about to start.
+    pub fn repair_started(&self, order: &crate::repair::CopyOrder) {
+        self.inner.repair.lock().running.start(order);
+    }
+
+    /// A copy ended (`ok`: done and recorded). Wakes the worker to plan the next ones.
+    pub fn repair_finished(&self, order: &crate::repair::CopyOrder, ok: bool) {
+        {
+            let mut state = self.inner.repair.lock();
+            state.running.finish(order);
+            if ok {
+                state.progress.done_chunks += 1;
+                state.progress.done_bytes += order.length;
+                state.meter.record(Instant::now(), order.length);
+            } else {
+                state.progress.failed += 1;
+            }
+        }
+        if ok {
+            self.inner.repair_metrics.copied(order.length);
+        } else {
+            self.inner.repair_metrics.failed();
+        }
+        self.inner.repair_wake.notify_one();
+    }
+
+    /// Removes surplus replicas (see `crate::repair::plan_trims`): each is re-checked in its
+    /// own transaction so that no chunk ever drops below its goal.
+    pub async fn trim_surplus(&self) {
         let goal = self.inner.policy.n;
         let span = tracing::debug_span!("trim_surplus");
         let Ok(chunks) = self
@@ -183,20 +344,21 @@ impl MasterService {
         if chunks.is_empty() {
             return;
         }
-        let orders = crate::repair::plan_trims(
-            &chunks,
-            &self.views(),
-            goal as usize,
-            busy,
-            crate::repair::REPAIR_SCAN,
-        );
-        for order in orders {
-            let span = info_span!("trim_replica", chunk = %order.chunk, node = %order.node);
-            let dropped = self
-                .blocking(span, move |s| s.trim_replica(order.chunk, order.node, goal))
-                .await;
-            tracing::info!(chunk = %order.chunk, node = %order.node, ?dropped,
-                "surplus replica dropped (goal lowered)");
+        let trims = {
+            let state = self.inner.repair.lock();
+            crate::repair::plan_trims(&chunks, &self.views(), &self.conditions(), &state.running)
+        };
+        for trim in trims {
+            let span = info_span!("trim_replica", chunk = %trim.chunk, node = %trim.node);
+            if let Ok(true) = self
+                .blocking(span.clone(), move |s| {
+                    s.trim_replica(trim.chunk, trim.node, goal)
+                })
+                .await
+            {
+                self.inner.repair.lock().progress.trimmed += 1;
+                span.in_scope(|| tracing::info!("surplus replica removed"));
+            }
         }
     }
 
@@ -210,6 +372,24 @@ impl MasterService {
         let span = info_span!("record_copy", %chunk, %node);
         self.blocking(span, move |s| s.record_copy(chunk, node, version))
             .await
+    }
+
+    /// A node's own report: `draining` (a graceful stop) starts its maintenance window; a
+    /// node that reports in without it after a maintenance stop is back.
+    async fn note_planned_stop(&self, node: NodeId, draining: bool) {
+        let result = match (self.condition_of(node), draining) {
+            (NodeCondition::Up, true) => {
+                self.set_condition(node, NodeCondition::Maintenance, "graceful stop announced")
+                    .await
+            }
+            (NodeCondition::Maintenance, false) => {
+                self.set_condition(node, NodeCondition::Up, "back from maintenance")
+                    .await
+            }
+            _ => Ok(()),
+        };
+        // A store failure is logged by `blocking`; the next heartbeat tries again.
+        let _ = result;
     }
 
     /// Ends every session whose lease ran out: releases its open files and frees inodes
@@ -469,7 +649,18 @@ impl Master for MasterService {
         indexes: Vec<u64>,
     ) -> FsResult<Vec<WriteGrant>> {
         let span = info_span!("prepare_write", %ino, chunks = indexes.len());
-        let views = self.views();
+        // A node declared dead or stopped for maintenance takes no writes and no new chunks,
+        // even while the registry still counts it online (its last heartbeat is recent).
+        let conditions = self.conditions();
+        let mut views = self.views();
+        for v in &mut views {
+            if conditions
+                .get(&v.node)
+                .is_some_and(|c| *c != NodeCondition::Up)
+            {
+                v.online = false;
+            }
+        }
         let policy = self.inner.policy;
         let grants = self
             .blocking(span, move |s| {
@@ -537,11 +728,13 @@ impl Master for MasterService {
                 s.register_node(requested, &addr, Timespec::now())
             })
             .await?;
+        let draining = req.status.draining;
         self.inner
             .registry
             .lock()
             .registered(node, req.addr, req.status, Instant::now());
         span.in_scope(|| tracing::info!(%node, "chunkserver registered"));
+        self.note_planned_stop(node, draining).await;
         Ok(Registered {
             node,
             cluster,
@@ -556,11 +749,15 @@ impl Master for MasterService {
         node: NodeId,
         status: NodeStatus,
     ) -> FsResult<HeartbeatReply> {
+        let draining = status.draining;
         let known = self
             .inner
             .registry
             .lock()
             .heartbeat(node, status, Instant::now());
+        if known {
+            self.note_planned_stop(node, draining).await;
+        }
         if !known {
             return Ok(HeartbeatReply {
                 delete: Vec::new(),
@@ -610,7 +807,14 @@ impl Master for MasterService {
     async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
         let span = info_span!("cluster_summary");
         let views = self.views();
-        let online: HashSet<NodeId> = views.iter().filter(|v| v.online).map(|v| v.node).collect();
+        let conditions = self.conditions();
+        let condition = |n: &NodeId| conditions.get(n).copied().unwrap_or_default();
+        // Replicas count where the node is up and its condition lets them count.
+        let online: HashSet<NodeId> = views
+            .iter()
+            .filter(|v| v.online && condition(&v.node).counts())
+            .map(|v| v.node)
+            .collect();
         let goal = self.inner.policy.n;
         let counts = self
             .blocking(span, move |s| s.summary(&online, goal))
@@ -627,8 +831,10 @@ impl Master for MasterService {
                 }),
                 online: v.online,
                 status: v.status,
+                condition: condition(&v.node),
             })
             .collect();
+        let repair = self.inner.repair.lock().snapshot(Instant::now());
         Ok(ClusterSummary {
             cluster_id: self.inner.store.cluster().id,
             replication: self.inner.policy,
@@ -639,6 +845,7 @@ impl Master for MasterService {
             lost: counts.lost,
             logical_bytes: counts.logical_bytes,
             nodes,
+            repair,
         })
     }
 
@@ -740,5 +947,67 @@ impl Master for MasterService {
         let span = info_span!("node_files", %node, after = after.0, limit);
         self.blocking(span, move |s| s.node_files(node, after, limit))
             .await
+    }
+
+    async fn report_node_health(
+        self,
+        _: Context,
+        node: NodeId,
+        alive: bool,
+    ) -> FsResult<NodeCondition> {
+        let voter = self
+            .peer
+            .as_ref()
+            .map_or_else(|| "in-process".to_string(), |p| p.name.clone());
+        let span = info_span!("report_node_health", %node, alive, sentinel = %voter);
+        if !self.inner.registry.lock().knows(node) {
+            return Err(FsError::NotFound);
+        }
+        let now = Instant::now();
+        if alive {
+            let had_vote = self
+                .inner
+                .votes
+                .lock()
+                .get_mut(&node)
+                .is_some_and(|v| v.remove(&voter).is_some());
+            if had_vote {
+                span.in_scope(|| tracing::info!("dead vote withdrawn"));
+            }
+            // Any sentinel reaching the node proves it alive: it serves again, and its
+            // current replicas count again (surplus copies are trimmed).
+            if self.condition_of(node) == NodeCondition::Dead {
+                self.set_condition(node, NodeCondition::Up, "a sentinel reaches it again")
+                    .instrument(span)
+                    .await?;
+            }
+            return Ok(self.condition_of(node));
+        }
+        let voters = {
+            let mut votes = self.inner.votes.lock();
+            let for_node = votes.entry(node).or_default();
+            for_node.insert(voter, now);
+            let window = self.inner.dead_vote_window;
+            for_node.retain(|_, at| now.saturating_duration_since(*at) < window);
+            for_node.len()
+        };
+        match self.condition_of(node) {
+            // A planned stop: nothing is re-replicated until its window runs out.
+            NodeCondition::Maintenance | NodeCondition::Dead => {}
+            NodeCondition::Up if voters >= self.inner.dead_quorum => {
+                let why = format!("{voters} sentinel(s) voted it dead");
+                self.set_condition(node, NodeCondition::Dead, &why)
+                    .instrument(span)
+                    .await?;
+            }
+            NodeCondition::Up => span.in_scope(|| {
+                tracing::info!(
+                    voters,
+                    quorum = self.inner.dead_quorum,
+                    "dead vote recorded, no quorum yet"
+                )
+            }),
+        }
+        Ok(self.condition_of(node))
     }
 }

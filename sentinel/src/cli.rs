@@ -52,6 +52,14 @@ struct RunArgs {
     /// [config default: 10000].
     #[arg(long, value_name = "MS")]
     dead_after_ms: Option<u64>,
+    /// Probe node N at ADDR instead of its registered address (repeatable), e.g.
+    /// `--probe-addr n2=10.1.0.2:9430`: for a sentinel on another network, or to make a
+    /// sentinel that cannot reach a node (a closed port) when testing quorums.
+    #[arg(long, value_name = "NODE=ADDR")]
+    probe_addr: Vec<String>,
+    /// Only watch and log: never report verdicts to the master (no re-replication).
+    #[arg(long)]
+    no_report: bool,
     /// Readiness file: once the master has answered and the node list is known, the master
     /// address the sentinel watches is written here (atomically).
     #[arg(long, value_name = "PATH")]
@@ -142,6 +150,8 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             tls_key_file: None,
             tls_ca_file: None,
             metrics_addr: None,
+            probe_addrs: Default::default(),
+            report: true,
         },
     };
     args.tls.apply(
@@ -160,6 +170,17 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
     }
     if let Some(addr) = args.metrics_addr {
         config.metrics_addr = Some(addr);
+    }
+    for pair in &args.probe_addr {
+        let (node, addr) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--probe-addr {pair:?}: expected NODE=ADDR"))?;
+        config
+            .probe_addrs
+            .insert(node.trim().to_string(), addr.trim().to_string());
+    }
+    if args.no_report {
+        config.report = false;
     }
     Ok(config)
 }

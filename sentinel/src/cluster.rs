@@ -6,7 +6,7 @@
 //! reports what the peers answered, with deadlines on every call.
 
 use crate::health::ProbeOutcome;
-use common::types::ClusterSummary;
+use common::types::{ClusterSummary, NodeCondition};
 use common::{FsError, FsResult, NodeId, rpc};
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +20,31 @@ pub trait Cluster: Send + Sync {
     /// One `status()` probe of the chunkserver `node` at `addr`. Never hangs past the
     /// implementation's probe deadline.
     fn probe(&self, node: NodeId, addr: &str) -> impl Future<Output = ProbeOutcome> + Send;
+    /// Tells the master this sentinel's verdict on `node` (`Master::report_node_health`):
+    /// a dead vote or "alive again". Answers the node's condition at the master.
+    fn report(
+        &self,
+        node: NodeId,
+        alive: bool,
+    ) -> impl Future<Output = FsResult<NodeCondition>> + Send;
+}
+
+/// Deadline of the confirming TCP connect after a failed probe: a closed port on a live
+/// host answers with a reset within a round trip; a paused process's port is still open.
+pub const CONFIRM_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether a plain TCP connect to `addr` is refused right now (nothing listens there). Any
+/// other outcome (accepted, timed out, unreachable network) is not evidence of a crash.
+pub async fn connection_refused(addr: &str) -> bool {
+    match tokio::time::timeout(
+        CONFIRM_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
 }
 
 /// The real cluster over tarpc. Keeps one connection per peer and reconnects after any
@@ -88,27 +113,26 @@ impl RpcCluster {
 
 impl Cluster for RpcCluster {
     async fn summary(&self) -> FsResult<ClusterSummary> {
-        // Holding the async lock across the call is fine: summaries are requested one at a
-        // time by a single worker or the status command.
-        let mut master = self.master.lock().await;
-        let client = match master.as_ref() {
-            Some(client) => client.clone(),
-            None => {
-                let client =
-                    rpc::connect_master(&self.master_addr, &self.tls, self.master_timeout).await?;
-                *master = Some(client.clone());
-                client
+        self.master_call(|client| async move {
+            match client.cluster_summary(rpc::ctx(self.master_timeout)).await {
+                Ok(answer) => answer,
+                Err(rpc_err) => Err(FsError::from(rpc_err)),
             }
-        };
-        let result = match client.cluster_summary(rpc::ctx(self.master_timeout)).await {
-            Ok(answer) => answer,
-            Err(rpc_err) => Err(FsError::from(rpc_err)),
-        };
-        if matches!(result, Err(ref e) if e.is_retryable()) {
-            // The connection may be broken: start over next time.
-            *master = None;
-        }
-        result
+        })
+        .await
+    }
+
+    async fn report(&self, node: NodeId, alive: bool) -> FsResult<NodeCondition> {
+        self.master_call(|client| async move {
+            match client
+                .report_node_health(rpc::ctx(self.master_timeout), node, alive)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(rpc_err) => Err(FsError::from(rpc_err)),
+            }
+        })
+        .await
     }
 
     async fn probe(&self, node: NodeId, addr: &str) -> ProbeOutcome {
@@ -121,8 +145,42 @@ impl Cluster for RpcCluster {
             Ok(status) => ProbeOutcome::Answered(status),
             Err(err) => {
                 self.set_node(node, None);
-                ProbeOutcome::Failed(err)
+                // The confirming probe: is the port closed, or is the node merely slow?
+                if connection_refused(addr).await {
+                    ProbeOutcome::Refused(err)
+                } else {
+                    ProbeOutcome::Failed(err)
+                }
             }
         }
+    }
+}
+
+impl RpcCluster {
+    /// Runs one call on the (cached) master connection; a retryable failure drops the
+    /// connection so the next call dials again.
+    async fn master_call<T, F, Fut>(&self, call: F) -> FsResult<T>
+    where
+        F: FnOnce(rpc::MasterClient) -> Fut,
+        Fut: Future<Output = FsResult<T>>,
+    {
+        // Holding the async lock across the call is fine: master calls are made one at a
+        // time by a single worker or the status command.
+        let mut master = self.master.lock().await;
+        let client = match master.as_ref() {
+            Some(client) => client.clone(),
+            None => {
+                let client =
+                    rpc::connect_master(&self.master_addr, &self.tls, self.master_timeout).await?;
+                *master = Some(client.clone());
+                client
+            }
+        };
+        let result = call(client).await;
+        if matches!(result, Err(ref e) if e.is_retryable()) {
+            // The connection may be broken: start over next time.
+            *master = None;
+        }
+        result
     }
 }

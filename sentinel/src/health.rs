@@ -8,9 +8,14 @@
 //!   not rise since the answer before;
 //! - it is SUSPECT when its newest probe failed, its information is stale, or it reports new
 //!   errors;
-//! - it is DEAD only when its newest probe failed *and* nothing has shown it alive for
+//! - it is DEAD when its newest probe failed *and* nothing has shown it alive for
 //!   `dead_after`. A sentinel that itself stalled (no probe at all for a while) never declares
-//!   a node dead: a failed probe must confirm the silence.
+//!   a node dead: a failed probe must confirm the silence;
+//! - it is DEAD at once, without waiting for `dead_after`, when its newest
+//!   [`REFUSED_TO_DEAD`] probes were all *refused*: the connection was refused outright (no
+//!   process listens on its port: it crashed or exited), confirmed by the next probe. A
+//!   paused (SIGSTOPped) or overloaded node still accepts connections in the kernel and
+//!   only times out, so it waits for the full `dead_after`: a pause is never a crash.
 
 use common::FsError;
 use common::config::SentinelConfig;
@@ -24,6 +29,10 @@ use std::time::{Duration, Instant};
 /// is context for logs and a later flapping detector, and bounds memory per node.
 pub const HISTORY_LEN: usize = 16;
 
+/// Refused probes in a row that declare a node DEAD before `dead_after`: the refusal and
+/// one confirming probe an interval later (a process restarting in place would answer).
+pub const REFUSED_TO_DEAD: usize = 2;
+
 /// How many probe intervals may pass without a fresh answer before a node's information is
 /// too old to call it healthy: one missed probe is jitter, two in a row are not.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
@@ -35,6 +44,9 @@ pub enum NodeState {
     Healthy,
     Suspect,
     Dead,
+    /// Stopped gracefully and announced it: the master keeps its replicas counted for its
+    /// maintenance window. Set from the master's record, never by [`assess`].
+    Maintenance,
 }
 
 impl NodeState {
@@ -43,6 +55,7 @@ impl NodeState {
             NodeState::Healthy => "HEALTHY",
             NodeState::Suspect => "SUSPECT",
             NodeState::Dead => "DEAD",
+            NodeState::Maintenance => "MAINTENANCE",
         }
     }
 }
@@ -58,9 +71,12 @@ impl fmt::Display for NodeState {
 pub enum ProbeOutcome {
     /// The node answered in time with its self-report.
     Answered(NodeStatus),
-    /// Connect, transport, deadline or server error. Typed, so that a later rule can treat a
-    /// refused connection (process gone) differently from a timeout (maybe paused).
+    /// Connect, transport, deadline or server error, with no sign that the process is gone
+    /// (a timeout may be a pause).
     Failed(FsError),
+    /// The probe failed and a fresh TCP connection to the node's port was refused: nothing
+    /// listens there (the process crashed or exited).
+    Refused(FsError),
 }
 
 /// One probe and the moment its outcome was known.
@@ -151,7 +167,16 @@ impl ProbeHistory {
         self.recent
             .iter()
             .rev()
-            .take_while(|p| matches!(p.outcome, ProbeOutcome::Failed(_)))
+            .take_while(|p| !matches!(p.outcome, ProbeOutcome::Answered(_)))
+            .count()
+    }
+
+    /// Consecutive refused probes at the end of the window.
+    pub fn refused_in_a_row(&self) -> usize {
+        self.recent
+            .iter()
+            .rev()
+            .take_while(|p| matches!(p.outcome, ProbeOutcome::Refused(_)))
             .count()
     }
 
@@ -159,7 +184,7 @@ impl ProbeHistory {
     fn answered(&self) -> impl Iterator<Item = (Instant, &NodeStatus)> {
         self.recent.iter().rev().filter_map(|p| match &p.outcome {
             ProbeOutcome::Answered(status) => Some((p.at, status)),
-            ProbeOutcome::Failed(_) => None,
+            ProbeOutcome::Failed(_) | ProbeOutcome::Refused(_) => None,
         })
     }
 }
@@ -195,10 +220,16 @@ pub fn assess(history: &ProbeHistory, policy: &HealthPolicy, now: Instant) -> He
         return Health::suspect("not probed yet".to_string());
     };
     match &latest.outcome {
-        ProbeOutcome::Failed(err) => {
+        ProbeOutcome::Failed(err) | ProbeOutcome::Refused(err) => {
             let in_a_row = history.failures_in_a_row();
             let probes = if in_a_row == 1 { "probe" } else { "probes" };
-            if silent_for >= policy.dead_after {
+            let refused = history.refused_in_a_row();
+            if refused >= REFUSED_TO_DEAD {
+                Health {
+                    state: NodeState::Dead,
+                    reason: format!("connection refused on {refused} probes in a row: {err}"),
+                }
+            } else if silent_for >= policy.dead_after {
                 Health {
                     state: NodeState::Dead,
                     reason: format!(
@@ -259,6 +290,14 @@ mod tests {
 
     fn failed() -> ProbeOutcome {
         ProbeOutcome::Failed(FsError::Unavailable("connection refused".into()))
+    }
+
+    fn refused() -> ProbeOutcome {
+        ProbeOutcome::Refused(FsError::Unavailable("connection refused".into()))
+    }
+
+    fn timed_out() -> ProbeOutcome {
+        ProbeOutcome::Failed(FsError::TimedOut("probe".into()))
     }
 
     /// How the history starts: plain, or seeded by a heartbeat at an offset in ms.
@@ -417,6 +456,71 @@ mod tests {
                 Dead,
                 "no answer for 1m00s (1 failed probe)",
             ),
+            // A crash: the port is closed. One refusal is SUSPECT (a restart may be quick),
+            // the confirming one is DEAD long before dead_after.
+            (
+                "one refused probe: SUSPECT",
+                Start::Fresh,
+                vec![(0, ok(0)), (1_000, refused())],
+                1_000,
+                Suspect,
+                "1 failed probe",
+            ),
+            (
+                "refused and confirmed: DEAD at once",
+                Start::Fresh,
+                vec![(0, ok(0)), (1_000, refused()), (2_000, refused())],
+                2_000,
+                Dead,
+                "connection refused on 2 probes in a row",
+            ),
+            // A pause (SIGSTOP): connections are accepted by the kernel and time out. Only
+            // the full dead_after makes it DEAD.
+            (
+                "paused: timeouts wait for dead_after",
+                Start::Fresh,
+                vec![
+                    (0, ok(0)),
+                    (1_000, timed_out()),
+                    (2_000, timed_out()),
+                    (5_000, timed_out()),
+                    (9_000, timed_out()),
+                ],
+                9_000,
+                Suspect,
+                "4 failed probes",
+            ),
+            (
+                "paused past dead_after: DEAD",
+                Start::Fresh,
+                vec![(0, ok(0)), (5_000, timed_out()), (10_000, timed_out())],
+                10_000,
+                Dead,
+                "no answer for 10.0s",
+            ),
+            // Refusals interrupted by a timeout are not a confirmed crash.
+            (
+                "refused, timeout, refused: not confirmed",
+                Start::Fresh,
+                vec![
+                    (0, ok(0)),
+                    (1_000, refused()),
+                    (2_000, timed_out()),
+                    (3_000, refused()),
+                ],
+                3_000,
+                Suspect,
+                "3 failed probes",
+            ),
+            // A node that answers after refusals (restarted in place) is healthy again.
+            (
+                "refused then answers",
+                Start::Fresh,
+                vec![(0, refused()), (1_000, refused()), (2_000, ok(0))],
+                2_000,
+                Healthy,
+                "",
+            ),
             (
                 "recent heartbeat, first probe fails: SUSPECT",
                 Start::Heartbeat(58_000),
@@ -484,6 +588,8 @@ mod tests {
             tls_key_file: None,
             tls_ca_file: None,
             metrics_addr: None,
+            probe_addrs: Default::default(),
+            report: true,
         };
         let policy = HealthPolicy::from_config(&config);
         assert_eq!(policy.stale_after, Duration::from_millis(1_500));

@@ -9,9 +9,9 @@
 //! - [`cluster`]: the narrow network boundary (master summary, node probes);
 //! - [`cli`]: flags and the two subcommands; `main.rs` only calls [`cli::main`].
 //!
-//! The sentinel never carries file data, and (for now) never changes the cluster: it
-//! observes and reports. Acting on DEAD nodes plugs in as a consumer of
-//! [`monitor::Sentinel::transitions`].
+//! The sentinel never carries file data and never copies or deletes anything itself: it
+//! observes, reports, and votes. Its only influence is `Master::report_node_health` (a dead
+//! vote, or "alive again"); the master decides, with a quorum of sentinels, to re-replicate.
 
 pub mod cli;
 pub mod cluster;
@@ -98,6 +98,8 @@ pub async fn status(master: &str, tls: &common::tls::Tls) -> Result<StatusReport
         tls_key_file: None,
         tls_ca_file: None,
         metrics_addr: None,
+        probe_addrs: Default::default(),
+        report: true,
     };
     let interval = Duration::from_millis(config.probe_interval_ms);
     let cluster = RpcCluster::new(

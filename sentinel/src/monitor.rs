@@ -1,16 +1,18 @@
 //! The sentinel's worker: learns the nodes from the master, probes each one every interval,
 //! keeps its history, judges it with [`crate::health::assess`] and logs every transition.
 //!
-//! This loop only does I/O and timing; every decision is in `health.rs`. Its outputs are the
-//! seam for what comes next (telling the master about dead nodes, re-replication): a `watch`
-//! channel with the current view of every node, and a `broadcast` channel of transitions.
-//! Nothing here acts on a DEAD node yet; a consumer of [`Sentinel::transitions`] will.
+//! This loop only does I/O and timing; every decision is in `health.rs`. Its outputs: a
+//! `watch` channel with the current view of every node, a `broadcast` channel of
+//! transitions, and (unless `report = false`) verdicts to the master: every round, a dead
+//! vote for each node judged DEAD, and "alive" for a node the master holds dead that answers
+//! again. Votes are repeated rather than sent once so that a master restart or a lost call
+//! costs one round, and the master can expire the votes of a sentinel that went away.
 
 use crate::cluster::Cluster;
 use crate::health::{self, Health, HealthPolicy, NodeState, Probe, ProbeHistory};
 use common::NodeId;
 use common::config::SentinelConfig;
-use common::types::{NodeInfo, NodeStatus};
+use common::types::{NodeCondition, NodeInfo, NodeStatus};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -70,6 +72,8 @@ struct Tracked {
     addr: String,
     history: ProbeHistory,
     health: Option<Health>,
+    /// The node's condition at the master, from the last summary or report answer.
+    condition: NodeCondition,
 }
 
 /// The health worker. Build it, subscribe to its outputs, then [`Sentinel::run`] it.
@@ -83,6 +87,11 @@ pub struct Sentinel<C> {
     view_tx: watch::Sender<Arc<HealthView>>,
     transitions_tx: broadcast::Sender<Transition>,
     rounds: u64,
+    /// Probe addresses that replace the registered ones (`probe_addrs` in the config).
+    probe_addrs: BTreeMap<NodeId, String>,
+    report: bool,
+    /// Whether the last report to the master failed (log changes, not every failure).
+    report_failing: bool,
 }
 
 impl<C: Cluster> Sentinel<C> {
@@ -100,6 +109,13 @@ impl<C: Cluster> Sentinel<C> {
                 config.probe_interval_ms
             );
         }
+        let mut probe_addrs = BTreeMap::new();
+        for (node, addr) in &config.probe_addrs {
+            let id = NodeId::parse(node).ok_or_else(|| {
+                anyhow::anyhow!("probe_addrs: {node:?} is not a node id (like \"n2\")")
+            })?;
+            probe_addrs.insert(id, addr.clone());
+        }
         let (view_tx, _) = watch::channel(Arc::new(HealthView::default()));
         let (transitions_tx, _) = broadcast::channel(TRANSITION_BACKLOG);
         Ok(Sentinel {
@@ -112,6 +128,9 @@ impl<C: Cluster> Sentinel<C> {
             view_tx,
             transitions_tx,
             rounds: 0,
+            probe_addrs,
+            report: config.report,
+            report_failing: false,
         })
     }
 
@@ -174,6 +193,9 @@ impl<C: Cluster> Sentinel<C> {
 
     fn update_nodes(&mut self, infos: &[NodeInfo], now: Instant) {
         for info in infos {
+            if let Some(tracked) = self.nodes.get_mut(&info.node) {
+                tracked.condition = info.condition;
+            }
             match self.nodes.get_mut(&info.node) {
                 Some(tracked) if tracked.addr != info.addr => {
                     tracing::info!(node = %info.node, old = %tracked.addr, new = %info.addr,
@@ -192,6 +214,7 @@ impl<C: Cluster> Sentinel<C> {
                             addr: info.addr.clone(),
                             history: ProbeHistory::seeded(last_heard),
                             health: None,
+                            condition: info.condition,
                         },
                     );
                 }
@@ -210,7 +233,11 @@ impl<C: Cluster> Sentinel<C> {
         let cluster = &self.cluster;
         let probes = futures::future::join_all(self.nodes.iter().map(|(id, tracked)| {
             let id = *id;
-            let addr = tracked.addr.clone();
+            let addr = self
+                .probe_addrs
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| tracked.addr.clone());
             async move {
                 let outcome = cluster.probe(id, &addr).await;
                 (
@@ -247,6 +274,56 @@ impl<C: Cluster> Sentinel<C> {
         }
         self.rounds += 1;
         self.publish();
+        if self.report {
+            self.report_verdicts().await;
+        }
+    }
+
+    /// Sends this round's verdicts to the master: a dead vote per DEAD node, "alive" for
+    /// each node the master holds dead that answers us.
+    async fn report_verdicts(&mut self) {
+        let reports: Vec<(NodeId, bool)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, t)| match t.health.as_ref().map(|h| h.state) {
+                Some(NodeState::Dead) => Some((*id, false)),
+                Some(NodeState::Healthy) if t.condition == NodeCondition::Dead => Some((*id, true)),
+                _ => None,
+            })
+            .collect();
+        if reports.is_empty() {
+            return;
+        }
+        let cluster = &self.cluster;
+        let answers = futures::future::join_all(
+            reports
+                .iter()
+                .map(|&(id, alive)| async move { (id, alive, cluster.report(id, alive).await) }),
+        )
+        .await;
+        let mut failed = None;
+        for (id, alive, answer) in answers {
+            match answer {
+                Ok(condition) => {
+                    if let Some(t) = self.nodes.get_mut(&id) {
+                        if t.condition != condition {
+                            tracing::info!(node = %id, alive, condition = condition.as_str(),
+                                "master recorded the node's condition");
+                        }
+                        t.condition = condition;
+                    }
+                }
+                Err(err) => failed = Some((id, err)),
+            }
+        }
+        match failed {
+            Some((id, err)) if !self.report_failing => {
+                tracing::warn!(node = %id, error = %err, "could not report a verdict to the master; retrying every round");
+                self.report_failing = true;
+            }
+            Some(_) => {}
+            None => self.report_failing = false,
+        }
     }
 
     fn publish(&self) {
@@ -285,6 +362,9 @@ fn log_transition(t: &Transition) {
         NodeState::Dead => {
             tracing::error!(node = %t.node, addr = %t.addr, reason = %t.reason, "node {from} -> DEAD")
         }
+        NodeState::Maintenance => {
+            tracing::info!(node = %t.node, addr = %t.addr, "node {from} -> MAINTENANCE")
+        }
     }
 }
 
@@ -303,6 +383,8 @@ mod tests {
         nodes: Vec<NodeInfo>,
         master_down: bool,
         down: Mutex<HashSet<NodeId>>,
+        /// Every verdict reported, in order.
+        reports: Mutex<Vec<(NodeId, bool)>>,
     }
 
     impl Cluster for Arc<FakeCluster> {
@@ -320,6 +402,16 @@ mod tests {
                 lost: 0,
                 logical_bytes: 0,
                 nodes: self.nodes.clone(),
+                repair: Default::default(),
+            })
+        }
+
+        async fn report(&self, node: NodeId, alive: bool) -> FsResult<NodeCondition> {
+            self.reports.lock().expect("lock").push((node, alive));
+            Ok(if alive {
+                NodeCondition::Up
+            } else {
+                NodeCondition::Dead
             })
         }
 
@@ -340,6 +432,7 @@ mod tests {
             online: true,
             status: NodeStatus::default(),
             replicas: 0,
+            condition: NodeCondition::Up,
         }
     }
 
@@ -352,6 +445,8 @@ mod tests {
             tls_key_file: None,
             tls_ca_file: None,
             metrics_addr: None,
+            probe_addrs: Default::default(),
+            report: true,
         }
     }
 
@@ -428,12 +523,32 @@ mod tests {
             assert_eq!(current.nodes[&NodeId(2)].health.state, NodeState::Dead);
         }
 
+        // DEAD was voted to the master; node 1 never was.
+        {
+            let reports = cluster.reports.lock().expect("lock");
+            assert!(reports.contains(&(NodeId(2), false)), "{reports:?}");
+            assert!(reports.iter().all(|(n, _)| *n == NodeId(2)), "{reports:?}");
+        }
+
         cluster.down.lock().expect("lock").clear();
         let t = next_transition(&mut transitions).await;
         assert_eq!(
             (t.node, t.from, t.to),
             (NodeId(2), Some(NodeState::Dead), NodeState::Healthy)
         );
+        // The master held it dead (the fake answers Dead to a vote): it is told it is alive.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !cluster
+                .reports
+                .lock()
+                .expect("lock")
+                .contains(&(NodeId(2), true))
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("alive reported within the deadline");
         let _ = stop_tx.send(());
         tokio::time::timeout(Duration::from_secs(5), worker)
             .await

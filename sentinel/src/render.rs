@@ -101,6 +101,21 @@ pub fn render_table(report: &StatusReport) -> String {
         "chunks {}  under-replicated {}  lost {}",
         report.chunks.total, report.chunks.under_replicated, report.chunks.lost
     );
+    let r = &report.repair;
+    if r.queued_chunks > 0 || r.in_flight > 0 || r.done_chunks > 0 || r.trimmed > 0 {
+        let _ = writeln!(
+            out,
+            "re-replication: {} chunks ({}) to copy, {} running, {} done ({}), {}/s, {} failed, {} surplus removed",
+            r.queued_chunks,
+            human_bytes(r.queued_bytes),
+            r.in_flight,
+            r.done_chunks,
+            human_bytes(r.done_bytes),
+            human_bytes(r.bytes_per_sec),
+            r.failed,
+            r.trimmed
+        );
+    }
     out
 }
 
@@ -140,7 +155,7 @@ mod tests {
     use crate::health::NodeState;
     use crate::status::{ChunkCounts, NodeReport, Verdict};
     use common::NodeId;
-    use common::types::ReplicationPolicy;
+    use common::types::{RepairProgress, ReplicationPolicy};
 
     fn report() -> StatusReport {
         StatusReport {
@@ -190,6 +205,16 @@ mod tests {
                     errors: 2,
                 },
             ],
+            repair: RepairProgress {
+                queued_chunks: 3,
+                queued_bytes: 3 << 20,
+                in_flight: 2,
+                done_chunks: 5,
+                done_bytes: 5 << 20,
+                failed: 0,
+                bytes_per_sec: 1 << 20,
+                trimmed: 0,
+            },
         }
     }
 
@@ -207,6 +232,7 @@ n2    SUSPECT  127.0.0.1:40002  4.5s ago   1.0 GiB   0.0%   37      0     2     
 
 files 12  dirs 3  data 5.5 MiB
 chunks 40  under-replicated 3  lost 0
+re-replication: 3 chunks (3.0 MiB) to copy, 2 running, 5 done (5.0 MiB), 1.0 MiB/s, 0 failed, 0 surplus removed
 ";
         assert_eq!(render_table(&report()), expected);
     }
@@ -274,7 +300,17 @@ chunks 40  under-replicated 3  lost 0
       "load": 0,
       "errors": 2
     }
-  ]
+  ],
+  "repair": {
+    "queued_chunks": 3,
+    "queued_bytes": 3145728,
+    "in_flight": 2,
+    "done_chunks": 5,
+    "done_bytes": 5242880,
+    "failed": 0,
+    "bytes_per_sec": 1048576,
+    "trimmed": 0
+  }
 }
 "#;
         assert_eq!(render_json(&report()), expected);

@@ -7,7 +7,7 @@
 
 use crate::cluster::Cluster;
 use crate::health::{self, HealthPolicy, NodeState, Probe, ProbeHistory, ProbeOutcome};
-use common::types::{ClusterSummary, NodeInfo, ReplicationPolicy};
+use common::types::{ClusterSummary, NodeCondition, NodeInfo, RepairProgress, ReplicationPolicy};
 use common::{FsError, NodeId};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -91,6 +91,9 @@ pub struct StatusReport {
     pub logical_bytes: u64,
     pub chunks: ChunkCounts,
     pub nodes: Vec<NodeReport>,
+    /// Re-replication progress at the master (copies queued, running, done, rate).
+    #[serde(default)]
+    pub repair: RepairProgress,
 }
 
 /// The node facts the verdict depends on.
@@ -192,6 +195,7 @@ pub fn build_report(
         logical_bytes: summary.logical_bytes,
         chunks,
         nodes,
+        repair: summary.repair,
     }
 }
 
@@ -219,6 +223,27 @@ fn node_report(
                 health::human_duration(Duration::from_millis(info.last_seen_ms))
             ),
         };
+    }
+    // The master's record explains a node that does not answer: a planned stop, or a node
+    // the sentinels declared dead (whose chunks are being re-replicated).
+    if judged.state != NodeState::Healthy {
+        match info.condition {
+            NodeCondition::Maintenance => {
+                judged = health::Health {
+                    state: NodeState::Maintenance,
+                    reason: "stopped for planned maintenance: no re-replication during the \
+                             master's maintenance window"
+                        .to_string(),
+                }
+            }
+            NodeCondition::Dead => {
+                judged = health::Health {
+                    state: NodeState::Dead,
+                    reason: format!("declared dead; chunks re-replicated ({})", judged.reason),
+                }
+            }
+            NodeCondition::Up => {}
+        }
     }
     let reachable = matches!(probe.map(|p| &p.outcome), Some(ProbeOutcome::Answered(_)));
     // The node's own answer is fresher than the master's copy of its last heartbeat.
@@ -440,6 +465,7 @@ mod tests {
                 ..NodeStatus::default()
             },
             replicas: 1,
+            condition: Default::default(),
         }
     }
 
@@ -454,6 +480,7 @@ mod tests {
             lost: 0,
             logical_bytes: 12345,
             nodes,
+            repair: Default::default(),
         }
     }
 

@@ -134,7 +134,8 @@ async fn probe_answers_then_fails_when_the_node_stops() {
             started.elapsed() < Duration::from_secs(2),
             "a probe is bounded by its deadline"
         );
-        if matches!(outcome, ProbeOutcome::Failed(_)) {
+        // The listener is gone, so the confirming connect is refused.
+        if matches!(outcome, ProbeOutcome::Refused(_)) {
             break;
         }
         assert!(Instant::now() < deadline, "probe kept answering after stop");
@@ -147,8 +148,9 @@ async fn probe_of_a_closed_port_fails_fast() {
     let cluster = cluster(&closed_port());
     let started = Instant::now();
     let outcome = cluster.probe(NodeId(2), &closed_port()).await;
+    // Nothing listens: the probe fails and the confirming connect is refused (a crash).
     assert!(
-        matches!(outcome, ProbeOutcome::Failed(FsError::Unavailable(_))),
+        matches!(outcome, ProbeOutcome::Refused(FsError::Unavailable(_))),
         "{outcome:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -398,6 +400,15 @@ impl Master for SummaryOnly {
     ) -> FsResult<Vec<common::types::NodeFileChunk>> {
         refused()
     }
+
+    async fn report_node_health(
+        self,
+        _: Context,
+        _: NodeId,
+        _: bool,
+    ) -> FsResult<common::types::NodeCondition> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {
@@ -408,6 +419,7 @@ fn node_info(id: u64, addr: &str) -> NodeInfo {
         online: true,
         status: NodeStatus::default(),
         replicas: 4,
+        condition: Default::default(),
     }
 }
 
@@ -423,6 +435,7 @@ async fn start_master(nodes: Vec<NodeInfo>) -> (String, Arc<Mutex<ClusterSummary
         lost: 0,
         logical_bytes: 4096,
         nodes,
+        repair: Default::default(),
     }));
     let listener = rpc::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -19,8 +19,8 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::types::ClusterSummary;
-use common::{FsError, FsResult};
+use common::types::{ClusterSummary, NodeReplica};
+use common::{ChunkId, FsError, FsResult, NodeId};
 use tempfile::TempDir;
 
 use crate::bins::{self, bin};
@@ -58,6 +58,8 @@ pub struct ClusterOptions {
     /// chunkserver; [`TestCluster::master_metrics_addr`] and
     /// [`TestCluster::chunkserver_metrics_addr`] say where. Default false.
     pub metrics: bool,
+    /// More flags for `mosaic-master run` (e.g. `--dead-quorum 2`).
+    pub master_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -71,6 +73,7 @@ impl Default for ClusterOptions {
             capacity_bytes: None,
             scrub: None,
             metrics: false,
+            master_args: Vec::new(),
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct TestCluster {
     master_addr_file: PathBuf,
     nodes: Vec<Node>,
     next_mount: usize,
+    /// `mosaic-sentinel run` daemons started by [`TestCluster::start_sentinel`].
+    sentinels: Vec<Daemon>,
 }
 
 /// Runs `fut` to completion on a fresh single-threaded tokio runtime in a helper thread, so
@@ -222,6 +227,7 @@ impl TestCluster {
             master_addr_file,
             nodes: Vec::new(),
             next_mount: 0,
+            sentinels: Vec::new(),
         };
         // Start every chunkserver before waiting for any: they register in parallel.
         let mut pending = Vec::new();
@@ -650,6 +656,71 @@ impl TestCluster {
         })
     }
 
+    /// Starts `mosaic-sentinel run` with a new sentinel credential `name` and `extra` flags
+    /// (e.g. `--probe-interval-ms`, `--probe-addr n2=127.0.0.1:1`); returns once it reached
+    /// the master. It is stopped with the cluster.
+    pub fn start_sentinel(&mut self, name: &str, extra: &[&str]) {
+        let creds = self.issue("sentinel", name);
+        let addr_file = self.root.path().join(format!("sentinel-{name}.ready"));
+        let mut cmd = Command::new(bin(bins::SENTINEL));
+        cmd.arg("run")
+            .arg("--master")
+            .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(creds)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(extra);
+        let mut daemon = Daemon::spawn(
+            &format!("mosaic-sentinel {name}"),
+            cmd,
+            &self.log_path(&format!("sentinel-{name}")),
+        );
+        wait_addr(&mut daemon, &addr_file);
+        self.sentinels.push(daemon);
+    }
+
+    /// The log of the sentinel started as `name`.
+    pub fn sentinel_log(&self, name: &str) -> PathBuf {
+        self.log_path(&format!("sentinel-{name}"))
+    }
+
+    /// The node id the master gave chunkserver `i` (found by its address).
+    pub fn chunkserver_node(&self, i: usize) -> NodeId {
+        let addr = self.chunkserver_addr(i);
+        let summary = self
+            .master_summary()
+            .unwrap_or_else(|e| panic!("cluster summary: {e}"));
+        summary
+            .nodes
+            .iter()
+            .find(|n| n.addr == addr)
+            .map(|n| n.node)
+            .unwrap_or_else(|| panic!("no node with address {addr} in {:?}", summary.nodes))
+    }
+
+    /// Every replica the master records on `node` (all pages of `node_contents`).
+    pub fn node_contents(&self, node: NodeId) -> FsResult<Vec<NodeReplica>> {
+        let addr = self.master_addr();
+        let tls = self.client_tls();
+        block_on(async move {
+            let client = common::rpc::connect_master(&addr, &tls, RPC_DEADLINE).await?;
+            let mut out: Vec<NodeReplica> = Vec::new();
+            loop {
+                let after = out.last().map_or(ChunkId(0), |r| r.chunk);
+                let page = client
+                    .node_contents(common::rpc::ctx(RPC_DEADLINE), node, after, 10_000)
+                    .await
+                    .map_err(FsError::from)??;
+                let last = page.len() < 10_000;
+                out.extend(page);
+                if last {
+                    return Ok(out);
+                }
+            }
+        })
+    }
+
     /// Waits until the master sees every chunkserver online (after restarts).
     pub fn wait_all_nodes_online(&self, deadline: Duration) -> ClusterSummary {
         let want = self.nodes.len();
@@ -720,7 +791,8 @@ fn spawn_master(
         .arg("--write-quorum")
         .arg(w.to_string())
         .arg("--read-quorum")
-        .arg(r.to_string());
+        .arg(r.to_string())
+        .args(&opts.master_args);
     if opts.metrics {
         let file = root.join("master.metrics.addr");
         let _ = std::fs::remove_file(&file);

@@ -22,8 +22,8 @@ mod tests;
 
 use crate::registry::NodeView;
 use common::types::{
-    Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeReplica, RenameFlags,
-    ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
+    Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeCondition, NodeReplica,
+    RenameFlags, ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
 };
 use common::{ChunkId, ClusterId, FsResult, InodeId, NodeId, SessionId, Version};
 use std::collections::{HashMap, HashSet};
@@ -199,17 +199,31 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Sets `goal` on `ino` and, for a directory, on every inode beneath it, in one
     /// transaction; returns how many inodes it set. Applied at most once per operation id.
     fn set_goal(&self, ino: InodeId, goal: u32) -> FsResult<u64>;
-    /// Committed chunks with more current replicas than their goal (`goal` for files that
-    /// follow the cluster), and every replica row of each, at most `max`.
+
+    // Node conditions and re-replication (see `crate::repair`). Replicas on a node whose
+    // condition is `Dead` do not count as current in the queries below.
+    /// Records `node`'s condition (`Up` removes the record).
+    fn set_node_condition(
+        &self,
+        node: NodeId,
+        condition: NodeCondition,
+        now: Timespec,
+    ) -> FsResult<()>;
+    /// Every recorded condition other than `Up`, with the second it was set.
+    fn node_conditions(&self) -> FsResult<Vec<(NodeId, NodeCondition, i64)>>;
+    /// How many committed chunks are below `goal` counting current replicas, and their
+    /// total committed length: the re-replication still to do.
+    fn under_goal_totals(&self, goal: u32) -> FsResult<(u64, u64)>;
+    /// Committed chunks with more than `goal` counting current replicas and every replica
+    /// row of each, at most `max`.
     fn over_goal_chunks(
         &self,
         goal: u32,
         max: usize,
     ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
-    /// Drops `node`'s current replica of `chunk` and queues its deletion, only if the chunk
-    /// keeps at least its goal (and at least one) of other current, healthy replicas; the
-    /// check and the drop are one transaction, so a concurrent commit or report cannot make
-    /// it remove too many. Returns whether it dropped the replica.
+    /// Removes `node`'s current replica of `chunk` as surplus (queued for deletion), only if
+    /// the chunk keeps at least `goal` counting current replicas on other nodes; returns
+    /// whether it was removed.
     fn trim_replica(&self, chunk: ChunkId, node: NodeId, goal: u32) -> FsResult<bool>;
 
     /// Replicas that finished a committed write late (docs/PROTOCOL.md, "Acknowledgement at

@@ -165,7 +165,18 @@ const V4: &str = r#"
 ALTER TABLE inodes ADD COLUMN goal INTEGER;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// V5: what the master holds about a node beyond liveness (`NodeCondition`): declared dead
+/// by the sentinels, or stopped for maintenance. No row: up. A dead node's replica rows are
+/// kept (it may come back with current copies) but do not count toward any goal.
+const V5: &str = r#"
+CREATE TABLE node_conditions (
+    node      INTEGER PRIMARY KEY REFERENCES nodes (id),
+    condition TEXT    NOT NULL,
+    since_sec INTEGER NOT NULL
+);
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

@@ -16,8 +16,8 @@ use anyhow::Context as _;
 use common::block::BLOCK_SIZE;
 use common::types::{
     Attr, ChunkLoc, CommitWrite, DirEntry, DirPage, FileKind, HeldChunk, MAX_FILE_SIZE, NewNode,
-    NodeAddr, NodeReplica, READDIR_PAGE_MAX, RenameFlags, ReplicationPolicy, SetAttr, TimeSet,
-    Timespec, WriteGrant, XattrFlags,
+    NodeAddr, NodeCondition, NodeReplica, READDIR_PAGE_MAX, RenameFlags, ReplicationPolicy,
+    SetAttr, TimeSet, Timespec, WriteGrant, XattrFlags,
 };
 use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
@@ -620,6 +620,69 @@ fn chunk_by_id(c: &Connection, id: ChunkId) -> R<Option<ChunkRow>> {
             .query_row([id.0 as i64], chunk_row)
             .optional()?,
     )
+}
+
+/// Nodes whose replicas do not count toward any goal (declared dead).
+const DEAD_NODES: &str = "SELECT node FROM node_conditions WHERE condition = 'dead'";
+
+/// Counting current replicas of chunk `ch` (a correlated subquery).
+const COUNTING: &str = "(SELECT count(*) FROM replicas r
+      WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0
+        AND r.node NOT IN (SELECT node FROM node_conditions WHERE condition = 'dead'))";
+
+fn condition_name(condition: NodeCondition) -> Option<&'static str> {
+    match condition {
+        NodeCondition::Up => None,
+        NodeCondition::Dead => Some("dead"),
+        NodeCondition::Maintenance => Some("maintenance"),
+    }
+}
+
+fn parse_condition(name: &str) -> Option<NodeCondition> {
+    match name {
+        "dead" => Some(NodeCondition::Dead),
+        "maintenance" => Some(NodeCondition::Maintenance),
+        _ => None,
+    }
+}
+
+/// (chunk, confirmed, length, goal) of a goal query row: the goal is the file's own, else
+/// the cluster's (the query's `coalesce`), clamped to the range `set_goal` allows.
+fn goal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ChunkId, u64, u64, u32)> {
+    Ok((
+        ChunkId(r.get::<_, i64>(0)? as u64),
+        r.get::<_, i64>(1)? as u64,
+        r.get::<_, i64>(2)?.max(0) as u64,
+        r.get::<_, i64>(3)?.clamp(1, i64::from(common::types::MAX_GOAL)) as u32,
+    ))
+}
+
+/// Every replica row of each chunk, for the repair planner.
+fn chunk_replica_rows(
+    c: &Connection,
+    ids: Vec<(ChunkId, u64, u64, u32)>,
+) -> R<Vec<crate::repair::ChunkReplicas>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for (chunk, confirmed, length, goal) in ids {
+        let mut stmt = c.prepare_cached(
+            "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
+        )?;
+        let rows = stmt.query_map([chunk.0 as i64], |r| {
+            Ok(crate::repair::ReplicaRow {
+                node: NodeId(r.get::<_, i64>(0)? as u64),
+                version: Version(r.get::<_, i64>(1)? as u64),
+                bad: r.get(2)?,
+            })
+        })?;
+        out.push(crate::repair::ChunkReplicas {
+            chunk,
+            confirmed: Version(confirmed),
+            length,
+            goal: goal as usize,
+            replicas: rows.collect::<rusqlite::Result<_>>()?,
+        });
+    }
+    Ok(out)
 }
 
 /// Replicas holding the chunk's confirmed version and not reported bad, with addresses.
@@ -1718,20 +1781,135 @@ impl MetaStore for SqliteStore {
             // A scan of the chunk table: fine for the tables this master holds today; a
             // queue of chunks to look at (filled by reports and commits) replaces it when
             // the table outgrows a scan per second.
-            let ids: Vec<(ChunkId, u64, Option<u32>)> = {
-                // The goal: the file's own, else the cluster's (`?1`).
-                let mut stmt = c.prepare_cached(
-                    "SELECT ch.id, ch.confirmed, i.goal,
-                            (SELECT count(*) FROM replicas r
-                             WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0) AS n
-                     FROM chunks ch JOIN inodes i ON i.ino = ch.ino
-                     WHERE ch.confirmed > 0 AND n < coalesce(i.goal, ?1)
-                     ORDER BY n, ch.id LIMIT ?2",
-                )?;
+            let ids = {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT ch.id, ch.confirmed, ch.length, coalesce(i.goal, ?1) AS g, {COUNTING} AS n
+                     FROM chunks ch LEFT JOIN inodes i ON i.ino = ch.ino
+                     WHERE ch.confirmed > 0 AND n < g
+                     ORDER BY n, ch.id LIMIT ?2"
+                ))?;
                 let rows = stmt.query_map(params![goal as i64, max as i64], goal_row)?;
-                rows.collect::<rusqlite::Result<_>>()?
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
-            replica_rows(c, ids)
+            chunk_replica_rows(c, ids)
+        })
+    }
+
+    fn under_goal_totals(&self, goal: u32) -> FsResult<(u64, u64)> {
+        self.read(|c| {
+            let (n, bytes): (i64, i64) = c
+                .prepare_cached(&format!(
+                    "SELECT count(*), coalesce(sum(length), 0) FROM
+                     (SELECT ch.length, coalesce(i.goal, ?1) AS g, {COUNTING} AS n
+                      FROM chunks ch LEFT JOIN inodes i ON i.ino = ch.ino
+                      WHERE ch.confirmed > 0 AND n < g)"
+                ))?
+                .query_row([goal as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((n.max(0) as u64, bytes.max(0) as u64))
+        })
+    }
+
+    fn over_goal_chunks(
+        &self,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+        self.read(|c| {
+            let ids = {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT ch.id, ch.confirmed, ch.length, coalesce(i.goal, ?1) AS g, {COUNTING} AS n
+                     FROM chunks ch LEFT JOIN inodes i ON i.ino = ch.ino
+                     WHERE ch.confirmed > 0 AND n > g
+                     ORDER BY ch.id LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![goal as i64, max as i64], goal_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            chunk_replica_rows(c, ids)
+        })
+    }
+
+    fn trim_replica(&self, chunk: ChunkId, node: NodeId, goal: u32) -> FsResult<bool> {
+        self.write(|c| {
+            // Re-checked inside the transaction: the plan may be a round old. The file's own
+            // goal wins over the cluster's.
+            let goal = match chunk_by_id(c, chunk)? {
+                Some(row) => inode_goal(c, row.ino)?.unwrap_or(goal),
+                None => return Ok(false),
+            };
+            let others: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                     WHERE r.chunk = ?1 AND r.node <> ?2 AND ch.confirmed > 0
+                       AND r.version = ch.confirmed AND r.bad = 0
+                       AND r.node NOT IN ({DEAD_NODES})"
+                ))?
+                .query_row(params![chunk.0 as i64, node.0 as i64], |r| r.get(0))?;
+            if others < i64::from(goal.max(1)) {
+                return Ok(false);
+            }
+            let n = c
+                .prepare_cached("DELETE FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            c.prepare_cached("INSERT OR IGNORE INTO gc_queue (chunk, node) VALUES (?1, ?2)")?
+                .execute(params![chunk.0 as i64, node.0 as i64])?;
+            Ok(true)
+        })
+    }
+
+    fn set_node_condition(
+        &self,
+        node: NodeId,
+        condition: NodeCondition,
+        now: Timespec,
+    ) -> FsResult<()> {
+        self.write(|c| {
+            match condition_name(condition) {
+                None => {
+                    c.prepare_cached("DELETE FROM node_conditions WHERE node = ?1")?
+                        .execute([node.0 as i64])?;
+                }
+                Some(name) => {
+                    c.prepare_cached(
+                        "INSERT INTO node_conditions (node, condition, since_sec)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (node) DO UPDATE
+                         SET condition = excluded.condition, since_sec = excluded.since_sec",
+                    )?
+                    .execute(params![node.0 as i64, name, now.sec])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn node_conditions(&self) -> FsResult<Vec<(NodeId, NodeCondition, i64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT node, condition, since_sec FROM node_conditions ORDER BY node",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    NodeId(r.get::<_, i64>(0)? as u64),
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (node, name, since) = row?;
+                match parse_condition(&name) {
+                    Some(condition) => out.push((node, condition, since)),
+                    // Written by a newer master: ignore rather than guess.
+                    None => {
+                        tracing::warn!(%node, condition = %name, "unknown node condition ignored")
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -1936,51 +2114,6 @@ impl MetaStore for SqliteStore {
         })
     }
 
-    fn over_goal_chunks(
-        &self,
-        goal: u32,
-        max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
-        self.read(|c| {
-            // A scan, as `under_goal_chunks`: the same query with the comparison turned.
-            let ids: Vec<(ChunkId, u64, Option<u32>)> = {
-                let mut stmt = c.prepare_cached(
-                    "SELECT ch.id, ch.confirmed, i.goal,
-                            (SELECT count(*) FROM replicas r
-                             WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0) AS n
-                     FROM chunks ch JOIN inodes i ON i.ino = ch.ino
-                     WHERE ch.confirmed > 0 AND n > coalesce(i.goal, ?1)
-                     ORDER BY ch.id LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![goal as i64, max as i64], goal_row)?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            replica_rows(c, ids)
-        })
-    }
-
-    fn trim_replica(&self, chunk: ChunkId, node: NodeId, goal: u32) -> FsResult<bool> {
-        self.write(|c| {
-            let Some(row) = chunk_by_id(c, chunk)? else {
-                return Ok(false);
-            };
-            let goal = inode_goal(c, row.ino)?.unwrap_or(goal).max(1);
-            let current = current_replicas(c, chunk, row.confirmed)?;
-            if row.confirmed == 0 || !current.iter().any(|(n, _)| *n == node) {
-                return Ok(false);
-            }
-            // Never below the goal, never the last current replica.
-            if current.len() <= goal as usize {
-                return Ok(false);
-            }
-            c.prepare_cached("DELETE FROM replicas WHERE chunk = ?1 AND node = ?2")?
-                .execute(params![chunk.0 as i64, node.0 as i64])?;
-            c.prepare_cached("INSERT OR IGNORE INTO gc_queue (chunk, node) VALUES (?1, ?2)")?
-                .execute(params![chunk.0 as i64, node.0 as i64])?;
-            Ok(true)
-        })
-    }
-
     fn confirm_replicas(
         &self,
         chunk: ChunkId,
@@ -2044,43 +2177,6 @@ impl MetaStore for SqliteStore {
                 .collect()
         })
     }
-}
-
-/// One row of the goal scans: chunk id, confirmed version, the file's goal column.
-fn goal_row(r: &Row) -> rusqlite::Result<(ChunkId, u64, Option<u32>)> {
-    Ok((
-        ChunkId(r.get::<_, i64>(0)? as u64),
-        r.get::<_, i64>(1)? as u64,
-        r.get::<_, Option<i64>>(2)?
-            .map(|g| g.clamp(1, i64::from(common::types::MAX_GOAL)) as u32),
-    ))
-}
-
-/// Every replica row of each chunk, for the repair planner.
-fn replica_rows(
-    c: &Connection,
-    ids: Vec<(ChunkId, u64, Option<u32>)>,
-) -> R<Vec<crate::repair::ChunkReplicas>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for (chunk, confirmed, goal) in ids {
-        let mut stmt = c.prepare_cached(
-            "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
-        )?;
-        let rows = stmt.query_map([chunk.0 as i64], |r| {
-            Ok(crate::repair::ReplicaRow {
-                node: NodeId(r.get::<_, i64>(0)? as u64),
-                version: Version(r.get::<_, i64>(1)? as u64),
-                bad: r.get(2)?,
-            })
-        })?;
-        out.push(crate::repair::ChunkReplicas {
-            chunk,
-            confirmed: Version(confirmed),
-            replicas: rows.collect::<rusqlite::Result<_>>()?,
-            goal,
-        });
-    }
-    Ok(out)
 }
 
 /// Longest chain of directories followed up from a file when building its path: far deeper

@@ -1828,3 +1828,62 @@ fn node_files_names_the_file_of_every_replica() {
             .is_empty()
     );
 }
+
+#[test]
+// ---- node conditions and re-replication ----------------------------------------------------
+
+#[test]
+fn dead_nodes_stop_counting_and_trims_never_go_below_the_goal() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let f = mk(&*s, InodeId::ROOT, "f", FileKind::File);
+    // Placement takes the three nodes with the most free space: 1, 2, 3.
+    let g = write_chunk(&*s, f.ino, 0, &views, 100);
+    let holders: Vec<NodeId> = g.replicas.iter().map(|r| r.node).collect();
+    assert_eq!(holders.len(), 3);
+    assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
+    assert_eq!(s.under_goal_totals(3).expect("totals"), (0, 0));
+
+    // Node 1 declared dead: the chunk is below its goal by one, its bytes counted once.
+    s.set_node_condition(NodeId(1), NodeCondition::Dead, t(60))
+        .expect("dead");
+    assert_eq!(
+        s.node_conditions().expect("conditions"),
+        vec![(NodeId(1), NodeCondition::Dead, 60)]
+    );
+    let under = s.under_goal_chunks(3, 10).expect("scan");
+    assert_eq!(under.len(), 1);
+    assert_eq!((under[0].goal, under[0].length), (3, 100));
+    assert_eq!(
+        under[0].replicas.len(),
+        3,
+        "every row is listed, dead or not"
+    );
+    assert_eq!(s.under_goal_totals(3).expect("totals"), (1, 100));
+
+    // The copy to node 4 restores the goal.
+    assert!(s.record_copy(g.chunk, NodeId(4), g.version).expect("copy"));
+    assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
+    assert!(s.over_goal_chunks(3, 10).expect("scan").is_empty());
+
+    // Node 1 is back: four counting replicas, one surplus.
+    s.set_node_condition(NodeId(1), NodeCondition::Up, t(70))
+        .expect("up");
+    assert!(s.node_conditions().expect("conditions").is_empty());
+    assert_eq!(s.over_goal_chunks(3, 10).expect("scan").len(), 1);
+    assert!(s.trim_replica(g.chunk, NodeId(1), 3).expect("trim"));
+    assert_eq!(gc_rows(&s), 1, "the trimmed replica is queued for deletion");
+    // At the goal now: no further trim, whichever node is named.
+    for node in [2, 3, 4] {
+        assert!(!s.trim_replica(g.chunk, NodeId(node), 3).expect("trim"));
+    }
+    // A dead node's copy never counts toward the others: with node 2 dead, trimming
+    // node 3 would leave two counting replicas, so it is refused.
+    s.set_node_condition(NodeId(2), NodeCondition::Dead, t(80))
+        .expect("dead");
+    assert!(!s.trim_replica(g.chunk, NodeId(3), 2 + 1).expect("trim"));
+    // Maintenance still counts.
+    s.set_node_condition(NodeId(2), NodeCondition::Maintenance, t(90))
+        .expect("maintenance");
+    assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
+}
