@@ -186,6 +186,7 @@ mod tests {
                         ..NodeStatus::default()
                     },
                     replicas: 9,
+                    condition: Default::default(),
                 },
                 NodeInfo {
                     node: NodeId(2),
@@ -194,8 +195,10 @@ mod tests {
                     online: false,
                     status: NodeStatus::default(),
                     replicas: 0,
+                    condition: Default::default(),
                 },
             ],
+            repair: Default::default(),
         };
         let repair = RepairMetrics::default();
         repair.copied(1 << 20);

@@ -653,7 +653,8 @@ fn goal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ChunkId, u64, u64, u32)>
         ChunkId(r.get::<_, i64>(0)? as u64),
         r.get::<_, i64>(1)? as u64,
         r.get::<_, i64>(2)?.max(0) as u64,
-        r.get::<_, i64>(3)?.clamp(1, i64::from(common::types::MAX_GOAL)) as u32,
+        r.get::<_, i64>(3)?
+            .clamp(1, i64::from(common::types::MAX_GOAL)) as u32,
     ))
 }
 

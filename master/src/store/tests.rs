@@ -1654,14 +1654,14 @@ fn goals_drive_placement_quorum_repair_and_trim() {
     s.set_goal(two.ino, 3).expect("set");
     let under = s.under_goal_chunks(3, 10).expect("under");
     assert_eq!(under.len(), 1);
-    assert_eq!((under[0].chunk, under[0].goal), (ga.chunk, Some(3)));
+    assert_eq!((under[0].chunk, under[0].goal), (ga.chunk, 3));
     assert_eq!(s.summary(&online, 3).expect("summary").under_replicated, 1);
 
     // Lower "four" to 2: over its goal; trims stop at the goal.
     s.set_goal(four.ino, 2).expect("set");
     let over = s.over_goal_chunks(3, 10).expect("over");
     assert_eq!(over.len(), 1);
-    assert_eq!((over[0].chunk, over[0].goal), (gb.chunk, Some(2)));
+    assert_eq!((over[0].chunk, over[0].goal), (gb.chunk, 2));
     let holders = all(&gb);
     assert!(s.trim_replica(gb.chunk, holders[0], 3).expect("trim"));
     assert!(s.trim_replica(gb.chunk, holders[1], 3).expect("trim"));
@@ -1829,7 +1829,6 @@ fn node_files_names_the_file_of_every_replica() {
     );
 }
 
-#[test]
 // ---- node conditions and re-replication ----------------------------------------------------
 
 #[test]
