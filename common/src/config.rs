@@ -121,6 +121,27 @@ pub struct MasterConfig {
     /// The cluster CA certificate (PEM): only peers it signed are accepted.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// The audit log (JSON lines, docs/SECURITY.md). Default: `STATE/audit.log`.
+    #[serde(default)]
+    pub audit_file: Option<PathBuf>,
+    /// Size in bytes at which the audit log is rotated. Default 64 MiB.
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`audit.log.1` newest .. `audit.log.K`). Default 8.
+    #[serde(default = "default_audit_keep")]
+    pub audit_keep: u32,
+    /// Address of the join endpoint, where a node holding a one-time join token (from
+    /// `mosaic-master issue-token`) gets its credential. Server-authenticated TLS only: the
+    /// joiner has no certificate yet. Default: none (tokens cannot be redeemed).
+    #[serde(default)]
+    pub join_listen: Option<SocketAddr>,
+}
+
+fn default_audit_max_bytes() -> u64 {
+    crate::audit::DEFAULT_AUDIT_MAX_BYTES
+}
+fn default_audit_keep() -> u32 {
+    crate::audit::DEFAULT_AUDIT_KEEP
 }
 
 impl MasterConfig {
@@ -139,6 +160,22 @@ impl MasterConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            audit_file: None,
+            audit_max_bytes: default_audit_max_bytes(),
+            audit_keep: default_audit_keep(),
+            join_listen: None,
+        }
+    }
+
+    /// The audit log's rotation policy: `audit_file` or `STATE/audit.log`.
+    pub fn audit(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            path: self
+                .audit_file
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join(crate::audit::AUDIT_FILE)),
+            max_bytes: self.audit_max_bytes,
+            keep: self.audit_keep,
         }
     }
 

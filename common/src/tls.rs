@@ -273,6 +273,26 @@ impl CredentialPaths {
     }
 }
 
+impl CredentialPaths {
+    /// A server-only TLS acceptor for the join endpoint: presents this credential's
+    /// certificate followed by the CA certificate (the joiner pins the CA by fingerprint),
+    /// and asks the peer for no certificate.
+    pub fn join_acceptor(&self) -> anyhow::Result<TlsAcceptor> {
+        let mut chain = load_certs(&self.cert)?;
+        chain.extend(load_certs(&self.ca)?);
+        check_key_permissions(&self.key)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("cannot read private key {}: {e}", self.key.display()))?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .context("select TLS 1.3")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("use the certificate for the join endpoint")?;
+        Ok(TlsAcceptor::from(Arc::new(server)))
+    }
+}
+
 /// The TLS flags every daemon and the mount take (`#[command(flatten)]`). Flags override
 /// the config file's `tls_*_file` fields; `--credentials DIR` is short for the three files
 /// of a directory made by `mosaic-master issue`.
@@ -459,29 +479,64 @@ pub fn peer_identity<S>(stream: &tokio_rustls::server::TlsStream<S>) -> anyhow::
 }
 
 /// Serial numbers of revoked certificates, shared between the accept loop and whatever
-/// keeps it current (the master's file watcher, a chunkserver's heartbeat replies).
-#[derive(Clone, Debug, Default)]
-pub struct Revoked(Arc<parking_lot::RwLock<HashSet<String>>>);
+/// keeps it current (the master's file watcher, a chunkserver's heartbeat replies). Every
+/// change is announced, so open connections of a newly revoked peer are cut
+/// ([`Revoked::until_revoked`]), not only new ones refused.
+#[derive(Clone, Debug)]
+pub struct Revoked(Arc<RevokedInner>);
+
+#[derive(Debug)]
+struct RevokedInner {
+    serials: parking_lot::RwLock<HashSet<String>>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Revoked {
+    fn default() -> Revoked {
+        Revoked(Arc::new(RevokedInner {
+            serials: Default::default(),
+            changed: tokio::sync::watch::Sender::new(()),
+        }))
+    }
+}
 
 impl Revoked {
     pub fn contains(&self, serial: &str) -> bool {
-        self.0.read().contains(serial)
+        self.0.serials.read().contains(serial)
     }
 
     /// Replaces the whole set; returns true when it changed.
     pub fn replace(&self, serials: HashSet<String>) -> bool {
-        let mut current = self.0.write();
-        if *current == serials {
-            return false;
+        {
+            let mut current = self.0.serials.write();
+            if *current == serials {
+                return false;
+            }
+            *current = serials;
         }
-        *current = serials;
+        self.0.changed.send_replace(());
         true
     }
 
     pub fn to_vec(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.0.read().iter().cloned().collect();
+        let mut v: Vec<String> = self.0.serials.read().iter().cloned().collect();
         v.sort();
         v
+    }
+
+    /// Resolves once `serial` is in the set (at once if it already is); never otherwise.
+    pub async fn until_revoked(&self, serial: &str) {
+        // Subscribe before looking, so a change between the look and the wait is not missed.
+        let mut changes = self.0.changed.subscribe();
+        loop {
+            if self.contains(serial) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                // Cannot happen while `self` holds the sender; never resolve if it did.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -617,6 +672,38 @@ impl Ca {
 
     /// Signs a new credential for `name` in `role`.
     pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<IssuedCredential> {
+        let key = rcgen::KeyPair::generate().context("generate a key")?;
+        let (cert_pem, serial) = self.sign(role, name, &key)?;
+        Ok(IssuedCredential {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+            ca_pem: self.pem.clone(),
+            serial,
+        })
+    }
+
+    /// Signs a certificate for `name` in `role` over the public key of a PEM certificate
+    /// signing request (the join endpoint: the private key stays with the node). Only the
+    /// request's key is used (its signature proves the requester holds the private key);
+    /// role and name come from the caller, never from the request. Returns the
+    /// certificate (PEM) and its serial.
+    pub fn sign_request(
+        &self,
+        role: Role,
+        name: &str,
+        csr_pem: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("parse and verify the certificate signing request")?;
+        self.sign(role, name, &csr.public_key)
+    }
+
+    fn sign(
+        &self,
+        role: Role,
+        name: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> anyhow::Result<(String, String)> {
         check_name(name)?;
         let mut params = rcgen::CertificateParams::new(vec![role.dns_name()])
             .context("certificate parameters")?;
@@ -640,16 +727,10 @@ impl Ca {
         let serial_hex = hex(serial.as_ref());
         params.serial_number = Some(serial);
         validity(&mut params, LEAF_VALIDITY_DAYS);
-        let key = rcgen::KeyPair::generate().context("generate a key")?;
         let cert = params
-            .signed_by(&key, &self.cert, &self.key)
+            .signed_by(public_key, &self.cert, &self.key)
             .context("sign the certificate")?;
-        Ok(IssuedCredential {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            ca_pem: self.pem.clone(),
-            serial: serial_hex,
-        })
+        Ok((cert.pem(), serial_hex))
     }
 }
 
@@ -752,5 +833,29 @@ mod tests {
             .expect("chmod");
         let err = paths.load().expect_err("must refuse");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn revoking_wakes_the_waiters_of_that_serial_only() {
+        let revoked = Revoked::default();
+        let a = tokio::spawn({
+            let revoked = revoked.clone();
+            async move { revoked.until_revoked("aa").await }
+        });
+        let b = tokio::spawn({
+            let revoked = revoked.clone();
+            async move { revoked.until_revoked("bb").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(revoked.replace(HashSet::from(["aa".to_owned()])));
+        tokio::time::timeout(std::time::Duration::from_secs(10), a)
+            .await
+            .expect("aa's waiter wakes")
+            .expect("join");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!b.is_finished(), "bb is not revoked");
+        b.abort();
+        // Already revoked: resolves at once.
+        revoked.until_revoked("aa").await;
     }
 }
