@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_with_unknown_keys_is_refused_naming_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, "state_dir = '/x'\nrepilcas = 3\n").expect("write");
+        let err = load_toml::<MasterConfig>(&path).expect_err("unknown key");
+        let text = format!("{err:#}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("repilcas"), "{text}");
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let cfg: MasterConfig = toml::from_str("state_dir = '/x'\n").expect("parses");
         assert_eq!(cfg.listen.port(), DEFAULT_MASTER_PORT);

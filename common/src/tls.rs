@@ -310,9 +310,60 @@ pub struct TlsArgs {
     /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
     #[arg(long = "tls-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(long, value_name = "FILE", requires = "join", conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
 }
 
+/// How long a join (connect, handshake, signing) may take on a loaded machine.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl TlsArgs {
+    /// Redeems --join-token (or --join-token-file) into --credentials DIR when DIR holds no
+    /// certificate yet; does nothing without a token. A process restarted with the same
+    /// flags finds its certificate and does not try the (spent) token again.
+    pub async fn join_if_asked(&self, role: Role) -> anyhow::Result<()> {
+        let token = match (&self.join_token, &self.join_token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("read join token file {}", file.display()))?,
+            (None, None) => return Ok(()),
+        };
+        let dir = self.credentials.as_ref().context(
+            "--join-token needs --credentials DIR: the directory the new credential is written to",
+        )?;
+        if dir.join(CERT_FILE).exists() {
+            tracing::info!(dir = %dir.display(), "credential present: join token not used");
+            return Ok(());
+        }
+        let addr = self
+            .join
+            .as_deref()
+            .context("--join-token needs --join ADDR (the master's join_listen address)")?;
+        crate::join::redeem_into(addr, &token, dir, role, JOIN_TIMEOUT).await
+    }
+
+    /// [`Self::join_if_asked`] for a process without a runtime yet (the mount, which forks
+    /// later): builds a one-thread runtime only when there is a token, and drops it again.
+    pub fn join_if_asked_blocking(&self, role: Role) -> anyhow::Result<()> {
+        if self.join_token.is_none() && self.join_token_file.is_none() {
+            return Ok(());
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start a runtime for the join")?
+            .block_on(self.join_if_asked(role))
+    }
+
     /// Writes the flags over a config's three `tls_*_file` fields.
     pub fn apply(
         &self,

@@ -186,6 +186,13 @@ pub struct RunArgs {
     /// TLS credential directory (cert.pem, key.pem, ca.pem); default STATE/pki/master.
     #[arg(long, value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// Serve the join endpoint (one-time tokens from `issue-token`) on this address
+    /// (overrides join_listen); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub join_listen: Option<SocketAddr>,
+    /// Once listening, write the join endpoint's bound address here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub join_addr_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -220,6 +227,9 @@ impl RunArgs {
         }
         if let Some(r) = self.read_quorum {
             config.read_quorum = r;
+        }
+        if let Some(join) = self.join_listen {
+            config.join_listen = Some(join);
         }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);
@@ -360,12 +370,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.addr_file {
         master::write_addr_file(path, master.addr)?;
     }
+    match (&args.join_addr_file, master.join_addr) {
+        (Some(path), Some(addr)) => master::write_addr_file(path, addr)?,
+        (Some(_), None) => anyhow::bail!("--join-addr-file needs --join-listen (or join_listen)"),
+        _ => {}
+    }
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     master.shutdown().await;
-    if let Some(path) = &args.addr_file {
+    for path in [&args.addr_file, &args.join_addr_file].into_iter().flatten() {
         // The address is no longer served: readiness must not outlive the process.
         let _ = std::fs::remove_file(path);
     }
