@@ -404,7 +404,15 @@ mod tests {
         let mut other_ca = token.clone();
         other_ca.ca_fingerprint[0] ^= 1;
         let rec = record(&token, 1_000);
-        let cases: &[(&Token, Option<&TokenRecord>, bool, u64, Result<(), Refusal>)] = &[
+        // token, what was issued under its id, used before, now, the verdict
+        type Case<'a> = (
+            &'a Token,
+            Option<&'a TokenRecord>,
+            bool,
+            u64,
+            Result<(), Refusal>,
+        );
+        let cases: &[Case] = &[
             (&token, Some(&rec), false, 999, Ok(())),
             (&token, None, false, 999, Err(Refusal::Unknown)),
             (&forged, Some(&rec), false, 999, Err(Refusal::Forged)),

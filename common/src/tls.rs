@@ -316,7 +316,12 @@ pub struct TlsArgs {
     #[arg(long, value_name = "TOKEN", requires = "join")]
     pub join_token: Option<String>,
     /// A file holding the join token (read, then used as --join-token).
-    #[arg(long, value_name = "FILE", requires = "join", conflicts_with = "join_token")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
     pub join_token_file: Option<PathBuf>,
     /// The master's join endpoint (its `join_listen` address) for --join-token.
     #[arg(long, value_name = "ADDR")]

@@ -380,7 +380,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     master.shutdown().await;
-    for path in [&args.addr_file, &args.join_addr_file].into_iter().flatten() {
+    for path in [&args.addr_file, &args.join_addr_file]
+        .into_iter()
+        .flatten()
+    {
         // The address is no longer served: readiness must not outlive the process.
         let _ = std::fs::remove_file(path);
     }
@@ -452,8 +455,18 @@ mod tests {
     #[test]
     fn durations() {
         use std::time::Duration;
-        for (text, secs) in [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86_400)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("10m", 600),
+            ("2h", 7200),
+            ("1d", 86_400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
         for bad in ["", "m", "10x", "-1m", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");

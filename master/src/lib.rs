@@ -346,7 +346,9 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     if let Some(join_listen) = config.join_listen {
         let acceptor = credential.join_acceptor()?;
         let listener = common::rpc::bind(join_listen).await?;
-        let bound = listener.local_addr().context("read the join endpoint's address")?;
+        let bound = listener
+            .local_addr()
+            .context("read the join endpoint's address")?;
         tracing::info!(addr = %bound, "join endpoint listening");
         join_addr = Some(bound);
         tasks.push(tokio::spawn(tokens::serve_join(

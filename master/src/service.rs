@@ -10,8 +10,8 @@ use crate::sessions::Leases;
 use crate::store::{Freed, GC_BATCH, MetaStore};
 use common::audit::{Audit, Event, Mutation};
 use common::config::MasterConfig;
-use common::tls::Identity;
 use common::rpc::Master;
+use common::tls::Identity;
 use common::types::{
     Attr, Caller, ChunkLoc, ClusterSummary, CommitWrite, DirPage, HeartbeatReply, HeldChunk,
     MountInfo, NewNode, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered, RenameFlags,

@@ -229,11 +229,9 @@ impl common::rpc::Join for JoinService {
         csr_pem: String,
     ) -> FsResult<JoinedCredential> {
         let now = common::tls::unix_now();
-        tokio::task::spawn_blocking(move || {
-            self.redeemer.redeem(&token, &csr_pem, &self.addr, now)
-        })
-        .await
-        .unwrap_or_else(|e| Err(FsError::internal(format!("join task failed: {e}"))))
+        tokio::task::spawn_blocking(move || self.redeemer.redeem(&token, &csr_pem, &self.addr, now))
+            .await
+            .unwrap_or_else(|e| Err(FsError::internal(format!("join task failed: {e}"))))
     }
 }
 
@@ -315,12 +313,21 @@ mod tests {
         )
         .expect("audit");
         let now = 1_000_000;
-        let (token, _) = issue_token(state, Role::Chunkserver, "cs7", Duration::from_secs(600), now)
-            .expect("issue");
-        let (short, _) = issue_token(state, Role::Client, "c", Duration::from_secs(1), now)
-            .expect("issue");
+        let (token, _) = issue_token(
+            state,
+            Role::Chunkserver,
+            "cs7",
+            Duration::from_secs(600),
+            now,
+        )
+        .expect("issue");
+        let (short, _) =
+            issue_token(state, Role::Client, "c", Duration::from_secs(1), now).expect("issue");
         let stored = std::fs::read_to_string(state.join("pki/tokens")).expect("read");
-        assert!(!stored.contains(&token.secret_text()[15..80]), "no secret on disk");
+        assert!(
+            !stored.contains(&token.secret_text()[15..80]),
+            "no secret on disk"
+        );
         let redeemer = Redeemer::new(state.to_owned(), audit);
         let key = rcgen::KeyPair::generate().expect("key");
         let csr = rcgen::CertificateParams::default()
@@ -331,22 +338,29 @@ mod tests {
         let joined = redeemer
             .redeem(&token.secret_text(), &csr, "peer:1", now + 1)
             .expect("first use");
-        let der = rustls::pki_types::CertificateDer::from(
-            x509_der(&joined.cert_pem),
-        );
+        let der = rustls::pki_types::CertificateDer::from(x509_der(&joined.cert_pem));
         let id = common::tls::Identity::from_der(&der).expect("identity");
         assert_eq!((id.role, id.name.as_str()), (Role::Chunkserver, "cs7"));
         let again = redeemer.redeem(&token.secret_text(), &csr, "peer:2", now + 2);
-        assert!(matches!(&again, Err(FsError::Invalid(m)) if m.contains("used")), "{again:?}");
+        assert!(
+            matches!(&again, Err(FsError::Invalid(m)) if m.contains("used")),
+            "{again:?}"
+        );
         let late = redeemer.redeem(&short.secret_text(), &csr, "peer:3", now + 5);
-        assert!(matches!(&late, Err(FsError::Invalid(m)) if m.contains("expired")), "{late:?}");
+        assert!(
+            matches!(&late, Err(FsError::Invalid(m)) if m.contains("expired")),
+            "{late:?}"
+        );
         let mut text = token.secret_text();
         // Flip one hex digit of the secret.
         let i = common::join::TOKEN_PREFIX.len() + 1 + 16 + 1;
         let flipped = if &text[i..=i] == "0" { "1" } else { "0" };
         text.replace_range(i..=i, flipped);
         let forged = redeemer.redeem(&text, &csr, "peer:4", now + 2);
-        assert!(matches!(&forged, Err(FsError::Invalid(m)) if m.contains("forged")), "{forged:?}");
+        assert!(
+            matches!(&forged, Err(FsError::Invalid(m)) if m.contains("forged")),
+            "{forged:?}"
+        );
         assert!(redeemer.redeem("garbage", &csr, "peer:5", now).is_err());
 
         let events: Vec<Event> = common::audit::read_all(&audit_path, 1)
@@ -362,10 +376,18 @@ mod tests {
             })
             .collect();
         assert_eq!(reasons, ["used", "expired", "forged", "malformed"]);
-        assert!(events.iter().any(|e| matches!(e, Event::TokenUsed { name, serial, .. }
-            if name == "cs7" && *serial == joined.serial)));
-        assert!(events.iter().any(|e| matches!(e, Event::CredentialIssued { via, .. }
-            if via == "join-token")));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::TokenUsed { name, serial, .. }
+            if name == "cs7" && *serial == joined.serial))
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::CredentialIssued { via, .. }
+            if via == "join-token"))
+        );
     }
 
     fn x509_der(pem: &str) -> Vec<u8> {

@@ -35,11 +35,7 @@ fn events(cluster: &TestCluster) -> Vec<Record> {
 }
 
 /// Waits until some audit record satisfies `pred`; returns it.
-fn wait_for_event(
-    cluster: &TestCluster,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Record {
+fn wait_for_event(cluster: &TestCluster, what: &str, pred: impl Fn(&Event) -> bool) -> Record {
     let mut found = None;
     wait_until_logged(SETTLE, what, &cluster.audit_log(), || {
         found = events(cluster).into_iter().find(|r| pred(&r.event));
@@ -146,9 +142,10 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
     let master_cut = cut("the master to cut the revoked client's connection", &|| {
         rt.block_on(async { matches!(master.statfs(ctx(RPC_DEADLINE)).await, Ok(Ok(_))) })
     });
-    let cs_cut = cut("the chunkserver to cut the revoked client's connection", &|| {
-        rt.block_on(async { matches!(chunkserver.status(ctx(RPC_DEADLINE)).await, Ok(Ok(_))) })
-    });
+    let cs_cut = cut(
+        "the chunkserver to cut the revoked client's connection",
+        &|| rt.block_on(async { matches!(chunkserver.status(ctx(RPC_DEADLINE)).await, Ok(Ok(_))) }),
+    );
     eprintln!("open connections cut after revoke: master {master_cut:?}, chunkserver {cs_cut:?}");
     // Bounded: the master polls every second, chunkservers learn it from a heartbeat.
     assert!(master_cut < SETTLE && cs_cut < SETTLE);
@@ -179,9 +176,10 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
             log_tail(&cluster.audit_log())
         );
     };
-    has("connection_accepted", &|e| {
-        matches!(e, Event::ConnectionAccepted { peer, .. } if is_doomed(peer))
-    });
+    has(
+        "connection_accepted",
+        &|e| matches!(e, Event::ConnectionAccepted { peer, .. } if is_doomed(peer)),
+    );
     has("handshake refusal of the foreign client", &|e| {
         matches!(e, Event::ConnectionRefused { peer: None, reason, .. }
             if reason.contains("TLS handshake failed"))
@@ -197,14 +195,20 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
             && m.parent == Some(1) && m.result == "ok"
             && m.peer.as_ref().is_some_and(is_doomed))
     });
-    has("credential_issued by the admin", &|e| {
-        matches!(e, Event::CredentialIssued { name, via, .. } if name == "doomed" && via == "admin")
-    });
-    has("credential_revoked", &|e| {
-        matches!(e, Event::CredentialRevoked { name, .. } if name == "doomed")
-    });
+    has(
+        "credential_issued by the admin",
+        &|e| matches!(e, Event::CredentialIssued { name, via, .. } if name == "doomed" && via == "admin"),
+    );
+    has(
+        "credential_revoked",
+        &|e| matches!(e, Event::CredentialRevoked { name, .. } if name == "doomed"),
+    );
     // Every record carries a time and a source.
-    assert!(records.iter().all(|r| r.unix_ms > 0 && r.time.ends_with('Z')));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.unix_ms > 0 && r.time.ends_with('Z'))
+    );
     assert!(records.iter().any(|r| r.source == "admin"));
     assert!(records.iter().any(|r| r.source == "master"));
 }
@@ -289,7 +293,9 @@ fn join_tokens_work_once_and_refusals_are_audited() {
             .master_summary()
             .is_ok_and(|s| s.nodes.len() == 2 && s.nodes.iter().all(|n| n.online))
     });
-    let tls = CredentialPaths::in_dir(&creds).load().expect("joined credential");
+    let tls = CredentialPaths::in_dir(&creds)
+        .load()
+        .expect("joined credential");
     assert_eq!(tls.identity().role, Role::Chunkserver);
     assert_eq!(tls.identity().name, "joined");
     use std::os::unix::fs::PermissionsExt as _;
@@ -327,7 +333,12 @@ fn join_tokens_work_once_and_refusals_are_audited() {
             _ => None,
         })
         .collect();
-    assert_eq!(reasons, ["used", "forged", "expired"], "{}", log_tail(&cluster.audit_log()));
+    assert_eq!(
+        reasons,
+        ["used", "forged", "expired"],
+        "{}",
+        log_tail(&cluster.audit_log())
+    );
     let issued = records
         .iter()
         .filter(|r| matches!(&r.event, Event::TokenIssued { .. }))
