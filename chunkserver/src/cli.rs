@@ -128,6 +128,9 @@ impl Cli {
 
     /// Runs the chunkserver until SIGINT or SIGTERM.
     pub async fn execute(self) -> anyhow::Result<()> {
+        self.tls
+            .join_if_asked(common::tls::Role::Chunkserver)
+            .await?;
         let config = self.config()?;
         let mut signals = Signals::new()?;
         let running = tokio::select! {

@@ -399,6 +399,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_of_the_wrong_length_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in [
+            ("short.key", "ab".repeat(31)),
+            ("long.key", "ab".repeat(33)),
+            ("odd.key", format!("0 {}a\n", "ab".repeat(31))),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let err = format!("{:#}", KeyRing::load(&path).expect_err(name));
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains("mosaic-master init"), "names the fix: {err}");
+        }
+    }
+
+    #[test]
     fn rotation_keeps_old_blocks_readable_and_check_value() {
         let mut keys = ring();
         let check = keys.key_check();

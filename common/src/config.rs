@@ -150,6 +150,20 @@ pub struct MasterConfig {
     /// Default 256 MiB/s.
     #[serde(default = "default_repair_bandwidth")]
     pub repair_bytes_per_sec: u64,
+    /// The audit log (JSON lines, docs/SECURITY.md). Default: `STATE/audit.log`.
+    #[serde(default)]
+    pub audit_file: Option<PathBuf>,
+    /// Size in bytes at which the audit log is rotated. Default 64 MiB.
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`audit.log.1` newest .. `audit.log.K`). Default 8.
+    #[serde(default = "default_audit_keep")]
+    pub audit_keep: u32,
+    /// Address of the join endpoint, where a node holding a one-time join token (from
+    /// `mosaic-master issue-token`) gets its credential. Server-authenticated TLS only: the
+    /// joiner has no certificate yet. Default: none (tokens cannot be redeemed).
+    #[serde(default)]
+    pub join_listen: Option<SocketAddr>,
 }
 
 /// Default sentinel quorum for declaring a node dead: one sentinel is the default setup.
@@ -187,6 +201,13 @@ fn default_repair_bandwidth() -> u64 {
     DEFAULT_REPAIR_BYTES_PER_SEC
 }
 
+fn default_audit_max_bytes() -> u64 {
+    crate::audit::DEFAULT_AUDIT_MAX_BYTES
+}
+fn default_audit_keep() -> u32 {
+    crate::audit::DEFAULT_AUDIT_KEEP
+}
+
 impl MasterConfig {
     pub fn for_tests(state_dir: PathBuf) -> MasterConfig {
         MasterConfig {
@@ -210,6 +231,22 @@ impl MasterConfig {
             repair_max_copies: DEFAULT_REPAIR_MAX_COPIES,
             repair_max_copies_per_node: DEFAULT_REPAIR_MAX_COPIES_PER_NODE,
             repair_bytes_per_sec: DEFAULT_REPAIR_BYTES_PER_SEC,
+            audit_file: None,
+            audit_max_bytes: default_audit_max_bytes(),
+            audit_keep: default_audit_keep(),
+            join_listen: None,
+        }
+    }
+
+    /// The audit log's rotation policy: `audit_file` or `STATE/audit.log`.
+    pub fn audit(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            path: self
+                .audit_file
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join(crate::audit::AUDIT_FILE)),
+            max_bytes: self.audit_max_bytes,
+            keep: self.audit_keep,
         }
     }
 
@@ -458,6 +495,18 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<MasterConfig>("state_dir = '/x'\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_with_unknown_keys_is_refused_naming_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, "state_dir = '/x'\nrepilcas = 3\n").expect("write");
+        let err = load_toml::<MasterConfig>(&path).expect_err("unknown key");
+        let text = format!("{err:#}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("repilcas"), "{text}");
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
     }
 
     #[test]

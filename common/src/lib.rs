@@ -5,10 +5,12 @@
 //! the sealed block format (AES-256-GCM + BLAKE3), daemon configuration types and telemetry
 //! setup. This crate must never depend on `fuser` or `rusqlite`: it is linked into every process.
 
+pub mod audit;
 pub mod block;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod join;
 pub mod metrics;
 pub mod rpc;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use tarpc::tokio_util::codec::LengthDelimitedCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::audit::{Audit, Event as AuditEvent, Peer as AuditPeer};
 use crate::tls::{Identity, Revoked, Role, Tls};
 use std::sync::Arc;
 
@@ -158,6 +159,15 @@ pub trait ChunkServer {
     async fn copy_from(chunk: ChunkId, source: String, version: Version) -> FsResult<()>;
 }
 
+/// The master's join endpoint (`join_listen`): the one service a peer without a certificate
+/// may call, over server-authenticated TLS (see `crate::join`).
+#[tarpc::service]
+pub trait Join {
+    /// Exchanges a one-time join token for a certificate of the token's role and name,
+    /// signed by the cluster CA over the public key of `csr_pem` (a PKCS#10 request).
+    async fn join(token: String, csr_pem: String) -> FsResult<JoinedCredential>;
+}
+
 /// A tarpc context whose deadline is `timeout` from now.
 pub fn ctx(timeout: Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();
@@ -243,11 +253,28 @@ pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
 /// own task that runs the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], so a silent
 /// peer holds nothing but its socket), refuses revoked certificates, and hands the stream
 /// and the peer's identity to `handle` (usually [`serve_connection!`]). A peer without a
-/// certificate of the cluster CA never completes the handshake.
+/// certificate of the cluster CA never completes the handshake. A connection whose
+/// certificate is revoked while it is open is cut as soon as `revoked` learns of it.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     tls: Tls,
     revoked: Revoked,
+    handle: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(ServerStream, Identity) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+    F: Clone + Send + 'static,
+{
+    serve_audited(listener, tls, revoked, Audit::disabled(), handle, shutdown).await
+}
+
+/// [`serve`] that also records every accepted, refused and cut connection in `audit`.
+pub async fn serve_audited<F, Fut>(
+    listener: TcpListener,
+    tls: Tls,
+    revoked: Revoked,
+    audit: Audit,
     handle: F,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -274,15 +301,26 @@ pub async fn serve<F, Fut>(
                 let acceptor = tls.acceptor().clone();
                 let revoked = revoked.clone();
                 let handle = handle.clone();
+                let audit = audit.clone();
                 connections.spawn(async move {
+                    let addr = peer.to_string();
+                    let refuse = |peer: Option<&Identity>, reason: String| {
+                        audit.record(AuditEvent::ConnectionRefused {
+                            addr: addr.clone(),
+                            peer: peer.map(AuditPeer::from),
+                            reason: crate::audit::clip(&reason),
+                        });
+                    };
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "connection refused: TLS handshake failed");
+                            refuse(None, format!("TLS handshake failed: {e}"));
                             return;
                         }
                         Err(_) => {
                             tracing::warn!(%peer, "connection refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                            refuse(None, format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"));
                             return;
                         }
                     };
@@ -290,15 +328,35 @@ pub async fn serve<F, Fut>(
                         Ok(identity) => identity,
                         Err(e) => {
                             tracing::warn!(%peer, error = %e, "connection refused: unreadable certificate");
+                            refuse(None, format!("unreadable certificate: {e}"));
                             return;
                         }
                     };
                     if revoked.contains(&identity.serial) {
                         tracing::warn!(%peer, %identity, "connection refused: certificate revoked");
+                        refuse(Some(&identity), "certificate revoked".into());
                         return;
                     }
                     tracing::debug!(%peer, %identity, "connection accepted");
-                    handle(stream, identity).await;
+                    audit.record(AuditEvent::ConnectionAccepted {
+                        addr: addr.clone(),
+                        peer: AuditPeer::from(&identity),
+                    });
+                    let serial = identity.serial.clone();
+                    let who = AuditPeer::from(&identity);
+                    // Dropping the connection's future drops its transport: the socket
+                    // closes and requests in flight get no answer.
+                    tokio::select! {
+                        () = handle(stream, identity) => {}
+                        () = revoked.until_revoked(&serial) => {
+                            tracing::warn!(%peer, serial, "connection closed: certificate revoked");
+                            audit.record(AuditEvent::ConnectionClosed {
+                                addr,
+                                peer: who,
+                                reason: "certificate revoked".into(),
+                            });
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -313,13 +371,14 @@ pub const ROLE_REFUSAL: &str = "refused by role: ";
 /// Wraps a tarpc service so that each request is first checked against the caller's role
 /// ([`crate::tls::allowed`]). A refused call is answered with a server error whose text
 /// starts with [`ROLE_REFUSAL`], which the caller sees as [`FsError::NotPermitted`], and is
-/// logged.
+/// logged and audited.
 #[derive(Clone)]
 pub struct RoleGuard<S> {
     pub inner: S,
     pub peer: Arc<Identity>,
     /// Where answered calls' latencies go, per method (`None`: not recorded).
     pub metrics: Option<crate::metrics::RpcMetrics>,
+    pub audit: Audit,
 }
 
 impl<S> tarpc::server::Serve for RoleGuard<S>
@@ -338,6 +397,10 @@ where
         let method = req.name();
         if !crate::tls::allowed(self.peer.role, method) {
             tracing::warn!(peer = %self.peer, method, "call refused: not allowed for this role");
+            self.audit.record(AuditEvent::PermissionDenied {
+                peer: AuditPeer::from(&*self.peer),
+                method: method.to_owned(),
+            });
             return Err(tarpc::ServerError::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
@@ -369,14 +432,29 @@ pub mod __private {
 /// `Identity` (calls its role may not make are refused), each request in its own task so
 /// that blocking disk or CPU work on one never stalls the others.
 /// With a fourth argument, an `Option<RpcMetrics>`, every answered call's latency is
-/// recorded per method. A macro because the service futures are only provably `Send` at the
-/// concrete type.
+/// recorded per method; with a fifth (an [`Audit`]), refused calls are also audited.
+/// A macro because the service futures are only provably `Send` at the concrete type.
 #[macro_export]
 macro_rules! serve_connection {
     ($stream:expr, $peer:expr, $serve:expr) => {
-        $crate::serve_connection!($stream, $peer, $serve, None)
+        $crate::serve_connection!(
+            $stream,
+            $peer,
+            $serve,
+            None,
+            $crate::audit::Audit::disabled()
+        )
     };
-    ($stream:expr, $peer:expr, $serve:expr, $metrics:expr) => {{
+    ($stream:expr, $peer:expr, $serve:expr, $metrics:expr) => {
+        $crate::serve_connection!(
+            $stream,
+            $peer,
+            $serve,
+            $metrics,
+            $crate::audit::Audit::disabled()
+        )
+    };
+    ($stream:expr, $peer:expr, $serve:expr, $metrics:expr, $audit:expr) => {{
         use $crate::rpc::__private::futures::StreamExt as _;
         use $crate::rpc::__private::tarpc::server::Channel as _;
         $crate::rpc::__private::tarpc::server::BaseChannel::with_defaults($crate::rpc::transport(
@@ -386,6 +464,7 @@ macro_rules! serve_connection {
             inner: $serve,
             peer: ::std::sync::Arc::new($peer),
             metrics: $metrics,
+            audit: $audit,
         })
         .for_each(|request| async move {
             $crate::rpc::__private::tokio::spawn(request);

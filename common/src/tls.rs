@@ -281,6 +281,26 @@ impl CredentialPaths {
     }
 }
 
+impl CredentialPaths {
+    /// A server-only TLS acceptor for the join endpoint: presents this credential's
+    /// certificate followed by the CA certificate (the joiner pins the CA by fingerprint),
+    /// and asks the peer for no certificate.
+    pub fn join_acceptor(&self) -> anyhow::Result<TlsAcceptor> {
+        let mut chain = load_certs(&self.cert)?;
+        chain.extend(load_certs(&self.ca)?);
+        check_key_permissions(&self.key)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("cannot read private key {}: {e}", self.key.display()))?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .context("select TLS 1.3")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("use the certificate for the join endpoint")?;
+        Ok(TlsAcceptor::from(Arc::new(server)))
+    }
+}
+
 /// The TLS flags every daemon and the mount take (`#[command(flatten)]`). Flags override
 /// the config file's `tls_*_file` fields; `--credentials DIR` is short for the three files
 /// of a directory made by `mosaic-master issue`.
@@ -298,9 +318,65 @@ pub struct TlsArgs {
     /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
     #[arg(long = "tls-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
 }
 
+/// How long a join (connect, handshake, signing) may take on a loaded machine.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl TlsArgs {
+    /// Redeems --join-token (or --join-token-file) into --credentials DIR when DIR holds no
+    /// certificate yet; does nothing without a token. A process restarted with the same
+    /// flags finds its certificate and does not try the (spent) token again.
+    pub async fn join_if_asked(&self, role: Role) -> anyhow::Result<()> {
+        let token = match (&self.join_token, &self.join_token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("read join token file {}", file.display()))?,
+            (None, None) => return Ok(()),
+        };
+        let dir = self.credentials.as_ref().context(
+            "--join-token needs --credentials DIR: the directory the new credential is written to",
+        )?;
+        if dir.join(CERT_FILE).exists() {
+            tracing::info!(dir = %dir.display(), "credential present: join token not used");
+            return Ok(());
+        }
+        let addr = self
+            .join
+            .as_deref()
+            .context("--join-token needs --join ADDR (the master's join_listen address)")?;
+        crate::join::redeem_into(addr, &token, dir, role, JOIN_TIMEOUT).await
+    }
+
+    /// [`Self::join_if_asked`] for a process without a runtime yet (the mount, which forks
+    /// later): builds a one-thread runtime only when there is a token, and drops it again.
+    pub fn join_if_asked_blocking(&self, role: Role) -> anyhow::Result<()> {
+        if self.join_token.is_none() && self.join_token_file.is_none() {
+            return Ok(());
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start a runtime for the join")?
+            .block_on(self.join_if_asked(role))
+    }
+
     /// Writes the flags over a config's three `tls_*_file` fields.
     pub fn apply(
         &self,
@@ -467,29 +543,64 @@ pub fn peer_identity<S>(stream: &tokio_rustls::server::TlsStream<S>) -> anyhow::
 }
 
 /// Serial numbers of revoked certificates, shared between the accept loop and whatever
-/// keeps it current (the master's file watcher, a chunkserver's heartbeat replies).
-#[derive(Clone, Debug, Default)]
-pub struct Revoked(Arc<parking_lot::RwLock<HashSet<String>>>);
+/// keeps it current (the master's file watcher, a chunkserver's heartbeat replies). Every
+/// change is announced, so open connections of a newly revoked peer are cut
+/// ([`Revoked::until_revoked`]), not only new ones refused.
+#[derive(Clone, Debug)]
+pub struct Revoked(Arc<RevokedInner>);
+
+#[derive(Debug)]
+struct RevokedInner {
+    serials: parking_lot::RwLock<HashSet<String>>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Revoked {
+    fn default() -> Revoked {
+        Revoked(Arc::new(RevokedInner {
+            serials: Default::default(),
+            changed: tokio::sync::watch::Sender::new(()),
+        }))
+    }
+}
 
 impl Revoked {
     pub fn contains(&self, serial: &str) -> bool {
-        self.0.read().contains(serial)
+        self.0.serials.read().contains(serial)
     }
 
     /// Replaces the whole set; returns true when it changed.
     pub fn replace(&self, serials: HashSet<String>) -> bool {
-        let mut current = self.0.write();
-        if *current == serials {
-            return false;
+        {
+            let mut current = self.0.serials.write();
+            if *current == serials {
+                return false;
+            }
+            *current = serials;
         }
-        *current = serials;
+        self.0.changed.send_replace(());
         true
     }
 
     pub fn to_vec(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.0.read().iter().cloned().collect();
+        let mut v: Vec<String> = self.0.serials.read().iter().cloned().collect();
         v.sort();
         v
+    }
+
+    /// Resolves once `serial` is in the set (at once if it already is); never otherwise.
+    pub async fn until_revoked(&self, serial: &str) {
+        // Subscribe before looking, so a change between the look and the wait is not missed.
+        let mut changes = self.0.changed.subscribe();
+        loop {
+            if self.contains(serial) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                // Cannot happen while `self` holds the sender; never resolve if it did.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -625,6 +736,38 @@ impl Ca {
 
     /// Signs a new credential for `name` in `role`.
     pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<IssuedCredential> {
+        let key = rcgen::KeyPair::generate().context("generate a key")?;
+        let (cert_pem, serial) = self.sign(role, name, &key)?;
+        Ok(IssuedCredential {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+            ca_pem: self.pem.clone(),
+            serial,
+        })
+    }
+
+    /// Signs a certificate for `name` in `role` over the public key of a PEM certificate
+    /// signing request (the join endpoint: the private key stays with the node). Only the
+    /// request's key is used (its signature proves the requester holds the private key);
+    /// role and name come from the caller, never from the request. Returns the
+    /// certificate (PEM) and its serial.
+    pub fn sign_request(
+        &self,
+        role: Role,
+        name: &str,
+        csr_pem: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("parse and verify the certificate signing request")?;
+        self.sign(role, name, &csr.public_key)
+    }
+
+    fn sign(
+        &self,
+        role: Role,
+        name: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> anyhow::Result<(String, String)> {
         check_name(name)?;
         let mut params = rcgen::CertificateParams::new(vec![role.dns_name()])
             .context("certificate parameters")?;
@@ -648,16 +791,10 @@ impl Ca {
         let serial_hex = hex(serial.as_ref());
         params.serial_number = Some(serial);
         validity(&mut params, LEAF_VALIDITY_DAYS);
-        let key = rcgen::KeyPair::generate().context("generate a key")?;
         let cert = params
-            .signed_by(&key, &self.cert, &self.key)
+            .signed_by(public_key, &self.cert, &self.key)
             .context("sign the certificate")?;
-        Ok(IssuedCredential {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            ca_pem: self.pem.clone(),
-            serial: serial_hex,
-        })
+        Ok((cert.pem(), serial_hex))
     }
 }
 
@@ -764,5 +901,29 @@ mod tests {
             .expect("chmod");
         let err = paths.load().expect_err("must refuse");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn revoking_wakes_the_waiters_of_that_serial_only() {
+        let revoked = Revoked::default();
+        let a = tokio::spawn({
+            let revoked = revoked.clone();
+            async move { revoked.until_revoked("aa").await }
+        });
+        let b = tokio::spawn({
+            let revoked = revoked.clone();
+            async move { revoked.until_revoked("bb").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(revoked.replace(HashSet::from(["aa".to_owned()])));
+        tokio::time::timeout(std::time::Duration::from_secs(10), a)
+            .await
+            .expect("aa's waiter wakes")
+            .expect("join");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!b.is_finished(), "bb is not revoked");
+        b.abort();
+        // Already revoked: resolves at once.
+        revoked.until_revoked("aa").await;
     }
 }

@@ -703,3 +703,13 @@ mod tests {
         }
     }
 }
+
+/// What the join endpoint returns: the node's new certificate and the CA that signed it
+/// (the node made the private key itself and keeps it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedCredential {
+    pub cert_pem: String,
+    pub ca_pem: String,
+    /// The certificate's serial (hex), as `revoke --serial` takes it.
+    pub serial: String,
+}

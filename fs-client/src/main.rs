@@ -6,7 +6,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 fn main() {
     common::telemetry::init("info");
-    let plan = match fs_client::cli::Cli::parse().plan() {
+    let cli = fs_client::cli::Cli::parse();
+    // Before the fork: a join token is redeemed in the foreground, its errors on stderr.
+    if let Err(e) = cli.tls.join_if_asked_blocking(common::tls::Role::Client) {
+        eprintln!("mosaic-mount: {e:#}");
+        std::process::exit(2);
+    }
+    let plan = match cli.plan() {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("mosaic-mount: {e:#}");

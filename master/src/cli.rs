@@ -39,6 +39,46 @@ pub enum Command {
     InitPki(InitPkiArgs),
     /// Add a new data key to a key file: new writes use it, old blocks stay readable.
     RotateKey(RotateKeyArgs),
+    /// Make a one-time join token for a chunkserver, client or sentinel: the node redeems
+    /// it at the master's join endpoint (`join_listen`) for a credential. Prints the token.
+    IssueToken(IssueTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueTokenArgs {
+    /// What the credential will be for: chunkserver, client or sentinel.
+    #[arg(value_name = "ROLE")]
+    pub role: common::tls::Role,
+    /// The name the credential will carry (letters, digits, '-', '_', '.').
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// State directory holding the cluster CA (pki/).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// How long the token can be redeemed: seconds, or with a suffix s, m, h, d (`10m`).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+}
+
+/// Parses `90`, `90s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 10m, 2h, 1d)"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +124,27 @@ pub struct RotateKeyArgs {
     /// client and remount them: a client without the new key cannot read new blocks.
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
+    /// The cluster's state directory: the rotation is recorded in its audit log.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+/// The audit log the admin commands append to: the master's default, `STATE/audit.log`.
+/// Admin commands only append (the running master rotates).
+fn admin_audit(state: &std::path::Path) -> common::audit::Audit {
+    let config = common::audit::AuditConfig {
+        path: state.join(common::audit::AUDIT_FILE),
+        max_bytes: u64::MAX,
+        keep: 1,
+    };
+    match common::audit::Audit::open(config, "admin") {
+        Ok(audit) => audit,
+        Err(e) => {
+            // The action itself succeeded or is about to; say loudly that it is unaudited.
+            eprintln!("mosaic-master: warning: not audited: {e:#}");
+            common::audit::Audit::disabled()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +212,13 @@ pub struct RunArgs {
     /// Re-replication bandwidth in bytes per second, 0 unlimited [config default: 256 MiB/s].
     #[arg(long, value_name = "BYTES")]
     pub repair_bytes_per_sec: Option<u64>,
+    /// Serve the join endpoint (one-time tokens from `issue-token`) on this address
+    /// (overrides join_listen); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub join_listen: Option<SocketAddr>,
+    /// Once listening, write the join endpoint's bound address here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub join_addr_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -207,6 +275,9 @@ impl RunArgs {
         if let Some(rate) = self.repair_bytes_per_sec {
             config.repair_bytes_per_sec = rate;
         }
+        if let Some(join) = self.join_listen {
+            config.join_listen = Some(join);
+        }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);
             config.tls_cert_file = Some(paths.cert);
@@ -244,6 +315,12 @@ pub fn issue(args: &IssueArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.state.join("credentials").join(&args.name));
     let issued = master::pki::issue(&args.state, args.role, &args.name, &out)?;
+    admin_audit(&args.state).record(common::audit::Event::CredentialIssued {
+        role: args.role.to_string(),
+        name: args.name.clone(),
+        serial: issued.serial.clone(),
+        via: "admin".into(),
+    });
     println!(
         "issued {} credential {:?} (serial {}) in {}",
         args.role,
@@ -259,8 +336,14 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     if revoked.is_empty() {
         println!("{:?} was already revoked", args.name);
     }
+    let audit = admin_audit(&args.state);
     for r in revoked {
         println!("revoked {} {:?} (serial {})", r.role, r.name, r.serial);
+        audit.record(common::audit::Event::CredentialRevoked {
+            role: r.role,
+            name: r.name,
+            serial: r.serial,
+        });
     }
     Ok(())
 }
@@ -283,10 +366,43 @@ pub fn init_pki(args: &InitPkiArgs) -> anyhow::Result<()> {
 
 pub fn rotate_key(args: &RotateKeyArgs) -> anyhow::Result<()> {
     let id = master::rotate_key_file(&args.key_file)?;
+    if let Some(state) = &args.state {
+        admin_audit(state).record(common::audit::Event::KeyRotated {
+            key_file: args.key_file.display().to_string(),
+            key_id: id,
+        });
+    }
     println!(
         "added data key {id} to {}: new writes use it; copy the file to every client and remount",
         args.key_file.display()
     );
+    Ok(())
+}
+
+pub fn issue_token(args: &IssueTokenArgs) -> anyhow::Result<()> {
+    let (token, record) = master::tokens::issue_token(
+        &args.state,
+        args.role,
+        &args.name,
+        args.ttl,
+        common::tls::unix_now(),
+    )?;
+    admin_audit(&args.state).record(common::audit::Event::TokenIssued {
+        token: record.id.clone(),
+        role: record.role.to_string(),
+        name: record.name.clone(),
+        expires_unix: record.expires_unix,
+    });
+    eprintln!(
+        "join token {} for {} {:?}, single use, valid {} s; redeem with --join-token at the \
+         master's join endpoint (join_listen)",
+        record.id,
+        record.role,
+        record.name,
+        args.ttl.as_secs()
+    );
+    // Alone on stdout, so `TOKEN=$(mosaic-master issue-token ...)` works.
+    println!("{}", token.secret_text());
     Ok(())
 }
 
@@ -304,12 +420,20 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.addr_file {
         master::write_addr_file(path, master.addr)?;
     }
+    match (&args.join_addr_file, master.join_addr) {
+        (Some(path), Some(addr)) => master::write_addr_file(path, addr)?,
+        (Some(_), None) => anyhow::bail!("--join-addr-file needs --join-listen (or join_listen)"),
+        _ => {}
+    }
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     master.shutdown().await;
-    if let Some(path) = &args.addr_file {
+    for path in [&args.addr_file, &args.join_addr_file]
+        .into_iter()
+        .flatten()
+    {
         // The address is no longer served: readiness must not outlive the process.
         let _ = std::fs::remove_file(path);
     }
@@ -376,6 +500,27 @@ mod tests {
         assert!(config.durable_commits);
         let err = run_args(&[]).config().expect_err("needs a state dir");
         assert!(err.to_string().contains("--state"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("10m", 600),
+            ("2h", 7200),
+            ("1d", 86_400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "m", "10x", "-1m", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod repair;
 pub mod service;
 pub mod sessions;
 pub mod store;
+pub mod tokens;
 
 use anyhow::Context as _;
 use common::ClusterId;
@@ -196,6 +197,8 @@ pub struct RunningMaster {
     /// The bound address of the metrics endpoint, when `metrics_addr` is set.
     pub metrics_addr: Option<SocketAddr>,
     _metrics: Option<common::metrics::MetricsServer>,
+    /// The join endpoint's address, when `join_listen` is configured.
+    pub join_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -268,15 +271,21 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     .await
     .context("open the metadata database")??;
 
-    let tls = match common::tls::CredentialPaths::from_fields(
+    let audit_config = config.audit();
+    let audit = common::audit::Audit::open(audit_config.clone(), "master")?;
+    tracing::info!(file = %audit_config.path.display(), max_bytes = audit_config.max_bytes,
+        keep = audit_config.keep, "audit log opened");
+    let service = service.with_audit(audit.clone());
+
+    let credential = match common::tls::CredentialPaths::from_fields(
         &config.tls_cert_file,
         &config.tls_key_file,
         &config.tls_ca_file,
     )? {
         Some(paths) => paths,
         None => pki::master_credentials(&config.state_dir),
-    }
-    .load()?;
+    };
+    let tls = credential.load()?;
     if tls.identity().role != common::tls::Role::Master {
         anyhow::bail!(
             "the master's certificate is for a {} ({}): give the master credential from \
@@ -316,13 +325,21 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     let server = {
         let svc = service.clone();
         let stop_rx = stop_rx.clone();
-        tokio::spawn(common::rpc::serve(
+        let audit = audit.clone();
+        tokio::spawn(common::rpc::serve_audited(
             listener,
             tls,
             revoked.clone(),
+            audit.clone(),
             move |stream, peer| {
-                let svc = svc.for_peer(peer.clone());
-                common::serve_connection!(stream, peer, svc.serve(), Some(rpc_metrics.clone()))
+                let svc = svc.for_peer(&peer);
+                common::serve_connection!(
+                    stream,
+                    peer,
+                    svc.serve(),
+                    Some(rpc_metrics.clone()),
+                    audit.clone()
+                )
             },
             stopped(stop_rx),
         ))
@@ -346,6 +363,23 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             }
         })
     };
+    let mut tasks = vec![server, poller, repairer];
+    let mut join_addr = None;
+    if let Some(join_listen) = config.join_listen {
+        let acceptor = credential.join_acceptor()?;
+        let listener = common::rpc::bind(join_listen).await?;
+        let bound = listener
+            .local_addr()
+            .context("read the join endpoint's address")?;
+        tracing::info!(addr = %bound, "join endpoint listening");
+        join_addr = Some(bound);
+        tasks.push(tokio::spawn(tokens::serve_join(
+            listener,
+            acceptor,
+            tokens::Redeemer::new(config.state_dir.clone(), audit.clone()),
+            stopped(stop_rx.clone()),
+        )));
+    }
     let period = (Duration::from_millis(config.session_ttl_ms) / 4)
         .clamp(REAPER_MIN_PERIOD, REAPER_MAX_PERIOD);
     let reaper = tokio::spawn(async move {
@@ -360,12 +394,14 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             }
         }
     });
+    tasks.push(reaper);
     Ok(RunningMaster {
         addr,
         metrics_addr: metrics_server.as_ref().map(|m| m.addr),
         _metrics: metrics_server,
+        join_addr,
         stop,
-        tasks: vec![server, reaper, poller, repairer],
+        tasks,
     })
 }
 

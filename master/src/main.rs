@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         cli::Command::Revoke(args) => cli::revoke(args),
         cli::Command::InitPki(args) => cli::init_pki(args),
         cli::Command::RotateKey(args) => cli::rotate_key(args),
+        cli::Command::IssueToken(args) => cli::issue_token(args),
         cli::Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("mosaic-master")

@@ -95,6 +95,31 @@ pub fn issue(
     Ok(issued)
 }
 
+/// The cluster CA certificate (PEM), as nodes receive it in `ca.pem`.
+pub fn ca_pem(state_dir: &Path) -> anyhow::Result<String> {
+    let path = pki_dir(state_dir).join(CA_CERT);
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "read the cluster CA {} (run `mosaic-master init` first)",
+            path.display()
+        )
+    })
+}
+
+/// Signs a certificate for `name` in `role` over the key of a PEM signing request (a join)
+/// and records it in `issued`. Returns the certificate (PEM) and its serial.
+pub fn sign_request(
+    state_dir: &Path,
+    role: Role,
+    name: &str,
+    csr_pem: &str,
+) -> anyhow::Result<(String, String)> {
+    let ca = load_ca(state_dir)?;
+    let (cert_pem, serial) = ca.sign_request(role, name, csr_pem)?;
+    record(&pki_dir(state_dir).join(ISSUED), &serial, role, name)?;
+    Ok((cert_pem, serial))
+}
+
 /// One line of `issued` or `revoked`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -110,7 +135,8 @@ fn record(path: &Path, serial: &str, role: Role, name: &str) -> anyhow::Result<(
     )
 }
 
-fn append(path: &Path, line: &str) -> anyhow::Result<()> {
+/// Appends one line to `path` (created 0600) and fsyncs it.
+pub(crate) fn append(path: &Path, line: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .create(true)

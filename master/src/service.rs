@@ -8,8 +8,10 @@ use crate::locks::LockTable;
 use crate::registry::{NodeView, Registry};
 use crate::sessions::Leases;
 use crate::store::{Freed, GC_BATCH, MetaStore};
+use common::audit::{Audit, Event, Mutation};
 use common::config::MasterConfig;
 use common::rpc::Master;
+use common::tls::Identity;
 use common::types::{
     Attr, Caller, ChunkLoc, ClusterSummary, CommitWrite, DirPage, HeartbeatReply, HeldChunk,
     MountInfo, NewNode, NodeCondition, NodeInfo, NodeReplica, NodeStatus, RegisterNode, Registered,
@@ -66,8 +68,21 @@ struct Inner {
 #[derive(Clone)]
 pub struct MasterService {
     inner: Arc<Inner>,
-    /// Who is calling, for the connection this clone serves (`None` outside a connection).
-    peer: Option<Arc<common::tls::Identity>>,
+    /// Where namespace mutations are recorded (disabled unless [`Self::with_audit`]).
+    audit: Audit,
+    /// The certificate holder of the connection this copy serves ([`Self::for_peer`]).
+    peer: Option<Arc<Identity>>,
+}
+
+/// What a mutation touched, for its audit record.
+#[derive(Default)]
+struct Target {
+    caller: Option<Caller>,
+    ino: Option<InodeId>,
+    parent: Option<InodeId>,
+    name: Option<String>,
+    new_parent: Option<InodeId>,
+    new_name: Option<String>,
 }
 
 fn lossy(name: &[u8]) -> String {
@@ -98,7 +113,6 @@ impl MasterService {
             .map(|(node, condition, _)| (node, (condition, now)))
             .collect();
         Ok(MasterService {
-            peer: None,
             inner: Arc::new(Inner {
                 store,
                 registry: Mutex::new(registry),
@@ -122,16 +136,45 @@ impl MasterService {
                 repair: Mutex::new(crate::repair::RepairState::default()),
                 repair_wake: Arc::new(tokio::sync::Notify::new()),
             }),
+            audit: Audit::disabled(),
+            peer: None,
         })
     }
 
-    /// This service as seen by one connection's peer (the role guard already checked what
-    /// it may call; some calls also need its name).
-    pub fn for_peer(&self, peer: common::tls::Identity) -> MasterService {
+    /// This service recording namespace mutations in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> MasterService {
+        self.audit = audit;
+        self
+    }
+
+    /// A copy serving the connection of `peer`: its mutations are audited under its name.
+    pub fn for_peer(&self, peer: &Identity) -> MasterService {
         MasterService {
-            inner: Arc::clone(&self.inner),
-            peer: Some(Arc::new(peer)),
+            peer: Some(Arc::new(peer.clone())),
+            ..self.clone()
         }
+    }
+
+    /// Records a namespace mutation and its outcome; passes the result through.
+    fn audited<T>(&self, op: &str, target: Target, result: FsResult<T>) -> FsResult<T> {
+        if self.audit.is_enabled() {
+            self.audit.record(Event::Mutation(Mutation {
+                op: op.to_owned(),
+                peer: self.peer.as_deref().map(Into::into),
+                uid: target.caller.as_ref().map(|c| c.uid),
+                gid: target.caller.as_ref().map(|c| c.gid),
+                ino: target.ino.map(|i| i.0),
+                parent: target.parent.map(|i| i.0),
+                name: target.name,
+                new_parent: target.new_parent.map(|i| i.0),
+                new_name: target.new_name,
+                result: match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => common::audit::clip(&e.to_string()),
+                },
+            }));
+        }
+        result
     }
 
     /// Runs a store call on a blocking thread inside `span`. Database failures are logged
@@ -472,8 +515,15 @@ impl Master for MasterService {
     ) -> FsResult<Attr> {
         // Permission checks are the kernel's (default_permissions); the master applies.
         let span = info_span!("setattr", %ino, uid = caller.uid, gid = caller.gid);
-        self.blocking_once(span, op, move |s| s.setattr(ino, &set, Timespec::now()))
-            .await
+        let result = self
+            .blocking_once(span, op, move |s| s.setattr(ino, &set, Timespec::now()))
+            .await;
+        let target = Target {
+            caller: Some(caller),
+            ino: Some(ino),
+            ..Target::default()
+        };
+        self.audited("setattr", target, result)
     }
 
     async fn create(
@@ -486,22 +536,45 @@ impl Master for MasterService {
     ) -> FsResult<Attr> {
         let span = info_span!("create", %parent, name = %lossy(&name), kind = node.kind.as_str(),
             uid = node.caller.uid);
-        self.blocking_once(span, op, move |s| {
-            s.create(parent, &name, &node, Timespec::now())
-        })
-        .await
+        let target = Target {
+            caller: Some(node.caller.clone()),
+            parent: Some(parent),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let op_name = node.kind.as_str();
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.create(parent, &name, &node, Timespec::now())
+            })
+            .await;
+        self.audited(&format!("create_{op_name}"), target, result)
     }
 
     async fn unlink(self, _: Context, op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("unlink", %parent, name = %lossy(&name));
-        self.blocking_once(span, op, move |s| s.unlink(parent, &name, Timespec::now()))
-            .await
+        let target = Target {
+            parent: Some(parent),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| s.unlink(parent, &name, Timespec::now()))
+            .await;
+        self.audited("unlink", target, result)
     }
 
     async fn rmdir(self, _: Context, op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("rmdir", %parent, name = %lossy(&name));
-        self.blocking_once(span, op, move |s| s.rmdir(parent, &name, Timespec::now()))
-            .await
+        let target = Target {
+            parent: Some(parent),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| s.rmdir(parent, &name, Timespec::now()))
+            .await;
+        self.audited("rmdir", target, result)
     }
 
     async fn rename(
@@ -516,10 +589,19 @@ impl Master for MasterService {
     ) -> FsResult<()> {
         let span = info_span!("rename", %parent, name = %lossy(&name), %new_parent,
             new_name = %lossy(&new_name), ?flags);
-        self.blocking_once(span, op, move |s| {
-            s.rename(parent, &name, new_parent, &new_name, flags, Timespec::now())
-        })
-        .await
+        let target = Target {
+            parent: Some(parent),
+            name: Some(lossy(&name)),
+            new_parent: Some(new_parent),
+            new_name: Some(lossy(&new_name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.rename(parent, &name, new_parent, &new_name, flags, Timespec::now())
+            })
+            .await;
+        self.audited("rename", target, result)
     }
 
     async fn link(
@@ -531,10 +613,18 @@ impl Master for MasterService {
         new_name: ByteBuf,
     ) -> FsResult<Attr> {
         let span = info_span!("link", %ino, %new_parent, new_name = %lossy(&new_name));
-        self.blocking_once(span, op, move |s| {
-            s.link(ino, new_parent, &new_name, Timespec::now())
-        })
-        .await
+        let target = Target {
+            ino: Some(ino),
+            new_parent: Some(new_parent),
+            new_name: Some(lossy(&new_name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.link(ino, new_parent, &new_name, Timespec::now())
+            })
+            .await;
+        self.audited("link", target, result)
     }
 
     async fn readlink(self, _: Context, ino: InodeId) -> FsResult<ByteBuf> {
@@ -592,10 +682,17 @@ impl Master for MasterService {
         flags: XattrFlags,
     ) -> FsResult<()> {
         let span = info_span!("setxattr", %ino, name = %lossy(&name), len = value.len(), ?flags);
-        self.blocking_once(span, op, move |s| {
-            s.setxattr(ino, &name, &value, flags, Timespec::now())
-        })
-        .await
+        let target = Target {
+            ino: Some(ino),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.setxattr(ino, &name, &value, flags, Timespec::now())
+            })
+            .await;
+        self.audited("setxattr", target, result)
     }
 
     async fn listxattr(self, _: Context, ino: InodeId) -> FsResult<Vec<ByteBuf>> {
@@ -609,10 +706,17 @@ impl Master for MasterService {
 
     async fn removexattr(self, _: Context, op: OpId, ino: InodeId, name: ByteBuf) -> FsResult<()> {
         let span = info_span!("removexattr", %ino, name = %lossy(&name));
-        self.blocking_once(span, op, move |s| {
-            s.removexattr(ino, &name, Timespec::now())
-        })
-        .await
+        let target = Target {
+            ino: Some(ino),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.removexattr(ino, &name, Timespec::now())
+            })
+            .await;
+        self.audited("removexattr", target, result)
     }
 
     async fn open(self, _: Context, op: OpId, ino: InodeId) -> FsResult<Attr> {
@@ -684,10 +788,16 @@ impl Master for MasterService {
         let span = info_span!("commit_write", ino = %commit.ino, chunks = commit.chunks.len(),
             size = commit.size);
         let quorum = self.inner.policy.w;
-        self.blocking(span, move |s| {
-            s.commit_write(&commit, quorum, Timespec::now())
-        })
-        .await
+        let target = Target {
+            ino: Some(commit.ino),
+            ..Target::default()
+        };
+        let result = self
+            .blocking(span, move |s| {
+                s.commit_write(&commit, quorum, Timespec::now())
+            })
+            .await;
+        self.audited("write", target, result)
     }
 
     async fn report_bad_replica(

@@ -186,6 +186,8 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
 }
 
 fn run_command(args: RunArgs) -> anyhow::Result<()> {
+    args.tls
+        .join_if_asked_blocking(common::tls::Role::Sentinel)?;
     let config = run_config(&args)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {

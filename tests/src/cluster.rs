@@ -297,6 +297,18 @@ impl TestCluster {
         )
     }
 
+    /// The master's join endpoint (one-time tokens), written by the master once listening.
+    pub fn join_addr(&self) -> String {
+        let path = self.root.path().join(JOIN_ADDR_FILE);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read the join address {}: {e}", path.display()))
+    }
+
+    /// The master's audit log (the default, `STATE/audit.log`).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state_dir.join(common::audit::AUDIT_FILE)
+    }
+
     /// The credential directory issued to `name` (`cs<i>`, `client`, `sentinel` or one made
     /// by [`Self::issue`]).
     pub fn credentials(&self, name: &str) -> PathBuf {
@@ -769,6 +781,9 @@ fn issue_credential(root: &Path, state_dir: &Path, role: &str, name: &str) -> Pa
     out_dir
 }
 
+/// Where the master announces its join endpoint (inside the cluster's temp dir).
+const JOIN_ADDR_FILE: &str = "join.addr";
+
 fn spawn_master(
     root: &Path,
     state_dir: &Path,
@@ -792,7 +807,11 @@ fn spawn_master(
         .arg(w.to_string())
         .arg("--read-quorum")
         .arg(r.to_string())
-        .args(&opts.master_args);
+        .args(&opts.master_args)
+        .arg("--join-listen")
+        .arg("127.0.0.1:0")
+        .arg("--join-addr-file")
+        .arg(root.join(JOIN_ADDR_FILE));
     if opts.metrics {
         let file = root.join("master.metrics.addr");
         let _ = std::fs::remove_file(&file);
