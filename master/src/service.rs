@@ -235,10 +235,49 @@ impl MasterService {
                 "node condition changed"
             )
         });
-        if condition == NodeCondition::Dead {
+        if matches!(condition, NodeCondition::Dead | NodeCondition::Draining) {
             self.inner.repair_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Marks every draining node that no committed chunk needs any more decommissioned
+    /// (see `crate::repair::drains_complete`). Called by the repair worker each round.
+    pub async fn complete_drains(&self) {
+        let conditions = self.conditions();
+        let draining: Vec<NodeId> = conditions
+            .iter()
+            .filter(|(_, c)| **c == NodeCondition::Draining)
+            .map(|(n, _)| *n)
+            .collect();
+        if draining.is_empty() {
+            return;
+        }
+        let goal = self.inner.policy.n;
+        let mut remaining = HashMap::new();
+        for node in draining {
+            let span = tracing::debug_span!("drain_remaining", %node);
+            // A failure is logged by `blocking`; the node then waits for the next round.
+            if let Ok(n) = self
+                .blocking(span, move |s| s.drain_remaining(node, goal))
+                .await
+            {
+                remaining.insert(node, n);
+            }
+        }
+        let done = {
+            let state = self.inner.repair.lock();
+            crate::repair::drains_complete(&conditions, &remaining, &state.running)
+        };
+        for node in done {
+            let _ = self
+                .set_condition(
+                    node,
+                    NodeCondition::Decommissioned,
+                    "drained: every chunk it held has its goal on other nodes; it may be stopped",
+                )
+                .await;
+        }
     }
 
     /// Turns every maintenance window that ran out into a dead node. Called by the repair
@@ -809,10 +848,12 @@ impl Master for MasterService {
         let views = self.views();
         let conditions = self.conditions();
         let condition = |n: &NodeId| conditions.get(n).copied().unwrap_or_default();
-        // Replicas count where the node is up and its condition lets them count.
+        // Replicas count where the node is up and not declared dead: a draining node's
+        // replicas are present and serve reads (its chunks are never below goal while they
+        // are copied elsewhere).
         let online: HashSet<NodeId> = views
             .iter()
-            .filter(|v| v.online && condition(&v.node).counts())
+            .filter(|v| v.online && condition(&v.node).serves())
             .map(|v| v.node)
             .collect();
         let goal = self.inner.policy.n;
@@ -992,8 +1033,13 @@ impl Master for MasterService {
             for_node.len()
         };
         match self.condition_of(node) {
-            // A planned stop: nothing is re-replicated until its window runs out.
-            NodeCondition::Maintenance | NodeCondition::Dead => {}
+            // A planned stop: nothing is re-replicated until its window runs out. A draining
+            // node's replicas count for nothing already (its chunks are being copied), and a
+            // decommissioned one is expected to go away.
+            NodeCondition::Maintenance
+            | NodeCondition::Dead
+            | NodeCondition::Draining
+            | NodeCondition::Decommissioned => {}
             NodeCondition::Up if voters >= self.inner.dead_quorum => {
                 let why = format!("{voters} sentinel(s) voted it dead");
                 self.set_condition(node, NodeCondition::Dead, &why)
@@ -1009,5 +1055,77 @@ impl Master for MasterService {
             }),
         }
         Ok(self.condition_of(node))
+    }
+
+    async fn set_node_drain(
+        self,
+        _: Context,
+        node: NodeId,
+        drain: bool,
+    ) -> FsResult<NodeCondition> {
+        let admin = self
+            .peer
+            .as_ref()
+            .map_or_else(|| "in-process".to_string(), |p| p.name.clone());
+        let span = info_span!("set_node_drain", %node, drain, admin = %admin);
+        if !self.inner.registry.lock().knows(node) {
+            return Err(FsError::NotFound);
+        }
+        let current = self.condition_of(node);
+        let next = next_drain_condition(current, drain)?;
+        if next != current {
+            let why = if drain {
+                "drain requested"
+            } else {
+                "drain cancelled"
+            };
+            self.set_condition(node, next, why).instrument(span).await?;
+        }
+        Ok(self.condition_of(node))
+    }
+}
+
+/// The condition a drain (`drain`) or undrain request moves a node in `current` to. Pure.
+/// A node declared dead cannot be drained (its replicas already count for nothing and are
+/// re-replicated); undraining a node that is not draining or decommissioned changes nothing.
+fn next_drain_condition(current: NodeCondition, drain: bool) -> FsResult<NodeCondition> {
+    use NodeCondition::*;
+    match (current, drain) {
+        (Up | Maintenance, true) => Ok(Draining),
+        (Draining | Decommissioned, true) => Ok(current),
+        (Dead, true) => Err(FsError::Invalid(
+            "the node is declared dead: its chunks are re-replicated already".to_string(),
+        )),
+        (Draining | Decommissioned, false) => Ok(Up),
+        (Up | Maintenance | Dead, false) => Ok(current),
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn drain_transitions() {
+        use NodeCondition::*;
+        let table = [
+            (Up, true, Some(Draining)),
+            (Maintenance, true, Some(Draining)),
+            (Draining, true, Some(Draining)),
+            (Decommissioned, true, Some(Decommissioned)),
+            (Dead, true, None),
+            (Draining, false, Some(Up)),
+            (Decommissioned, false, Some(Up)),
+            (Up, false, Some(Up)),
+            (Maintenance, false, Some(Maintenance)),
+            (Dead, false, Some(Dead)),
+        ];
+        for (from, drain, want) in table {
+            assert_eq!(
+                next_drain_condition(from, drain).ok(),
+                want,
+                "{from:?} drain={drain}"
+            );
+        }
     }
 }

@@ -622,19 +622,25 @@ fn chunk_by_id(c: &Connection, id: ChunkId) -> R<Option<ChunkRow>> {
     )
 }
 
-/// Nodes whose replicas do not count toward any goal (declared dead).
-const DEAD_NODES: &str = "SELECT node FROM node_conditions WHERE condition = 'dead'";
+/// Nodes whose replicas do not count toward any goal (declared dead, draining or
+/// decommissioned: `NodeCondition::counts`). A draining node's replicas are never trimmed
+/// for counting here: trims only remove counting replicas.
+const DEAD_NODES: &str = "SELECT node FROM node_conditions
+      WHERE condition IN ('dead', 'draining', 'decommissioned')";
 
 /// Counting current replicas of chunk `ch` (a correlated subquery).
 const COUNTING: &str = "(SELECT count(*) FROM replicas r
       WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0
-        AND r.node NOT IN (SELECT node FROM node_conditions WHERE condition = 'dead'))";
+        AND r.node NOT IN (SELECT node FROM node_conditions
+                           WHERE condition IN ('dead', 'draining', 'decommissioned')))";
 
 fn condition_name(condition: NodeCondition) -> Option<&'static str> {
     match condition {
         NodeCondition::Up => None,
         NodeCondition::Dead => Some("dead"),
         NodeCondition::Maintenance => Some("maintenance"),
+        NodeCondition::Draining => Some("draining"),
+        NodeCondition::Decommissioned => Some("decommissioned"),
     }
 }
 
@@ -642,6 +648,8 @@ fn parse_condition(name: &str) -> Option<NodeCondition> {
     match name {
         "dead" => Some(NodeCondition::Dead),
         "maintenance" => Some(NodeCondition::Maintenance),
+        "draining" => Some(NodeCondition::Draining),
+        "decommissioned" => Some(NodeCondition::Decommissioned),
         _ => None,
     }
 }
@@ -2176,6 +2184,23 @@ impl MetaStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn drain_remaining(&self, node: NodeId, goal: u32) -> FsResult<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM
+                     (SELECT coalesce(i.goal, ?1) AS g, {COUNTING} AS n
+                      FROM chunks ch LEFT JOIN inodes i ON i.ino = ch.ino
+                      WHERE ch.confirmed > 0
+                        AND EXISTS (SELECT 1 FROM replicas d
+                                    WHERE d.chunk = ch.id AND d.node = ?2)
+                        AND n < g)"
+                ))?
+                .query_row(params![goal as i64, node.0 as i64], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
         })
     }
 }
