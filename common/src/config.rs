@@ -150,6 +150,11 @@ pub struct MasterConfig {
     /// Default 256 MiB/s.
     #[serde(default = "default_repair_bandwidth")]
     pub repair_bytes_per_sec: u64,
+    /// The rebalancer moves chunks from the fullest to the emptiest up node while their used
+    /// percentages (bytes of the replicas the master records over capacity) differ by more
+    /// than this many percentage points; 0 turns it off. Default 10.
+    #[serde(default = "default_rebalance_threshold")]
+    pub rebalance_threshold_percent: u32,
 }
 
 /// Default sentinel quorum for declaring a node dead: one sentinel is the default setup.
@@ -186,6 +191,12 @@ fn default_repair_copies_per_node() -> u32 {
 fn default_repair_bandwidth() -> u64 {
     DEFAULT_REPAIR_BYTES_PER_SEC
 }
+/// Default rebalance threshold: a tenth of every disk may differ, so a cluster that is
+/// merely uneven by a few chunks never moves data.
+pub const DEFAULT_REBALANCE_THRESHOLD_PERCENT: u32 = 10;
+fn default_rebalance_threshold() -> u32 {
+    DEFAULT_REBALANCE_THRESHOLD_PERCENT
+}
 
 impl MasterConfig {
     pub fn for_tests(state_dir: PathBuf) -> MasterConfig {
@@ -210,6 +221,7 @@ impl MasterConfig {
             repair_max_copies: DEFAULT_REPAIR_MAX_COPIES,
             repair_max_copies_per_node: DEFAULT_REPAIR_MAX_COPIES_PER_NODE,
             repair_bytes_per_sec: DEFAULT_REPAIR_BYTES_PER_SEC,
+            rebalance_threshold_percent: DEFAULT_REBALANCE_THRESHOLD_PERCENT,
         }
     }
 

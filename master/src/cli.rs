@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at startup: the size of the `run` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new cluster: the state directory with meta.db and a new random data key.
@@ -151,6 +153,10 @@ pub struct RunArgs {
     /// Re-replication bandwidth in bytes per second, 0 unlimited [config default: 256 MiB/s].
     #[arg(long, value_name = "BYTES")]
     pub repair_bytes_per_sec: Option<u64>,
+    /// Rebalance while up nodes' used percentages differ by more than this many points, 0
+    /// off [config default: 10].
+    #[arg(long, value_name = "PERCENT")]
+    pub rebalance_threshold_percent: Option<u32>,
 }
 
 impl RunArgs {
@@ -206,6 +212,9 @@ impl RunArgs {
         }
         if let Some(rate) = self.repair_bytes_per_sec {
             config.repair_bytes_per_sec = rate;
+        }
+        if let Some(points) = self.rebalance_threshold_percent {
+            config.rebalance_threshold_percent = points;
         }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);

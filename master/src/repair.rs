@@ -420,6 +420,7 @@ pub async fn repair_loop(
             // Logged by the service's store wrapper.
             Err(_) => continue,
         };
+        let repairing = !orders.is_empty();
         for order in orders {
             if !pacer.admit(Instant::now(), order.length) {
                 // Over the bandwidth budget: the rest waits for a later round.
@@ -434,6 +435,23 @@ pub async fn repair_loop(
         }
         service.trim_surplus().await;
         service.complete_drains().await;
+        if repairing {
+            continue;
+        }
+        // Rebalancing moves share the limits and the bandwidth budget, after repairs.
+        for order in service.plan_rebalance().await {
+            if !pacer.admit(Instant::now(), order.length) {
+                break;
+            }
+            service.repair_started(&order);
+            let (service, connect) = (service.clone(), connect.clone());
+            tokio::spawn(async move {
+                if run_copy(&service, &connect, &order).await {
+                    service.finish_move(&order).await;
+                }
+                service.move_finished(&order);
+            });
+        }
     }
 }
 

@@ -61,6 +61,8 @@ struct Inner {
     repair: Mutex<crate::repair::RepairState>,
     /// Wakes the repair worker before its next tick (a node declared dead, a copy done).
     repair_wake: Arc<tokio::sync::Notify>,
+    /// `rebalance_threshold_percent` (0: the rebalancer is off).
+    rebalance_threshold: u32,
 }
 
 #[derive(Clone)]
@@ -121,6 +123,7 @@ impl MasterService {
                 repair_bytes_per_sec: config.repair_bytes_per_sec,
                 repair: Mutex::new(crate::repair::RepairState::default()),
                 repair_wake: Arc::new(tokio::sync::Notify::new()),
+                rebalance_threshold: config.rebalance_threshold_percent,
             }),
         })
     }
@@ -239,6 +242,75 @@ impl MasterService {
             self.inner.repair_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// This round's rebalancing copies (see `crate::rebalance`): none while repairs are
+    /// queued or any copy runs, so that repair always comes first and every move is planned
+    /// on records that include the previous ones.
+    pub async fn plan_rebalance(&self) -> Vec<crate::repair::CopyOrder> {
+        let threshold = self.inner.rebalance_threshold;
+        if threshold == 0 {
+            return Vec::new();
+        }
+        {
+            let state = self.inner.repair.lock();
+            if state.progress.queued_chunks > 0 || state.running.total() > 0 {
+                return Vec::new();
+            }
+        }
+        let span = tracing::debug_span!("plan_rebalance");
+        let Ok(used) = self.blocking(span.clone(), |s| s.replica_bytes()).await else {
+            return Vec::new();
+        };
+        let views = self.views();
+        let conditions = self.conditions();
+        let usage = crate::rebalance::eligible(&views, &conditions, &used);
+        let Some(mv) = crate::rebalance::pick_move(&usage, threshold) else {
+            return Vec::new();
+        };
+        let goal = self.inner.policy.n;
+        let Ok(chunks) = self
+            .blocking(span, move |s| {
+                s.movable_chunks(mv.from, mv.to, goal, crate::repair::REPAIR_SCAN)
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        let state = self.inner.repair.lock();
+        let orders = crate::rebalance::plan_moves(
+            &chunks,
+            &mv,
+            &views,
+            &conditions,
+            &state.running,
+            &self.inner.repair_limits,
+        );
+        if !orders.is_empty() {
+            tracing::info!(from = %mv.from, to = %mv.to, bytes = mv.bytes,
+                chunks = orders.len(), "rebalancing");
+        }
+        orders
+    }
+
+    /// A rebalancing copy was recorded: removes the source's replica, which the store only
+    /// does while the chunk keeps its goal on other counting nodes.
+    pub async fn finish_move(&self, order: &crate::repair::CopyOrder) {
+        let goal = self.inner.policy.n;
+        let (chunk, node) = (order.chunk, order.source);
+        let span = info_span!("finish_move", %chunk, from = %node, to = %order.target);
+        if let Ok(trimmed) = self
+            .blocking(span.clone(), move |s| s.trim_replica(chunk, node, goal))
+            .await
+        {
+            span.in_scope(|| tracing::info!(trimmed, "chunk moved"));
+        }
+    }
+
+    /// A rebalancing copy ended (its trim done): frees its slot and wakes the worker.
+    pub fn move_finished(&self, order: &crate::repair::CopyOrder) {
+        self.inner.repair.lock().running.finish(order);
+        self.inner.repair_wake.notify_one();
     }
 
     /// Marks every draining node that no committed chunk needs any more decommissioned

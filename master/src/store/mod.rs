@@ -252,6 +252,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `node` (any version) that have fewer than their goal (the file's, else `goal`)
     /// counting current replicas. 0 means no chunk needs the node any more.
     fn drain_remaining(&self, node: NodeId, goal: u32) -> FsResult<u64>;
+
+    /// Committed bytes of the current, healthy replicas recorded on each node (the
+    /// rebalancer's measure of use).
+    fn replica_bytes(&self) -> FsResult<std::collections::HashMap<NodeId, u64>>;
+    /// Committed chunks with a current replica on `from` and no replica row on `to`, with
+    /// every replica row of each, at most `max`, in chunk id order (rebalancer candidates).
+    fn movable_chunks(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
 }
 
 thread_local! {

@@ -2203,6 +2203,53 @@ impl MetaStore for SqliteStore {
             Ok(n.max(0) as u64)
         })
     }
+
+    fn replica_bytes(&self) -> FsResult<HashMap<NodeId, u64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.node, coalesce(sum(ch.length), 0) FROM replicas r
+                 JOIN chunks ch ON ch.id = r.chunk
+                 WHERE ch.confirmed > 0 AND r.version = ch.confirmed AND r.bad = 0
+                 GROUP BY r.node",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    NodeId(r.get::<_, i64>(0)? as u64),
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn movable_chunks(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+        self.read(|c| {
+            let ids = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ch.id, ch.confirmed, ch.length, coalesce(i.goal, ?1) AS g
+                     FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                     LEFT JOIN inodes i ON i.ino = ch.ino
+                     WHERE r.node = ?2 AND ch.confirmed > 0 AND r.version = ch.confirmed
+                       AND r.bad = 0
+                       AND NOT EXISTS (SELECT 1 FROM replicas t
+                                       WHERE t.chunk = ch.id AND t.node = ?3)
+                     ORDER BY ch.id LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(
+                    params![goal as i64, from.0 as i64, to.0 as i64, max as i64],
+                    goal_row,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            chunk_replica_rows(c, ids)
+        })
+    }
 }
 
 /// Longest chain of directories followed up from a file when building its path: far deeper

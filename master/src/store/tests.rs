@@ -1936,3 +1936,43 @@ fn a_draining_node_stops_counting_and_its_drain_completes_when_copied() {
         .expect("up");
     assert_eq!(s.over_goal_chunks(3, 10).expect("scan").len(), 1);
 }
+
+#[test]
+fn rebalancer_queries_measure_replicas_and_find_movable_chunks() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let f = mk(&*s, InodeId::ROOT, "f", FileKind::File);
+    let g = write_chunk(&*s, f.ino, 0, &views, 100);
+    let holders: Vec<NodeId> = g.replicas.iter().map(|r| r.node).collect();
+    let spare = (1..=4)
+        .map(NodeId)
+        .find(|n| !holders.contains(n))
+        .expect("a node without the chunk");
+    let used = s.replica_bytes().expect("bytes");
+    for n in &holders {
+        assert_eq!(used.get(n), Some(&100), "{n}");
+    }
+    assert_eq!(used.get(&spare), None);
+    // From a holder to the spare: the chunk, with all its rows and its goal.
+    let movable = s.movable_chunks(holders[0], spare, 3, 10).expect("movable");
+    assert_eq!(movable.len(), 1);
+    assert_eq!((movable[0].chunk, movable[0].goal), (g.chunk, 3));
+    assert_eq!(movable[0].replicas.len(), 3);
+    // Not to a node that holds it, nor from one that does not.
+    assert!(
+        s.movable_chunks(holders[0], holders[1], 3, 10)
+            .expect("m")
+            .is_empty()
+    );
+    assert!(
+        s.movable_chunks(spare, holders[0], 3, 10)
+            .expect("m")
+            .is_empty()
+    );
+    // The move: copy, then the source's replica goes (the goal is kept on the others).
+    assert!(s.record_copy(g.chunk, spare, g.version).expect("copy"));
+    assert!(s.trim_replica(g.chunk, holders[0], 3).expect("trim"));
+    let used = s.replica_bytes().expect("bytes");
+    assert_eq!(used.get(&spare), Some(&100));
+    assert_eq!(used.get(&holders[0]), None);
+}
