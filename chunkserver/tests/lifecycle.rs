@@ -82,6 +82,7 @@ impl Master for FakeMaster {
             -> Vec<NodeId>;
         node_files(node: NodeId, after: ChunkId, limit: u32) -> Vec<common::types::NodeFileChunk>;
         report_node_health(node: NodeId, alive: bool) -> NodeCondition;
+        set_node_drain(node: NodeId, drain: bool) -> NodeCondition;
     }
 
     async fn report_bad_replica(

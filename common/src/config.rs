@@ -164,6 +164,11 @@ pub struct MasterConfig {
     /// joiner has no certificate yet. Default: none (tokens cannot be redeemed).
     #[serde(default)]
     pub join_listen: Option<SocketAddr>,
+    /// The rebalancer moves chunks from the fullest to the emptiest up node while their used
+    /// percentages (bytes of the replicas the master records over capacity) differ by more
+    /// than this many percentage points; 0 turns it off. Default 10.
+    #[serde(default = "default_rebalance_threshold")]
+    pub rebalance_threshold_percent: u32,
 }
 
 /// Default sentinel quorum for declaring a node dead: one sentinel is the default setup.
@@ -200,6 +205,12 @@ fn default_repair_copies_per_node() -> u32 {
 fn default_repair_bandwidth() -> u64 {
     DEFAULT_REPAIR_BYTES_PER_SEC
 }
+/// Default rebalance threshold: a tenth of every disk may differ, so a cluster that is
+/// merely uneven by a few chunks never moves data.
+pub const DEFAULT_REBALANCE_THRESHOLD_PERCENT: u32 = 10;
+fn default_rebalance_threshold() -> u32 {
+    DEFAULT_REBALANCE_THRESHOLD_PERCENT
+}
 
 fn default_audit_max_bytes() -> u64 {
     crate::audit::DEFAULT_AUDIT_MAX_BYTES
@@ -235,6 +246,7 @@ impl MasterConfig {
             audit_max_bytes: default_audit_max_bytes(),
             audit_keep: default_audit_keep(),
             join_listen: None,
+            rebalance_threshold_percent: DEFAULT_REBALANCE_THRESHOLD_PERCENT,
         }
     }
 

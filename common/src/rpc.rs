@@ -140,6 +140,12 @@ pub trait Master {
     /// voted so within `dead_vote_window_ms`, and alive again at the first alive report.
     /// Answers the node's condition after the report. Sentinel role only.
     async fn report_node_health(node: NodeId, alive: bool) -> FsResult<NodeCondition>;
+    /// An admin's drain (`drain = true`) or undrain of `node` (`mosaic-sentinel drain`): a
+    /// draining node takes no new chunks and its chunks are copied to other nodes while its
+    /// replicas keep serving; once no chunk needs it the master marks it `Decommissioned`.
+    /// Undrain returns a draining or decommissioned node to `Up`. Answers the condition
+    /// after the request; `Invalid` for a node declared dead. Sentinel role only.
+    async fn set_node_drain(node: NodeId, drain: bool) -> FsResult<NodeCondition>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

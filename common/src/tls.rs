@@ -197,7 +197,8 @@ pub fn allowed(role: Role, method: &str) -> bool {
     // whole replica.
     const MASTER_ONLY: &[&str] = &["ChunkServer.delete_chunks", "ChunkServer.copy_from"];
     // Verdicts on nodes (which start re-replication) are the sentinels' alone.
-    const SENTINEL_ONLY: &[&str] = &["Master.report_node_health"];
+    // So are drains (admin commands run through `mosaic-sentinel`).
+    const SENTINEL_ONLY: &[&str] = &["Master.report_node_health", "Master.set_node_drain"];
     match role {
         // The master calls chunkservers for deletes and repairs.
         Role::Master => method.starts_with("ChunkServer."),
@@ -835,6 +836,7 @@ mod tests {
             ("Master.confirm_replicas", [false, false, true, false]),
             ("ChunkServer.status", [true, true, true, true]),
             ("Master.report_node_health", [false, false, false, true]),
+            ("Master.set_node_drain", [false, false, false, true]),
         ];
         for (method, expect) in table {
             for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {

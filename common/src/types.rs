@@ -590,6 +590,14 @@ pub enum NodeCondition {
     /// Stopped gracefully (planned maintenance): its replicas still count, nothing is
     /// re-replicated until the master's maintenance window runs out.
     Maintenance,
+    /// Being drained by an admin (`mosaic-sentinel drain`): takes no new chunks, its replicas
+    /// do not count toward goals (so they are copied elsewhere) but still serve reads, are
+    /// copy sources, and are never deleted while it drains.
+    Draining,
+    /// Drained: every chunk it held has its goal on other nodes. It may be stopped; its
+    /// replica rows are left (they count toward nothing, and are never served once it is
+    /// offline).
+    Decommissioned,
 }
 
 impl NodeCondition {
@@ -598,6 +606,8 @@ impl NodeCondition {
             NodeCondition::Up => "UP",
             NodeCondition::Dead => "DEAD",
             NodeCondition::Maintenance => "MAINTENANCE",
+            NodeCondition::Draining => "DRAINING",
+            NodeCondition::Decommissioned => "DECOMMISSIONED",
         }
     }
 
@@ -605,8 +615,22 @@ impl NodeCondition {
     pub fn counts(self) -> bool {
         match self {
             NodeCondition::Up | NodeCondition::Maintenance => true,
-            NodeCondition::Dead => false,
+            NodeCondition::Dead | NodeCondition::Draining | NodeCondition::Decommissioned => false,
         }
+    }
+
+    /// Whether a node in this condition may be a target of new chunks and repair copies.
+    pub fn takes_chunks(self) -> bool {
+        match self {
+            NodeCondition::Up | NodeCondition::Maintenance => true,
+            NodeCondition::Dead | NodeCondition::Draining | NodeCondition::Decommissioned => false,
+        }
+    }
+
+    /// Whether a current replica on a node in this condition is a valid copy source (when
+    /// the node is online): everything but a node declared dead.
+    pub fn serves(self) -> bool {
+        !matches!(self, NodeCondition::Dead)
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at startup: the size of the `run` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new cluster: the state directory with meta.db and a new random data key.
@@ -219,6 +221,10 @@ pub struct RunArgs {
     /// Once listening, write the join endpoint's bound address here (atomically).
     #[arg(long, value_name = "PATH")]
     pub join_addr_file: Option<PathBuf>,
+    /// Rebalance while up nodes' used percentages differ by more than this many points, 0
+    /// off [config default: 10].
+    #[arg(long, value_name = "PERCENT")]
+    pub rebalance_threshold_percent: Option<u32>,
 }
 
 impl RunArgs {
@@ -277,6 +283,9 @@ impl RunArgs {
         }
         if let Some(join) = self.join_listen {
             config.join_listen = Some(join);
+        }
+        if let Some(points) = self.rebalance_threshold_percent {
+            config.rebalance_threshold_percent = points;
         }
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);

@@ -11,6 +11,7 @@ pub mod locks;
 pub mod metrics;
 pub mod pki;
 pub mod placement;
+pub mod rebalance;
 pub mod registry;
 pub mod repair;
 pub mod service;

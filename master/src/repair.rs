@@ -7,11 +7,14 @@
 //!
 //! Replicas on nodes that are merely unreachable still count here: only a node the
 //! sentinels declared dead (`NodeCondition::Dead`) stops counting, so a short pause never
-//! starts a copy.
+//! starts a copy. A node an admin drains (`NodeCondition::Draining`) stops counting too, so
+//! its chunks are copied elsewhere, but it stays a copy source and its replicas are never
+//! trimmed; [`drains_complete`] decides when it is no longer needed.
 //!
-//! [`plan`], [`plan_trims`], [`Pacer`] and [`RateMeter`] are pure, table-tested; the worker
-//! [`repair_loop`] only runs them, dials nodes and records results. Nothing here ever deletes
-//! the last current copy of a chunk or takes a chunk below its goal.
+//! [`plan`], [`plan_trims`], [`drains_complete`], [`Pacer`] and [`RateMeter`] are pure,
+//! table-tested; the worker [`repair_loop`] only runs them, dials nodes and records results.
+//! Nothing here ever deletes the last current copy of a chunk or takes a chunk below its
+//! goal.
 
 use crate::registry::NodeView;
 use crate::service::MasterService;
@@ -149,10 +152,12 @@ pub fn plan(
     limits: &Limits,
 ) -> Vec<CopyOrder> {
     let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
-    let usable = |n: &NodeId| {
-        views.get(n).is_some_and(|v| v.online) && condition(conditions, *n) != NodeCondition::Dead
-    };
-    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| usable(&v.node)).collect();
+    // A source: online and not declared dead (a draining node is the usual source of its
+    // own chunks). A target: online and taking chunks (not dead, draining, decommissioned).
+    let usable =
+        |n: &NodeId| views.get(n).is_some_and(|v| v.online) && condition(conditions, *n).serves();
+    let target_ok = |n: &NodeId| usable(n) && condition(conditions, *n).takes_chunks();
+    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| target_ok(&v.node)).collect();
     by_space.sort_by(|a, b| {
         b.free_bytes()
             .cmp(&a.free_bytes())
@@ -171,7 +176,14 @@ pub fn plan(
         if current.len() >= c.goal {
             continue;
         }
-        let Some(source) = current
+        // Current replicas on draining nodes do not count but are copied from.
+        let sources: Vec<NodeId> = c
+            .replicas
+            .iter()
+            .filter(|r| r.version == c.confirmed && !r.bad)
+            .map(|r| r.node)
+            .collect();
+        let Some(source) = sources
             .iter()
             .filter(|n| usable(n) && load.load(**n) < limits.max_per_node)
             .min_by_key(|n| (load.load(**n), views[*n].status.load(), **n))
@@ -188,7 +200,7 @@ pub fn plan(
         let mut stale: Vec<NodeId> = c
             .replicas
             .iter()
-            .filter(|r| !r.bad && r.version < c.confirmed && usable(&r.node))
+            .filter(|r| !r.bad && r.version < c.confirmed && target_ok(&r.node))
             .map(|r| r.node)
             .collect();
         stale.sort();
@@ -228,6 +240,25 @@ pub fn plan(
         }
     }
     out
+}
+
+/// The draining nodes whose drain is complete: no committed chunk needs them any more
+/// (`remaining`, from the store: chunks with a replica on the node below their goal counting
+/// only other nodes, is 0) and no copy involving them is still running. Nodes in any other
+/// condition are never returned. Pure.
+pub fn drains_complete(
+    conditions: &HashMap<NodeId, NodeCondition>,
+    remaining: &HashMap<NodeId, u64>,
+    running: &InFlight,
+) -> Vec<NodeId> {
+    let mut done: Vec<NodeId> = conditions
+        .iter()
+        .filter(|(_, c)| **c == NodeCondition::Draining)
+        .map(|(n, _)| *n)
+        .filter(|n| remaining.get(n) == Some(&0) && running.load(*n) == 0)
+        .collect();
+    done.sort();
+    done
 }
 
 /// Remove `node`'s replica of `chunk`: it is surplus.
@@ -389,6 +420,7 @@ pub async fn repair_loop(
             // Logged by the service's store wrapper.
             Err(_) => continue,
         };
+        let repairing = !orders.is_empty();
         for order in orders {
             if !pacer.admit(Instant::now(), order.length) {
                 // Over the bandwidth budget: the rest waits for a later round.
@@ -402,6 +434,24 @@ pub async fn repair_loop(
             });
         }
         service.trim_surplus().await;
+        service.complete_drains().await;
+        if repairing {
+            continue;
+        }
+        // Rebalancing moves share the limits and the bandwidth budget, after repairs.
+        for order in service.plan_rebalance().await {
+            if !pacer.admit(Instant::now(), order.length) {
+                break;
+            }
+            service.repair_started(&order);
+            let (service, connect) = (service.clone(), connect.clone());
+            tokio::spawn(async move {
+                if run_copy(&service, &connect, &order).await {
+                    service.finish_move(&order).await;
+                }
+                service.move_finished(&order);
+            });
+        }
     }
 }
 
@@ -830,6 +880,153 @@ mod tests {
         let mut running = InFlight::default();
         running.chunks.insert(ChunkId(2));
         assert!(plan_trims(&[chunk(2, 4, four())], &nodes, &HashMap::new(), &running).is_empty());
+    }
+
+    fn with(pairs: &[(u64, NodeCondition)]) -> HashMap<NodeId, NodeCondition> {
+        pairs.iter().map(|&(n, c)| (NodeId(n), c)).collect()
+    }
+
+    #[test]
+    fn draining_nodes_in_the_plan() {
+        use NodeCondition::{Dead, Decommissioned, Draining};
+        let nodes = nodes();
+        let full = || vec![row(1, 4, false), row(2, 4, false), row(3, 4, false)];
+        // (name, chunk, conditions, expected (chunk, source, target) orders)
+        type Drain = (
+            &'static str,
+            ChunkReplicas,
+            Vec<(u64, NodeCondition)>,
+            Vec<(u64, u64, u64)>,
+        );
+        let table: Vec<Drain> = vec![
+            // Node 3 drains: its replica stops counting, a copy goes to the node with the
+            // most free space that takes chunks and lacks it (5; 4 is offline), from the
+            // least loaded current replica (2 is busier; 1 and 3 tie, so the lower id).
+            (
+                "draining copied elsewhere",
+                chunk(1, 4, full()),
+                vec![(3, Draining)],
+                vec![(1, 1, 5)],
+            ),
+            // The draining node is the only current copy: it is the source; the stale
+            // replica is brought up to date first, then by free space.
+            (
+                "draining is a source",
+                chunk(2, 4, vec![row(3, 4, false), row(1, 3, false)]),
+                vec![(3, Draining)],
+                vec![(2, 3, 1), (2, 3, 2), (2, 3, 5)],
+            ),
+            // Goal met on other nodes: the draining replica is not needed, nothing to do.
+            (
+                "met without it",
+                chunk(
+                    3,
+                    4,
+                    vec![
+                        row(1, 4, false),
+                        row(2, 4, false),
+                        row(3, 4, false),
+                        row(5, 4, false),
+                    ],
+                ),
+                vec![(3, Draining)],
+                vec![],
+            ),
+            // A draining or decommissioned node never receives a copy, not even over its
+            // own stale replica.
+            (
+                "never a target",
+                chunk(
+                    4,
+                    4,
+                    vec![row(1, 4, false), row(2, 4, false), row(3, 3, false)],
+                ),
+                vec![(3, Draining), (5, Decommissioned)],
+                vec![],
+            ),
+            // A dead node is no source even if it answers; the draining one still is.
+            (
+                "dead no source, draining yes",
+                chunk(5, 4, vec![row(2, 4, false), row(3, 4, false)]),
+                vec![(2, Dead), (3, Draining)],
+                vec![(5, 3, 1), (5, 3, 5)],
+            ),
+        ];
+        for (name, c, conds, want) in table {
+            let got = plan(&[c], &nodes, &with(&conds), &InFlight::default(), &open());
+            assert_eq!(pairs(&got), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn draining_replicas_are_never_trimmed() {
+        use NodeCondition::Draining;
+        let nodes = nodes();
+        // Four current replicas, goal 3, node 5 (the fullest) drains: counting 3 = goal.
+        let c = chunk(
+            1,
+            4,
+            vec![
+                row(1, 4, false),
+                row(2, 4, false),
+                row(3, 4, false),
+                row(5, 4, false),
+            ],
+        );
+        let got = plan_trims(&[c], &nodes, &with(&[(5, Draining)]), &InFlight::default());
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn drain_complete_table() {
+        use NodeCondition::{Dead, Decommissioned, Draining, Maintenance};
+        let conds = with(&[
+            (1, Draining),
+            (2, Draining),
+            (3, Draining),
+            (4, Dead),
+            (5, Maintenance),
+            (6, Decommissioned),
+        ]);
+        let remaining: HashMap<NodeId, u64> = [(1, 0), (2, 3), (3, 0), (4, 0), (5, 0), (6, 0)]
+            .into_iter()
+            .map(|(n, r)| (NodeId(n), r))
+            .collect();
+        // Node 3's last copy is still running (it is the source).
+        let mut running = InFlight::default();
+        running.start(&CopyOrder {
+            chunk: ChunkId(9),
+            version: Version(1),
+            length: 1,
+            source: NodeId(3),
+            source_addr: "n3".into(),
+            target: NodeId(7),
+            target_addr: "n7".into(),
+        });
+        assert_eq!(
+            drains_complete(&conds, &remaining, &running),
+            vec![NodeId(1)]
+        );
+        // Unknown remaining count (the query failed): not complete.
+        let mut partial = remaining.clone();
+        partial.remove(&NodeId(1));
+        assert_eq!(
+            drains_complete(&conds, &partial, &InFlight::default()),
+            vec![NodeId(3)]
+        );
+        running.finish(&CopyOrder {
+            chunk: ChunkId(9),
+            version: Version(1),
+            length: 1,
+            source: NodeId(3),
+            source_addr: "n3".into(),
+            target: NodeId(7),
+            target_addr: "n7".into(),
+        });
+        assert_eq!(
+            drains_complete(&conds, &remaining, &running),
+            vec![NodeId(1), NodeId(3)]
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct Inner {
     repair: Mutex<crate::repair::RepairState>,
     /// Wakes the repair worker before its next tick (a node declared dead, a copy done).
     repair_wake: Arc<tokio::sync::Notify>,
+    /// `rebalance_threshold_percent` (0: the rebalancer is off).
+    rebalance_threshold: u32,
 }
 
 #[derive(Clone)]
@@ -135,6 +137,7 @@ impl MasterService {
                 repair_bytes_per_sec: config.repair_bytes_per_sec,
                 repair: Mutex::new(crate::repair::RepairState::default()),
                 repair_wake: Arc::new(tokio::sync::Notify::new()),
+                rebalance_threshold: config.rebalance_threshold_percent,
             }),
             audit: Audit::disabled(),
             peer: None,
@@ -278,10 +281,118 @@ impl MasterService {
                 "node condition changed"
             )
         });
-        if condition == NodeCondition::Dead {
+        if matches!(condition, NodeCondition::Dead | NodeCondition::Draining) {
             self.inner.repair_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// This round's rebalancing copies (see `crate::rebalance`): none while repairs are
+    /// queued or any copy runs, so that repair always comes first and every move is planned
+    /// on records that include the previous ones.
+    pub async fn plan_rebalance(&self) -> Vec<crate::repair::CopyOrder> {
+        let threshold = self.inner.rebalance_threshold;
+        if threshold == 0 {
+            return Vec::new();
+        }
+        {
+            let state = self.inner.repair.lock();
+            if state.progress.queued_chunks > 0 || state.running.total() > 0 {
+                return Vec::new();
+            }
+        }
+        let span = tracing::debug_span!("plan_rebalance");
+        let Ok(used) = self.blocking(span.clone(), |s| s.replica_bytes()).await else {
+            return Vec::new();
+        };
+        let views = self.views();
+        let conditions = self.conditions();
+        let usage = crate::rebalance::eligible(&views, &conditions, &used);
+        let Some(mv) = crate::rebalance::pick_move(&usage, threshold) else {
+            return Vec::new();
+        };
+        let goal = self.inner.policy.n;
+        let Ok(chunks) = self
+            .blocking(span, move |s| {
+                s.movable_chunks(mv.from, mv.to, goal, crate::repair::REPAIR_SCAN)
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        let state = self.inner.repair.lock();
+        let orders = crate::rebalance::plan_moves(
+            &chunks,
+            &mv,
+            &views,
+            &conditions,
+            &state.running,
+            &self.inner.repair_limits,
+        );
+        if !orders.is_empty() {
+            tracing::info!(from = %mv.from, to = %mv.to, bytes = mv.bytes,
+                chunks = orders.len(), "rebalancing");
+        }
+        orders
+    }
+
+    /// A rebalancing copy was recorded: removes the source's replica, which the store only
+    /// does while the chunk keeps its goal on other counting nodes.
+    pub async fn finish_move(&self, order: &crate::repair::CopyOrder) {
+        let goal = self.inner.policy.n;
+        let (chunk, node) = (order.chunk, order.source);
+        let span = info_span!("finish_move", %chunk, from = %node, to = %order.target);
+        if let Ok(trimmed) = self
+            .blocking(span.clone(), move |s| s.trim_replica(chunk, node, goal))
+            .await
+        {
+            span.in_scope(|| tracing::info!(trimmed, "chunk moved"));
+        }
+    }
+
+    /// A rebalancing copy ended (its trim done): frees its slot and wakes the worker.
+    pub fn move_finished(&self, order: &crate::repair::CopyOrder) {
+        self.inner.repair.lock().running.finish(order);
+        self.inner.repair_wake.notify_one();
+    }
+
+    /// Marks every draining node that no committed chunk needs any more decommissioned
+    /// (see `crate::repair::drains_complete`). Called by the repair worker each round.
+    pub async fn complete_drains(&self) {
+        let conditions = self.conditions();
+        let draining: Vec<NodeId> = conditions
+            .iter()
+            .filter(|(_, c)| **c == NodeCondition::Draining)
+            .map(|(n, _)| *n)
+            .collect();
+        if draining.is_empty() {
+            return;
+        }
+        let goal = self.inner.policy.n;
+        let mut remaining = HashMap::new();
+        for node in draining {
+            let span = tracing::debug_span!("drain_remaining", %node);
+            // A failure is logged by `blocking`; the node then waits for the next round.
+            if let Ok(n) = self
+                .blocking(span, move |s| s.drain_remaining(node, goal))
+                .await
+            {
+                remaining.insert(node, n);
+            }
+        }
+        let done = {
+            let state = self.inner.repair.lock();
+            crate::repair::drains_complete(&conditions, &remaining, &state.running)
+        };
+        for node in done {
+            let _ = self
+                .set_condition(
+                    node,
+                    NodeCondition::Decommissioned,
+                    "drained: every chunk it held has its goal on other nodes; it may be stopped",
+                )
+                .await;
+        }
     }
 
     /// Turns every maintenance window that ran out into a dead node. Called by the repair
@@ -919,10 +1030,12 @@ impl Master for MasterService {
         let views = self.views();
         let conditions = self.conditions();
         let condition = |n: &NodeId| conditions.get(n).copied().unwrap_or_default();
-        // Replicas count where the node is up and its condition lets them count.
+        // Replicas count where the node is up and not declared dead: a draining node's
+        // replicas are present and serve reads (its chunks are never below goal while they
+        // are copied elsewhere).
         let online: HashSet<NodeId> = views
             .iter()
-            .filter(|v| v.online && condition(&v.node).counts())
+            .filter(|v| v.online && condition(&v.node).serves())
             .map(|v| v.node)
             .collect();
         let goal = self.inner.policy.n;
@@ -1102,8 +1215,13 @@ impl Master for MasterService {
             for_node.len()
         };
         match self.condition_of(node) {
-            // A planned stop: nothing is re-replicated until its window runs out.
-            NodeCondition::Maintenance | NodeCondition::Dead => {}
+            // A planned stop: nothing is re-replicated until its window runs out. A draining
+            // node's replicas count for nothing already (its chunks are being copied), and a
+            // decommissioned one is expected to go away.
+            NodeCondition::Maintenance
+            | NodeCondition::Dead
+            | NodeCondition::Draining
+            | NodeCondition::Decommissioned => {}
             NodeCondition::Up if voters >= self.inner.dead_quorum => {
                 let why = format!("{voters} sentinel(s) voted it dead");
                 self.set_condition(node, NodeCondition::Dead, &why)
@@ -1119,5 +1237,77 @@ impl Master for MasterService {
             }),
         }
         Ok(self.condition_of(node))
+    }
+
+    async fn set_node_drain(
+        self,
+        _: Context,
+        node: NodeId,
+        drain: bool,
+    ) -> FsResult<NodeCondition> {
+        let admin = self
+            .peer
+            .as_ref()
+            .map_or_else(|| "in-process".to_string(), |p| p.name.clone());
+        let span = info_span!("set_node_drain", %node, drain, admin = %admin);
+        if !self.inner.registry.lock().knows(node) {
+            return Err(FsError::NotFound);
+        }
+        let current = self.condition_of(node);
+        let next = next_drain_condition(current, drain)?;
+        if next != current {
+            let why = if drain {
+                "drain requested"
+            } else {
+                "drain cancelled"
+            };
+            self.set_condition(node, next, why).instrument(span).await?;
+        }
+        Ok(self.condition_of(node))
+    }
+}
+
+/// The condition a drain (`drain`) or undrain request moves a node in `current` to. Pure.
+/// A node declared dead cannot be drained (its replicas already count for nothing and are
+/// re-replicated); undraining a node that is not draining or decommissioned changes nothing.
+fn next_drain_condition(current: NodeCondition, drain: bool) -> FsResult<NodeCondition> {
+    use NodeCondition::*;
+    match (current, drain) {
+        (Up | Maintenance, true) => Ok(Draining),
+        (Draining | Decommissioned, true) => Ok(current),
+        (Dead, true) => Err(FsError::Invalid(
+            "the node is declared dead: its chunks are re-replicated already".to_string(),
+        )),
+        (Draining | Decommissioned, false) => Ok(Up),
+        (Up | Maintenance | Dead, false) => Ok(current),
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn drain_transitions() {
+        use NodeCondition::*;
+        let table = [
+            (Up, true, Some(Draining)),
+            (Maintenance, true, Some(Draining)),
+            (Draining, true, Some(Draining)),
+            (Decommissioned, true, Some(Decommissioned)),
+            (Dead, true, None),
+            (Draining, false, Some(Up)),
+            (Decommissioned, false, Some(Up)),
+            (Up, false, Some(Up)),
+            (Maintenance, false, Some(Maintenance)),
+            (Dead, false, Some(Dead)),
+        ];
+        for (from, drain, want) in table {
+            assert_eq!(
+                next_drain_condition(from, drain).ok(),
+                want,
+                "{from:?} drain={drain}"
+            );
+        }
     }
 }

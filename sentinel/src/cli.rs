@@ -38,6 +38,31 @@ enum Command {
     /// Show the cluster's state: a verdict, its reasons, a table of nodes, chunk counts.
     /// Exit status: 0 HEALTHY, 1 DEGRADED, 2 UNAVAILABLE or master unreachable.
     Status(StatusArgs),
+    /// Drain a chunkserver: it gets no new chunks and the master copies its chunks to other
+    /// nodes (never dropping below goal); when none needs it any more, `status` shows it
+    /// DECOMMISSIONED and it may be stopped. Exit status 0, 2 on failure.
+    Drain(DrainArgs),
+    /// Cancel a drain (or bring a decommissioned node back): the node takes chunks again
+    /// and its replicas count again (surplus copies are trimmed). Exit status 0, 2 on failure.
+    Undrain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+struct DrainArgs {
+    /// The node, as status shows it (`n1f`) or as a decimal id.
+    #[arg(value_name = "NODE", value_parser = parse_node)]
+    node: NodeId,
+    /// The master's address (host:port).
+    #[arg(
+        long,
+        env = "MOSAIC_MASTER",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9420"
+    )]
+    master: String,
+    /// A sentinel credential: `mosaic-master issue sentinel NAME --out DIR`.
+    #[command(flatten)]
+    tls: common::tls::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +157,68 @@ pub fn main() -> ExitCode {
             // Logs would interleave with the table; RUST_LOG still turns them on.
             common::telemetry::init("off");
             ExitCode::from(status_command(args))
+        }
+        Command::Drain(args) => {
+            common::telemetry::init("off");
+            ExitCode::from(drain_command(args, true))
+        }
+        Command::Undrain(args) => {
+            common::telemetry::init("off");
+            ExitCode::from(drain_command(args, false))
+        }
+    }
+}
+
+/// `drain` / `undrain`: one `Master::set_node_drain` call; prints the node's condition.
+fn drain_command(args: DrainArgs, drain: bool) -> u8 {
+    const FAILED: u8 = 2;
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    args.tls.apply(&mut cert, &mut key, &mut ca);
+    let verb = if drain { "drain" } else { "undrain" };
+    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: {err:#}");
+            return FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
+            return FAILED;
+        }
+    };
+    let node = args.node;
+    let result = runtime.block_on(async {
+        let deadline = crate::STATUS_MASTER_DEADLINE;
+        let client = common::rpc::connect_master(&args.master, &tls, deadline).await?;
+        client
+            .set_node_drain(common::rpc::ctx(deadline), node, drain)
+            .await
+            .map_err(common::FsError::from)?
+    });
+    match result {
+        Ok(condition) => {
+            emit(&format!("node {node}: {}\n", condition.as_str()), "");
+            0
+        }
+        Err(common::FsError::NotFound) => {
+            eprintln!(
+                "mosaic-sentinel: the master at {} knows no node {node}",
+                args.master
+            );
+            FAILED
+        }
+        Err(err) => {
+            eprintln!(
+                "mosaic-sentinel: {verb} {node}: master {}: {err}",
+                args.master
+            );
+            FAILED
         }
     }
 }

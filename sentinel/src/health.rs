@@ -47,6 +47,12 @@ pub enum NodeState {
     /// Stopped gracefully and announced it: the master keeps its replicas counted for its
     /// maintenance window. Set from the master's record, never by [`assess`].
     Maintenance,
+    /// An admin drains it: its chunks are being copied to other nodes. From the master's
+    /// record, never by [`assess`].
+    Draining,
+    /// Drained: no chunk needs it any more; it may be stopped (or already is). From the
+    /// master's record, never by [`assess`].
+    Decommissioned,
 }
 
 impl NodeState {
@@ -56,6 +62,8 @@ impl NodeState {
             NodeState::Suspect => "SUSPECT",
             NodeState::Dead => "DEAD",
             NodeState::Maintenance => "MAINTENANCE",
+            NodeState::Draining => "DRAINING",
+            NodeState::Decommissioned => "DECOMMISSIONED",
         }
     }
 }

@@ -362,8 +362,8 @@ fn log_transition(t: &Transition) {
         NodeState::Dead => {
             tracing::error!(node = %t.node, addr = %t.addr, reason = %t.reason, "node {from} -> DEAD")
         }
-        NodeState::Maintenance => {
-            tracing::info!(node = %t.node, addr = %t.addr, "node {from} -> MAINTENANCE")
+        NodeState::Maintenance | NodeState::Draining | NodeState::Decommissioned => {
+            tracing::info!(node = %t.node, addr = %t.addr, "node {from} -> {}", t.to)
         }
     }
 }

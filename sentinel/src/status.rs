@@ -128,7 +128,14 @@ pub fn verdict(
     } else if !nodes.iter().any(|n| n.up) {
         unavailable.push("no chunkserver is up".to_string());
     }
-    for node in nodes.iter().filter(|n| n.state != NodeState::Healthy) {
+    // Draining and decommissioned are an admin's decisions, not faults: a drain never takes
+    // a chunk below its goal, and a decommissioned node is meant to go away.
+    for node in nodes.iter().filter(|n| {
+        !matches!(
+            n.state,
+            NodeState::Healthy | NodeState::Draining | NodeState::Decommissioned
+        )
+    }) {
         degraded.push(format!("node {} is {}", node.id, node.state));
     }
     if chunks.under_replicated > 0 {
@@ -242,8 +249,30 @@ fn node_report(
                     reason: format!("declared dead; chunks re-replicated ({})", judged.reason),
                 }
             }
-            NodeCondition::Up => {}
+            NodeCondition::Draining => {
+                judged.reason = format!("draining; {}", judged.reason);
+            }
+            NodeCondition::Up | NodeCondition::Decommissioned => {}
         }
+    }
+    // An admin's drain shows whatever the probes say of a node that answers; a drained node
+    // is DECOMMISSIONED whether it still answers or was stopped.
+    match info.condition {
+        NodeCondition::Draining if judged.state == NodeState::Healthy => {
+            judged = health::Health {
+                state: NodeState::Draining,
+                reason: "draining: takes no new chunks; its chunks are copied to other nodes \
+                         (see the repair queue)"
+                    .to_string(),
+            }
+        }
+        NodeCondition::Decommissioned => {
+            judged = health::Health {
+                state: NodeState::Decommissioned,
+                reason: "drained: no chunk needs it; it may be stopped".to_string(),
+            }
+        }
+        _ => {}
     }
     let reachable = matches!(probe.map(|p| &p.outcome), Some(ProbeOutcome::Answered(_)));
     // The node's own answer is fresher than the master's copy of its last heartbeat.
@@ -357,6 +386,11 @@ mod tests {
             facts(3, H, true),
         ];
         let all_down = [facts(1, Dead, false), facts(2, Suspect, false)];
+        let drained = [
+            facts(1, H, true),
+            facts(2, NodeState::Draining, true),
+            facts(3, NodeState::Decommissioned, false),
+        ];
         type Row<'a> = (
             &'a str,
             Option<&'a str>,
@@ -428,6 +462,14 @@ mod tests {
                     "node n1 is DEAD",
                     "node n2 is SUSPECT",
                 ],
+            ),
+            (
+                "draining and decommissioned are no fault",
+                None,
+                counts(10, 0, 0),
+                &drained,
+                Verdict::Healthy,
+                vec![],
             ),
             (
                 "no node registered",
@@ -569,6 +611,67 @@ mod tests {
         assert_eq!(report.verdict, Verdict::Degraded);
         assert_eq!(report.chunks.total, 7);
         assert_eq!(report.cluster_id, "ab".repeat(16));
+    }
+
+    #[test]
+    fn drain_states_come_from_the_master() {
+        let t0 = Instant::now();
+        let answered = |id: u64| {
+            (
+                NodeId(id),
+                Probe {
+                    at: t0,
+                    outcome: ProbeOutcome::Answered(NodeStatus::default()),
+                },
+            )
+        };
+        let refused = |id: u64| {
+            (
+                NodeId(id),
+                Probe {
+                    at: t0,
+                    outcome: ProbeOutcome::Refused(FsError::Io("refused".into())),
+                },
+            )
+        };
+        let with = |id: u64, online: bool, condition: NodeCondition| NodeInfo {
+            condition,
+            ..info(id, if online { 100 } else { 60_000 }, online)
+        };
+        let s = summary(vec![
+            with(1, true, NodeCondition::Up),
+            with(2, true, NodeCondition::Draining),
+            with(3, true, NodeCondition::Decommissioned),
+            // Decommissioned and then stopped.
+            with(4, false, NodeCondition::Decommissioned),
+            // Draining but crashed: the probes' verdict shows.
+            with(5, false, NodeCondition::Draining),
+        ]);
+        let probes = [
+            answered(1),
+            answered(2),
+            answered(3),
+            refused(4),
+            refused(5),
+        ];
+        let report = build_report("m:1", &s, t0, &probes, &POLICY, t0);
+        let states: Vec<NodeState> = report.nodes.iter().map(|n| n.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                NodeState::Healthy,
+                NodeState::Draining,
+                NodeState::Decommissioned,
+                NodeState::Decommissioned,
+                NodeState::Dead,
+            ]
+        );
+        assert!(
+            report.nodes[4].reason.starts_with("draining; "),
+            "{}",
+            report.nodes[4].reason
+        );
+        assert_eq!(report.reasons, vec!["node n5 is DEAD"]);
     }
 
     #[test]

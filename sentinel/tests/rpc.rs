@@ -409,6 +409,15 @@ impl Master for SummaryOnly {
     ) -> FsResult<common::types::NodeCondition> {
         refused()
     }
+
+    async fn set_node_drain(
+        self,
+        _: Context,
+        _: NodeId,
+        _: bool,
+    ) -> FsResult<common::types::NodeCondition> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

@@ -744,6 +744,28 @@ impl TestCluster {
                 .filter(|s| s.nodes.iter().filter(|n| n.online).count() >= want)
         })
     }
+
+    /// Runs `mosaic-sentinel drain NODE` (or `undrain` when `drain` is false); returns its
+    /// output, `Err` with the output when it fails.
+    pub fn sentinel_drain(&self, node: NodeId, drain: bool) -> Result<String, String> {
+        let mut cmd = Command::new(bin(bins::SENTINEL));
+        cmd.arg(if drain { "drain" } else { "undrain" })
+            .arg(node.to_string())
+            .arg("--master")
+            .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(self.credentials(SENTINEL));
+        let out: CmdOutput = try_run(cmd, TOOL_DEADLINE)?;
+        if !out.status.success() {
+            return Err(format!(
+                "mosaic-sentinel drain exited {}:\n{}{}",
+                out.status,
+                out.stdout_text(),
+                out.stderr_text()
+            ));
+        }
+        Ok(out.stdout_text())
+    }
 }
 
 /// A `mosaic-sentinel run` process ([`TestCluster::start_sentinel_with_metrics`]); killed

@@ -385,6 +385,205 @@ fn a_graceful_stop_waits_for_the_maintenance_window() {
     assert_files(reader.path(), &files);
 }
 
+#[test]
+fn a_drained_node_is_decommissioned_without_dropping_below_goal() {
+    let Some(_fuse) =
+        mosaic_tests::require_fuse("a_drained_node_is_decommissioned_without_dropping_below_goal")
+    else {
+        return;
+    };
+    // Copies paced at 4 MiB/s so that the drain lasts seconds and the polls below see it
+    // in progress.
+    let mut cluster = TestCluster::start(opts(&["--repair-bytes-per-sec", "4194304"]));
+    let mount = cluster.mount(MountOptions::default());
+    // 32 MiB in 1 MiB chunks: 32 chunks, 96 replicas on 4 nodes.
+    let files = write_files(mount.path(), 8, 4 * MIB, 1000);
+    cluster.start_sentinel("s1", &["--probe-interval-ms", PROBE_MS]);
+    let nodes = node_ids(&cluster);
+    let victim = 2;
+    let drained = nodes[victim];
+    let held = cluster.node_contents(drained).expect("contents").len();
+    assert!(held > 0, "the drained node holds replicas");
+    let total = summary(&cluster).expect("summary").chunks as usize;
+
+    let t0 = Instant::now();
+    let out = cluster.sentinel_drain(drained, true).expect("drain");
+    assert!(out.contains("DRAINING"), "{out}");
+    // Poll the master's replica table until the node is decommissioned: at no poll is any
+    // chunk below 3 current replicas (counting the draining node's, which keep serving).
+    let mut polls = 0;
+    let mut saw_draining = false;
+    wait_until(RECOVERY, "the drained node to be DECOMMISSIONED", || {
+        let (current, _) = replica_census(&cluster, &nodes);
+        polls += 1;
+        assert_eq!(
+            current.len(),
+            total,
+            "poll {polls}: every chunk has replicas"
+        );
+        for (chunk, holders) in &current {
+            assert!(
+                holders.len() >= 3,
+                "poll {polls}: chunk {chunk} below goal during the drain: {holders:?}"
+            );
+        }
+        let s = summary(&cluster).expect("summary");
+        assert_eq!(s.under_replicated, 0, "poll {polls}: under-replicated");
+        match condition(&s, drained) {
+            Some(NodeCondition::Draining) => {
+                saw_draining = true;
+                false
+            }
+            Some(NodeCondition::Decommissioned) => true,
+            other => panic!("poll {polls}: unexpected condition {other:?}"),
+        }
+    });
+    eprintln!(
+        "drain of {held} replicas done after {:?} ({polls} polls)",
+        t0.elapsed()
+    );
+    assert!(
+        saw_draining && polls > 3,
+        "the drain was seen in progress ({polls} polls)"
+    );
+    assert_eq!(
+        status_state(&cluster, drained).as_deref(),
+        Some("DECOMMISSIONED")
+    );
+    // Every chunk has its goal on the other nodes; the drained node's replicas were never
+    // deleted.
+    let others: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != drained).collect();
+    let (current, _) = replica_census(&cluster, &others);
+    assert_eq!(current.len(), total);
+    assert!(current.values().all(|h| h.len() >= 3), "{current:?}");
+    assert_eq!(
+        cluster.node_contents(drained).expect("contents").len(),
+        held,
+        "nothing deleted from the drained node"
+    );
+
+    // Stopped for good: nothing is under-replicated, the verdict stays HEALTHY, every file
+    // reads back identical.
+    cluster.kill_chunkserver(victim);
+    let log = cluster.sentinel_log("s1");
+    let status = wait_for(
+        RECOVERY,
+        "the status to see the stopped node and stay HEALTHY",
+        Some(&log),
+        || {
+            let st = cluster.try_sentinel_status().ok()?;
+            let id = drained.to_string();
+            let node = st["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == id.as_str())?;
+            (node["reachable"] == false).then_some(st)
+        },
+    );
+    assert_eq!(status["verdict"], "HEALTHY", "{status}");
+    assert_eq!(status["chunks"]["under_replicated"], 0, "{status}");
+    let s = summary(&cluster).expect("summary");
+    assert_eq!(s.under_replicated, 0);
+    assert_eq!(condition(&s, drained), Some(NodeCondition::Decommissioned));
+    let reader = cluster.mount(MountOptions::default());
+    assert_files(reader.path(), &files);
+}
+
+/// Used percent of every node as the rebalancer measures it: the replicas the master
+/// records on the node (1 MiB chunks, all full) over the capacity it reports.
+fn used_percents(s: &ClusterSummary) -> Vec<(NodeId, f64)> {
+    s.nodes
+        .iter()
+        .map(|n| {
+            let cap = n.status.capacity_bytes.max(1) as f64;
+            (n.node, (n.replicas as f64 * MIB as f64) * 100.0 / cap)
+        })
+        .collect()
+}
+
+fn spread(s: &ClusterSummary) -> f64 {
+    let p: Vec<f64> = used_percents(s).into_iter().map(|(_, p)| p).collect();
+    let max = p.iter().copied().fold(f64::MIN, f64::max);
+    let min = p.iter().copied().fold(f64::MAX, f64::min);
+    max - min
+}
+
+#[test]
+fn a_joining_node_gets_its_share_from_the_rebalancer() {
+    let Some(_fuse) =
+        mosaic_tests::require_fuse("a_joining_node_gets_its_share_from_the_rebalancer")
+    else {
+        return;
+    };
+    // 128 MiB per node: 32 MiB of data (goal 3) fills each of three nodes to 25%.
+    let mut cluster = TestCluster::start(ClusterOptions {
+        capacity_bytes: Some(128 * MIB as u64),
+        ..opts(&["--repair-bytes-per-sec", "8388608"])
+    });
+    let nodes = node_ids(&cluster);
+    let joiner = 3;
+    let new_node = nodes[joiner];
+    // The fourth node is not part of the cluster while the data is written: stopped (it
+    // holds nothing), then started empty, as a node that joins.
+    cluster.stop_chunkserver(joiner);
+    wait_until(RECOVERY, "the stopped node to be out of placement", || {
+        summary(&cluster)
+            .is_some_and(|s| condition(&s, new_node) == Some(NodeCondition::Maintenance))
+    });
+    let mount = cluster.mount(MountOptions::default());
+    let files = write_files(mount.path(), 8, 4 * MIB, 1100);
+    let total = summary(&cluster).expect("summary").chunks as usize;
+    assert_eq!(cluster.node_contents(new_node).expect("contents").len(), 0);
+    let before = spread(&summary(&cluster).expect("summary"));
+    assert!(before > 20.0, "uneven before the join: {before}");
+
+    let t0 = Instant::now();
+    cluster.restart_chunkserver(joiner);
+    let mut polls = 0;
+    let mut max_seen = 0.0f64;
+    let s = wait_for(
+        RECOVERY,
+        "the used percentages within 10 points",
+        None,
+        || {
+            polls += 1;
+            let (current, _) = replica_census(&cluster, &nodes);
+            assert_eq!(
+                current.len(),
+                total,
+                "poll {polls}: every chunk has replicas"
+            );
+            for (chunk, holders) in &current {
+                assert!(
+                    holders.len() >= 3,
+                    "poll {polls}: chunk {chunk} below goal while rebalancing: {holders:?}"
+                );
+            }
+            let s = summary(&cluster)?;
+            assert_eq!(s.under_replicated, 0, "poll {polls}");
+            max_seen = max_seen.max(spread(&s));
+            (condition(&s, new_node) == Some(NodeCondition::Up)
+                && spread(&s) <= 10.0
+                && s.repair.in_flight == 0)
+                .then_some(s)
+        },
+    );
+    eprintln!(
+        "rebalanced from a spread of {before:.1} to {:.1} points in {:?} ({polls} polls): {:?}",
+        spread(&s),
+        t0.elapsed(),
+        used_percents(&s)
+    );
+    let joined = s.nodes.iter().find(|n| n.node == new_node).expect("node");
+    assert!(joined.replicas > 0, "the new node got chunks");
+    // Exactly the goal per chunk: every move trimmed its source.
+    let (current, other) = replica_census(&cluster, &nodes);
+    assert_eq!(other, 0);
+    assert!(current.values().all(|h| h.len() == 3), "{current:?}");
+    let reader = cluster.mount(MountOptions::default());
+    assert_files(reader.path(), &files);
+}
+
 /// The measurement behind docs/BENCHMARKS.md: 1 GiB (as MooseFS's 3 s figure) on the same
 /// cluster shape. Ignored in CI: it writes 3 GiB of replicas.
 #[test]

@@ -201,7 +201,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn set_goal(&self, ino: InodeId, goal: u32) -> FsResult<u64>;
 
     // Node conditions and re-replication (see `crate::repair`). Replicas on a node whose
-    // condition is `Dead` do not count as current in the queries below.
+    // condition is `Dead`, `Draining` or `Decommissioned` do not count as current in the
+    // queries below (`NodeCondition::counts`).
     /// Records `node`'s condition (`Up` removes the record).
     fn set_node_condition(
         &self,
@@ -246,6 +247,24 @@ pub trait MetaStore: Send + Sync + 'static {
         after: ChunkId,
         limit: u32,
     ) -> FsResult<Vec<common::types::NodeFileChunk>>;
+
+    /// What a drain of `node` still waits for: committed chunks with a replica row on
+    /// `node` (any version) that have fewer than their goal (the file's, else `goal`)
+    /// counting current replicas. 0 means no chunk needs the node any more.
+    fn drain_remaining(&self, node: NodeId, goal: u32) -> FsResult<u64>;
+
+    /// Committed bytes of the current, healthy replicas recorded on each node (the
+    /// rebalancer's measure of use).
+    fn replica_bytes(&self) -> FsResult<std::collections::HashMap<NodeId, u64>>;
+    /// Committed chunks with a current replica on `from` and no replica row on `to`, with
+    /// every replica row of each, at most `max`, in chunk id order (rebalancer candidates).
+    fn movable_chunks(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
 }
 
 thread_local! {

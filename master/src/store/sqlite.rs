@@ -622,19 +622,25 @@ fn chunk_by_id(c: &Connection, id: ChunkId) -> R<Option<ChunkRow>> {
     )
 }
 
-/// Nodes whose replicas do not count toward any goal (declared dead).
-const DEAD_NODES: &str = "SELECT node FROM node_conditions WHERE condition = 'dead'";
+/// Nodes whose replicas do not count toward any goal (declared dead, draining or
+/// decommissioned: `NodeCondition::counts`). A draining node's replicas are never trimmed
+/// for counting here: trims only remove counting replicas.
+const DEAD_NODES: &str = "SELECT node FROM node_conditions
+      WHERE condition IN ('dead', 'draining', 'decommissioned')";
 
 /// Counting current replicas of chunk `ch` (a correlated subquery).
 const COUNTING: &str = "(SELECT count(*) FROM replicas r
       WHERE r.chunk = ch.id AND r.version = ch.confirmed AND r.bad = 0
-        AND r.node NOT IN (SELECT node FROM node_conditions WHERE condition = 'dead'))";
+        AND r.node NOT IN (SELECT node FROM node_conditions
+                           WHERE condition IN ('dead', 'draining', 'decommissioned')))";
 
 fn condition_name(condition: NodeCondition) -> Option<&'static str> {
     match condition {
         NodeCondition::Up => None,
         NodeCondition::Dead => Some("dead"),
         NodeCondition::Maintenance => Some("maintenance"),
+        NodeCondition::Draining => Some("draining"),
+        NodeCondition::Decommissioned => Some("decommissioned"),
     }
 }
 
@@ -642,6 +648,8 @@ fn parse_condition(name: &str) -> Option<NodeCondition> {
     match name {
         "dead" => Some(NodeCondition::Dead),
         "maintenance" => Some(NodeCondition::Maintenance),
+        "draining" => Some(NodeCondition::Draining),
+        "decommissioned" => Some(NodeCondition::Decommissioned),
         _ => None,
     }
 }
@@ -2176,6 +2184,70 @@ impl MetaStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn drain_remaining(&self, node: NodeId, goal: u32) -> FsResult<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM
+                     (SELECT coalesce(i.goal, ?1) AS g, {COUNTING} AS n
+                      FROM chunks ch LEFT JOIN inodes i ON i.ino = ch.ino
+                      WHERE ch.confirmed > 0
+                        AND EXISTS (SELECT 1 FROM replicas d
+                                    WHERE d.chunk = ch.id AND d.node = ?2)
+                        AND n < g)"
+                ))?
+                .query_row(params![goal as i64, node.0 as i64], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn replica_bytes(&self) -> FsResult<HashMap<NodeId, u64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.node, coalesce(sum(ch.length), 0) FROM replicas r
+                 JOIN chunks ch ON ch.id = r.chunk
+                 WHERE ch.confirmed > 0 AND r.version = ch.confirmed AND r.bad = 0
+                 GROUP BY r.node",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    NodeId(r.get::<_, i64>(0)? as u64),
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn movable_chunks(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        goal: u32,
+        max: usize,
+    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+        self.read(|c| {
+            let ids = {
+                let mut stmt = c.prepare_cached(
+                    "SELECT ch.id, ch.confirmed, ch.length, coalesce(i.goal, ?1) AS g
+                     FROM replicas r JOIN chunks ch ON ch.id = r.chunk
+                     LEFT JOIN inodes i ON i.ino = ch.ino
+                     WHERE r.node = ?2 AND ch.confirmed > 0 AND r.version = ch.confirmed
+                       AND r.bad = 0
+                       AND NOT EXISTS (SELECT 1 FROM replicas t
+                                       WHERE t.chunk = ch.id AND t.node = ?3)
+                     ORDER BY ch.id LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(
+                    params![goal as i64, from.0 as i64, to.0 as i64, max as i64],
+                    goal_row,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            chunk_replica_rows(c, ids)
         })
     }
 }

@@ -1886,3 +1886,93 @@ fn dead_nodes_stop_counting_and_trims_never_go_below_the_goal() {
         .expect("maintenance");
     assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
 }
+
+#[test]
+fn a_draining_node_stops_counting_and_its_drain_completes_when_copied() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let f = mk(&*s, InodeId::ROOT, "f", FileKind::File);
+    let g = write_chunk(&*s, f.ino, 0, &views, 100);
+    let holders: Vec<NodeId> = g.replicas.iter().map(|r| r.node).collect();
+    assert_eq!(holders.len(), 3);
+    let spare = (1..=4)
+        .map(NodeId)
+        .find(|n| !holders.contains(n))
+        .expect("a node without the chunk");
+    let drained = holders[0];
+    // Not draining: nothing to wait for; no chunk on the spare node either.
+    assert_eq!(s.drain_remaining(drained, 3).expect("remaining"), 0);
+    s.set_node_condition(drained, NodeCondition::Draining, t(60))
+        .expect("draining");
+    assert_eq!(
+        s.node_conditions().expect("conditions"),
+        vec![(drained, NodeCondition::Draining, 60)],
+        "the condition survives a reload"
+    );
+    // Its replica no longer counts: the chunk is below goal and the drain waits for it.
+    assert_eq!(s.under_goal_chunks(3, 10).expect("scan").len(), 1);
+    assert_eq!(s.drain_remaining(drained, 3).expect("remaining"), 1);
+    assert_eq!(s.drain_remaining(spare, 3).expect("remaining"), 0);
+    // Its replica is never trimmed, nor one that would take the others below goal.
+    for node in 1..=4 {
+        assert!(!s.trim_replica(g.chunk, NodeId(node), 3).expect("trim"));
+    }
+    // The copy to the spare node restores the goal without it: the drain is complete, and
+    // the draining replica is still not surplus (it counts for nothing).
+    assert!(s.record_copy(g.chunk, spare, g.version).expect("copy"));
+    assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
+    assert_eq!(s.drain_remaining(drained, 3).expect("remaining"), 0);
+    assert!(s.over_goal_chunks(3, 10).expect("scan").is_empty());
+    s.set_node_condition(drained, NodeCondition::Decommissioned, t(70))
+        .expect("decommissioned");
+    assert_eq!(
+        s.node_conditions().expect("conditions"),
+        vec![(drained, NodeCondition::Decommissioned, 70)]
+    );
+    assert!(s.under_goal_chunks(3, 10).expect("scan").is_empty());
+    assert!(s.over_goal_chunks(3, 10).expect("scan").is_empty());
+    // Undrained: it counts again, one surplus replica to trim.
+    s.set_node_condition(drained, NodeCondition::Up, t(80))
+        .expect("up");
+    assert_eq!(s.over_goal_chunks(3, 10).expect("scan").len(), 1);
+}
+
+#[test]
+fn rebalancer_queries_measure_replicas_and_find_movable_chunks() {
+    let s = fx();
+    let views = nodes(&*s, 4);
+    let f = mk(&*s, InodeId::ROOT, "f", FileKind::File);
+    let g = write_chunk(&*s, f.ino, 0, &views, 100);
+    let holders: Vec<NodeId> = g.replicas.iter().map(|r| r.node).collect();
+    let spare = (1..=4)
+        .map(NodeId)
+        .find(|n| !holders.contains(n))
+        .expect("a node without the chunk");
+    let used = s.replica_bytes().expect("bytes");
+    for n in &holders {
+        assert_eq!(used.get(n), Some(&100), "{n}");
+    }
+    assert_eq!(used.get(&spare), None);
+    // From a holder to the spare: the chunk, with all its rows and its goal.
+    let movable = s.movable_chunks(holders[0], spare, 3, 10).expect("movable");
+    assert_eq!(movable.len(), 1);
+    assert_eq!((movable[0].chunk, movable[0].goal), (g.chunk, 3));
+    assert_eq!(movable[0].replicas.len(), 3);
+    // Not to a node that holds it, nor from one that does not.
+    assert!(
+        s.movable_chunks(holders[0], holders[1], 3, 10)
+            .expect("m")
+            .is_empty()
+    );
+    assert!(
+        s.movable_chunks(spare, holders[0], 3, 10)
+            .expect("m")
+            .is_empty()
+    );
+    // The move: copy, then the source's replica goes (the goal is kept on the others).
+    assert!(s.record_copy(g.chunk, spare, g.version).expect("copy"));
+    assert!(s.trim_replica(g.chunk, holders[0], 3).expect("trim"));
+    let used = s.replica_bytes().expect("bytes");
+    assert_eq!(used.get(&spare), Some(&100));
+    assert_eq!(used.get(&holders[0]), None);
+}
