@@ -14,7 +14,14 @@ fn main() {
             eprintln!("mosaic-mount reencrypt: {e:#}");
             std::process::exit(2);
         }
-        match fs_client::reencrypt::main(cli) {
+        let (config, rate) = match cli.plan() {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprintln!("mosaic-mount reencrypt: {e:#}");
+                std::process::exit(2);
+            }
+        };
+        match fs_client::reencrypt::main(config, rate) {
             Ok(summary) if summary.complete() => return,
             Ok(_) => std::process::exit(3),
             Err(e) => {

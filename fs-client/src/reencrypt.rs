@@ -27,6 +27,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "mosaic-mount reencrypt",
+    bin_name = "mosaic-mount reencrypt",
     about = "Reseal every block still sealed with an older data key (after rotate-key)",
     long_about = "Reseal every block still sealed with an older data key.\n\n\
         Run it after `mosaic-master rotate-key`, with the rotated key file, on any client:\n  \
@@ -224,8 +225,7 @@ async fn reseal_file(
 }
 
 /// `mosaic-mount reencrypt`: connect, run the pass, print the summary.
-pub fn main(cli: ReencryptCli) -> anyhow::Result<Summary> {
-    let (config, rate) = cli.plan()?;
+pub fn main(config: MountConfig, rate: Option<u64>) -> anyhow::Result<Summary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mosaic-reencrypt")
