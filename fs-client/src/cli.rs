@@ -19,6 +19,8 @@ use std::path::PathBuf;
         --credentials .cluster/credentials/client ./mnt\n  \
         mount -t fuse.mosaic 127.0.0.1:9420 /mnt/mosaic -o key_file=/etc/mosaic/data.key,credentials=/etc/mosaic/client,allow_other\n\n\
         The credentials directory comes from `mosaic-master issue client NAME --out DIR`.\n\n\
+        After `mosaic-master rotate-key`, reseal old blocks with `mosaic-mount reencrypt` \
+        (see `mosaic-mount reencrypt --help`).\n\n\
         Unmount with `fusermount3 -u MOUNTPOINT` or Ctrl-C."
 )]
 pub struct Cli {

@@ -149,7 +149,18 @@ pub struct MemDataPlane {
 #[derive(Default)]
 struct MemChunk {
     version: Version,
-    blocks: HashMap<u32, Bytes>,
+    /// Two copies per block, each with the version that wrote it (an empty one is a
+    /// cleared block), as in the chunkserver's format (docs/PROTOCOL.md, "No partial state").
+    blocks: HashMap<u32, [Option<(Version, Bytes)>; 2]>,
+}
+
+impl MemChunk {
+    /// The copy a reader at `at` gets: the newest at or below it.
+    fn served(copies: &[Option<(Version, Bytes)>; 2], at: Version) -> Option<usize> {
+        (0..2)
+            .filter(|&c| copies[c].as_ref().is_some_and(|(v, _)| *v <= at))
+            .max_by_key(|&c| copies[c].as_ref().map(|(v, _)| *v))
+    }
 }
 
 impl MemDataPlane {
@@ -165,7 +176,10 @@ impl MemDataPlane {
         self.chunks
             .lock()
             .values()
-            .flat_map(|c| c.blocks.values().cloned())
+            .flat_map(|c| c.blocks.values())
+            .flat_map(|copies| copies.iter().flatten())
+            .map(|(_, bytes)| bytes.clone())
+            .filter(|bytes| !bytes.is_empty())
             .collect()
     }
 }
@@ -189,12 +203,17 @@ impl DataPlane for Arc<MemDataPlane> {
             chunk.version = req.version;
             for (i, block) in req.blocks.into_iter().enumerate() {
                 let index = req.first_block + i as u32;
-                // An empty block clears it to a hole, as on a real chunkserver.
-                if block.is_empty() {
-                    chunk.blocks.remove(&index);
-                } else {
-                    chunk.blocks.insert(index, block);
-                }
+                // Never the copy a reader at the base gets; else the older one (an empty
+                // block clears it to a hole, as on a real chunkserver).
+                let copies = chunk.blocks.entry(index).or_default();
+                let keep = MemChunk::served(copies, req.base);
+                let target = match keep {
+                    Some(c) => 1 - c,
+                    None => (0..2)
+                        .min_by_key(|&c| copies[c].as_ref().map(|(v, _)| *v))
+                        .unwrap_or(0),
+                };
+                copies[target] = Some((req.version, block));
             }
             Ok(())
         });
@@ -220,7 +239,14 @@ impl DataPlane for Arc<MemDataPlane> {
             Ok(BlockData {
                 version: chunk.version,
                 blocks: (req.first_block..req.first_block + req.count)
-                    .map(|b| chunk.blocks.get(&b).cloned())
+                    .map(|b| {
+                        let copies = chunk.blocks.get(&b)?;
+                        let c = MemChunk::served(copies, req.min_version)?;
+                        copies[c]
+                            .as_ref()
+                            .map(|(_, bytes)| bytes.clone())
+                            .filter(|bytes| !bytes.is_empty())
+                    })
                     .collect(),
             })
         });

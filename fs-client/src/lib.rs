@@ -2,7 +2,8 @@
 //!
 //! `core` holds the logic as plain async methods (tested without a kernel); `fuse` is the thin
 //! adapter; `meta` and `data` are the connections to the master and the chunkservers; `cli`
-//! parses the command line (including the `mount -t fuse.mosaic` helper form).
+//! parses the command line (including the `mount -t fuse.mosaic` helper form); `reencrypt` is
+//! the key-rotation pass (`mosaic-mount reencrypt`).
 
 pub mod cli;
 pub mod core;
@@ -10,6 +11,7 @@ pub mod data;
 pub mod fuse;
 pub mod meta;
 pub mod metrics;
+pub mod reencrypt;
 
 use anyhow::{Context as _, bail};
 use common::FsError;

@@ -1,4 +1,4 @@
-//! `mosaic-mount` entry point: parse, optionally detach, mount.
+//! `mosaic-mount` entry point: parse, optionally detach, mount; or run `reencrypt`.
 
 use clap::Parser;
 use std::io::{Read, Write};
@@ -6,6 +6,30 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 fn main() {
     common::telemetry::init("info");
+    // `mosaic-mount reencrypt ...`: the key-rotation pass, no FUSE (a mount's first
+    // argument is a mountpoint or a source, never this word alone).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "reencrypt") {
+        let cli = fs_client::reencrypt::ReencryptCli::parse_from(std::env::args_os().skip(1));
+        if let Err(e) = cli.tls.join_if_asked_blocking(common::tls::Role::Client) {
+            eprintln!("mosaic-mount reencrypt: {e:#}");
+            std::process::exit(2);
+        }
+        let (config, rate) = match cli.plan() {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprintln!("mosaic-mount reencrypt: {e:#}");
+                std::process::exit(2);
+            }
+        };
+        match fs_client::reencrypt::main(config, rate) {
+            Ok(summary) if summary.complete() => return,
+            Ok(_) => std::process::exit(3),
+            Err(e) => {
+                eprintln!("mosaic-mount reencrypt: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let cli = fs_client::cli::Cli::parse();
     // Before the fork: a join token is redeemed in the foreground, its errors on stderr.
     if let Err(e) = cli.tls.join_if_asked_blocking(common::tls::Role::Client) {

@@ -1013,7 +1013,7 @@ impl Retry {
 }
 
 /// Sends one write request, retrying a transient failure once.
-async fn send_with_retry(
+pub(super) async fn send_with_retry(
     data: &Arc<dyn crate::data::DataPlane>,
     timeout: std::time::Duration,
     node: &NodeAddr,
@@ -1036,7 +1036,7 @@ async fn send_with_retry(
 /// delay, the next one is asked too, and the first good answer wins. A replica that answers
 /// with corrupt, stale or missing data is reported to the master. Each returned block is
 /// its plaintext cut at the chunk's length (empty for a hole).
-async fn read_chunk_blocks(
+pub(super) async fn read_chunk_blocks(
     core: &ClientCore,
     loc: &ChunkLoc,
     first: u32,
@@ -1239,7 +1239,7 @@ async fn read_from_replica(
 
 /// Splits sorted block numbers into runs of consecutive numbers, each at most
 /// `MAX_BLOCKS_PER_REQUEST` long: (first, count).
-fn runs(blocks: &[u32]) -> Vec<(u32, u32)> {
+pub(super) fn runs(blocks: &[u32]) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     for &b in blocks {
         match out.last_mut() {

@@ -9,6 +9,7 @@ mod buffer;
 mod falloc;
 mod io;
 mod locks;
+pub mod reseal;
 
 use crate::data::DataPlane;
 use crate::meta::MetaConn;
