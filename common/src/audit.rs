@@ -80,6 +80,13 @@ pub struct Mutation {
     pub new_parent: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_name: Option<String>,
+    /// The absolute path of the target (`parent`'s path and `name`, or `ino`'s path), lossy
+    /// UTF-8; absent when it has no name left (unlinked while open) or could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For `rename` and `link`: the absolute path of the new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
     /// `ok`, or the error the caller got.
     pub result: String,
 }
@@ -382,6 +389,8 @@ mod tests {
             name: Some("a".into()),
             new_parent: Some(1),
             new_name: Some("b".into()),
+            path: Some("/a".into()),
+            new_path: Some("/b".into()),
             result: "ok".into(),
             ..Mutation::default()
         });

@@ -158,9 +158,36 @@ impl MasterService {
         }
     }
 
+    /// The path an audit record names: `parent`'s path joined with `name`, else `ino`'s own
+    /// path. One short read of the dentry chain per mutation, paid only with auditing on.
+    fn audit_path(
+        &self,
+        parent: Option<InodeId>,
+        ino: Option<InodeId>,
+        name: Option<&str>,
+    ) -> Option<String> {
+        let (base, name) = match (parent, name, ino) {
+            (Some(parent), Some(name), _) => (parent, Some(name)),
+            (_, _, Some(ino)) => (ino, None),
+            _ => return None,
+        };
+        // A failed read leaves the record without a path rather than failing the mutation.
+        let dir = self.inner.store.path(base).ok().flatten()?;
+        let mut path = String::from_utf8_lossy(&dir).into_owned();
+        if let Some(name) = name {
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            path.push_str(name);
+        }
+        Some(path)
+    }
+
     /// Records a namespace mutation and its outcome; passes the result through.
     fn audited<T>(&self, op: &str, target: Target, result: FsResult<T>) -> FsResult<T> {
         if self.audit.is_enabled() {
+            let path = self.audit_path(target.parent, target.ino, target.name.as_deref());
+            let new_path = self.audit_path(target.new_parent, None, target.new_name.as_deref());
             self.audit.record(Event::Mutation(Mutation {
                 op: op.to_owned(),
                 peer: self.peer.as_deref().map(Into::into),
@@ -170,6 +197,8 @@ impl MasterService {
                 parent: target.parent.map(|i| i.0),
                 name: target.name,
                 new_parent: target.new_parent.map(|i| i.0),
+                path,
+                new_path,
                 new_name: target.new_name,
                 result: match &result {
                     Ok(_) => "ok".to_owned(),

@@ -193,6 +193,7 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
             && m.name.as_deref() == Some("audited-dir")
             && m.uid == Some(4321) && m.gid == Some(8765)
             && m.parent == Some(1) && m.result == "ok"
+            && m.path.as_deref() == Some("/audited-dir")
             && m.peer.as_ref().is_some_and(is_doomed))
     });
     has(

@@ -241,6 +241,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// [`Self::node_contents`] with one path per replica's file: built by walking dentries
     /// up to the root; a hard-linked file gets its first name in (parent, name) order, an
     /// unlinked one `None`.
+    /// An absolute path of `ino` (`/a/b`, the root is `/`), one name per inode as in
+    /// [`Self::node_files`]; `None` when it has no name left (unlinked).
+    fn path(&self, ino: InodeId) -> FsResult<Option<Vec<u8>>>;
     fn node_files(
         &self,
         node: NodeId,

@@ -2164,6 +2164,13 @@ impl MetaStore for SqliteStore {
         })
     }
 
+    fn path(&self, ino: InodeId) -> FsResult<Option<Vec<u8>>> {
+        self.read(|c| {
+            let path = path_of(c, ino, &mut HashMap::new())?;
+            Ok(path.map(|p| if p.is_empty() { b"/".to_vec() } else { p }))
+        })
+    }
+
     fn node_files(
         &self,
         node: NodeId,
