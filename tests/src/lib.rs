@@ -20,6 +20,7 @@
 
 pub mod bins;
 pub mod cluster;
+pub mod mem_nodes;
 pub mod mount;
 mod process;
 pub mod shell;

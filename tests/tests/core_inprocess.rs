@@ -4,8 +4,7 @@
 
 use common::block::{BLOCK_SIZE, DataKey, KeyRing};
 use common::config::MasterConfig;
-use common::rpc::{connect_master, ctx};
-use common::types::{Caller, FileKind, NewNode, NodeStatus, RegisterNode, SetAttr};
+use common::types::{Caller, FileKind, NewNode, SetAttr};
 use common::{FsError, InodeId};
 use fs_client::data::{DataPlane, MemDataPlane};
 use fs_client::meta::MetaConn;
@@ -47,41 +46,9 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
     };
     let node_tls = credential(common::tls::Role::Chunkserver, "mem");
     let client_tls = credential(common::tls::Role::Client, "client");
-    let admin = connect_master(&addr, &node_tls, RPC_TIMEOUT)
-        .await
-        .expect("connect");
-    let status = NodeStatus {
-        capacity_bytes: 1 << 30,
-        ..NodeStatus::default()
-    };
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let registered = admin
-            .register_node(
-                ctx(RPC_TIMEOUT),
-                RegisterNode {
-                    node: None,
-                    cluster: None,
-                    addr: format!("mem-{i}"),
-                    status: status.clone(),
-                },
-            )
-            .await
-            .expect("rpc")
-            .expect("register");
-        nodes.push(registered.node);
-    }
     // Keep the in-memory nodes online for placement, as real chunkservers would.
-    let heartbeats = tokio::spawn(async move {
-        loop {
-            for node in &nodes {
-                let _ = admin
-                    .heartbeat(ctx(RPC_TIMEOUT), *node, status.clone())
-                    .await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let heartbeats =
+        mosaic_tests::mem_nodes::register_mem_nodes(&addr, &node_tls, n, RPC_TIMEOUT).await;
     let data = Arc::new(MemDataPlane::default());
     let plane: Arc<dyn DataPlane> = Arc::new(data.clone());
     let core = ClientCore::connect(

@@ -6,8 +6,7 @@
 
 use common::block::{DataKey, KeyRing};
 use common::config::MasterConfig;
-use common::rpc::{connect_master, ctx};
-use common::types::{Caller, NodeStatus, RegisterNode};
+use common::types::Caller;
 use common::{InodeId, Version};
 use fs_client::core::reseal::Resealed;
 use fs_client::data::{DataPlane, MemDataPlane};
@@ -87,40 +86,9 @@ async fn pass_waits_out_an_older_grant_and_reseals_only_committed_bytes() {
     };
     let node_tls = credential(common::tls::Role::Chunkserver, "mem");
     let client_tls = credential(common::tls::Role::Client, "client");
-    let admin = connect_master(&addr, &node_tls, RPC_TIMEOUT)
-        .await
-        .expect("connect");
-    let status = NodeStatus {
-        capacity_bytes: 1 << 30,
-        ..NodeStatus::default()
-    };
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let registered = admin
-            .register_node(
-                ctx(RPC_TIMEOUT),
-                RegisterNode {
-                    node: None,
-                    cluster: None,
-                    addr: format!("mem-{i}"),
-                    status: status.clone(),
-                },
-            )
-            .await
-            .expect("rpc")
-            .expect("register");
-        nodes.push(registered.node);
-    }
-    let heartbeats = tokio::spawn(async move {
-        loop {
-            for node in &nodes {
-                let _ = admin
-                    .heartbeat(ctx(RPC_TIMEOUT), *node, status.clone())
-                    .await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    // Keep the in-memory nodes online for placement, as real chunkservers would.
+    let heartbeats =
+        mosaic_tests::mem_nodes::register_mem_nodes(&addr, &node_tls, 3, RPC_TIMEOUT).await;
     let data = Arc::new(MemDataPlane::default());
     let plane: Arc<dyn DataPlane> = Arc::new(data.clone());
     let writer = connect_core(&addr, client_tls.clone(), plane.clone(), old_ring, "writer").await;
