@@ -237,11 +237,15 @@ cmd_up() {
         fi
     done
 
-    # With fewer than 3 chunkservers every chunk lives on all of them.
+    # With fewer than 3 chunkservers every chunk lives on all of them. The quorums are a
+    # majority W and the smallest R with W + R > N: the shipped defaults (N=3, W=2, R=2) for
+    # three or more chunkservers.
     local n=$((CHUNKSERVERS < 3 ? CHUNKSERVERS : 3))
-    say "starting master on $MASTER_ADDR (replicas $n)"
+    local w=$((n / 2 + 1))
+    local r=$((n - w + 1))
+    say "starting master on $MASTER_ADDR (replicas $n, write quorum $w, read quorum $r)"
     start master "$BIN/mosaic-master" run --state "$STATE/master" --listen "$MASTER_ADDR" \
-        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$n" --read-quorum 1 \
+        --addr-file "$RUN/master.addr" --replicas "$n" --write-quorum "$w" --read-quorum "$r" \
         --metrics-addr "$MASTER_METRICS"
     wait_ready master "address file" addr_ready master
     local master_addr pid
