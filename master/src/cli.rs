@@ -248,45 +248,11 @@ impl RunArgs {
         if let Some(state) = &self.state {
             config.state_dir = state.clone();
         }
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        if let Some(n) = self.replicas {
-            config.replicas = n;
-        }
-        if let Some(w) = self.write_quorum {
-            config.write_quorum = w;
-        }
-        if let Some(r) = self.read_quorum {
-            config.read_quorum = r;
-        }
-        if let Some(addr) = self.metrics_addr {
-            config.metrics_addr = Some(addr);
-        }
-        if let Some(n) = self.dead_quorum {
-            config.dead_quorum = n;
-        }
-        if let Some(ms) = self.dead_vote_window_ms {
-            config.dead_vote_window_ms = ms;
-        }
-        if let Some(ms) = self.maintenance_window_ms {
-            config.maintenance_window_ms = ms;
-        }
-        if let Some(n) = self.repair_max_copies {
-            config.repair_max_copies = n;
-        }
-        if let Some(n) = self.repair_max_copies_per_node {
-            config.repair_max_copies_per_node = n;
-        }
-        if let Some(rate) = self.repair_bytes_per_sec {
-            config.repair_bytes_per_sec = rate;
-        }
-        if let Some(join) = self.join_listen {
-            config.join_listen = Some(join);
-        }
-        if let Some(points) = self.rebalance_threshold_percent {
-            config.rebalance_threshold_percent = points;
-        }
+        common::apply_flags!(config, self;
+            listen, replicas, write_quorum, read_quorum, dead_quorum, dead_vote_window_ms,
+            maintenance_window_ms, repair_max_copies, repair_max_copies_per_node,
+            repair_bytes_per_sec, rebalance_threshold_percent;
+            optional: metrics_addr, join_listen);
         if let Some(dir) = &self.credentials {
             let paths = common::tls::CredentialPaths::in_dir(dir);
             config.tls_cert_file = Some(paths.cert);
