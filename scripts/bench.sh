@@ -7,8 +7,9 @@
 # temporary state directory, mountpoint and master port, so a developer's cluster is never
 # touched; runs `mosaic-bench` on the mount with --compare on a local temporary directory
 # (runs alternate between the two); writes docs/BENCHMARKS.md with the machine, versions,
-# date, the table and which of issue 7's targets are met; and tears the cluster down, also
-# when something fails. Flags are passed to mosaic-bench.
+# date, the table and which of issue 7's targets are met (only the part between the
+# generated-results markers is replaced; the hand-written analysis around it is kept); and
+# tears the cluster down, also when something fails. Flags are passed to mosaic-bench.
 #
 # Environment:
 #   MOSAIC_BENCH_PORT   master port of the benchmark cluster (default 9520)
@@ -83,15 +84,19 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+# The measured part of BENCHMARKS.md lies between two markers; everything outside them is
+# written by hand (where the time goes, per-change figures) and survives a new run.
+BEGIN_MARK='<!-- bench.sh: generated results begin -->'
+END_MARK='<!-- bench.sh: generated results end -->'
+GENERATED="$WORK/generated.md"
 {
-    echo "# MosaicFS benchmarks"
-    echo
+    echo "$BEGIN_MARK"
     if [[ -n "${MOSAIC_BENCH_LABEL:-}" ]]; then
         echo "**${MOSAIC_BENCH_LABEL}**"
         echo
     fi
     echo "Written by \`scripts/bench.sh $*\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
-    echo "Run it again to replace this file; pass \`--quick\` for a fast check."
+    echo "Run it again to replace this part (between the markers); pass \`--quick\` for a fast check."
     echo
     echo "## Machine and versions"
     echo
@@ -105,10 +110,27 @@ dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (wit
     echo
     cat "$TABLE"
     echo
-    echo "## Where the time goes"
-    echo
-    echo "Not profiled yet: the figures above say what is slow, not why. The CPU seconds per"
-    echo "workload show how much processor time the MosaicFS processes spent; profile a missed"
-    echo "target with \`perf record -g -p PID\` (Debian package linux-perf) before changing code."
-} >"$OUT"
+    echo "$END_MARK"
+} >"$GENERATED"
+
+if [[ -f "$OUT" ]] && grep -qxF "$BEGIN_MARK" "$OUT" && grep -qxF "$END_MARK" "$OUT"; then
+    # Splice: the lines before the begin marker, the new results, the lines after the end marker.
+    awk -v begin="$BEGIN_MARK" -v end="$END_MARK" -v gen="$GENERATED" '
+        $0 == begin { while ((getline line < gen) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0; next }
+        !skip { print }
+    ' "$OUT" >"$WORK/out.md"
+    cp "$WORK/out.md" "$OUT"
+else
+    {
+        echo "# MosaicFS benchmarks"
+        echo
+        cat "$GENERATED"
+        echo
+        echo "## Where the time goes"
+        echo
+        echo "Not profiled yet: the figures above say what is slow, not why. Profile a missed target"
+        echo "with \`perf record -e cpu-clock -g -p PID\` (Debian package linux-perf) before changing code."
+    } >"$OUT"
+fi
 say "wrote $OUT"
