@@ -9,7 +9,9 @@
 //! A buffer goes back to the pool only when its last holder drops it (a read's buffer may
 //! live on inside `Bytes` slices until the reply is sent), so the pool never hands out
 //! memory still in use. The pool never blocks: when it is empty a new buffer is allocated,
-//! and buffers beyond what it keeps are freed.
+//! and buffers beyond what it keeps are freed. Buffers are sized to what they were first
+//! asked for (a one-block read does not fault in a 4 MiB buffer); a request takes the
+//! smallest idle buffer that fits, and a full pool keeps its larger buffers.
 
 use bytemuck::{Pod, Zeroable};
 use parking_lot::Mutex;
@@ -25,17 +27,17 @@ pub const PAGE: usize = 4096;
 #[repr(C, align(4096))]
 struct Page([u8; PAGE]);
 
-/// A pool of equally sized aligned buffers.
+/// A pool of aligned buffers of up to a fixed size.
 pub struct BufPool {
     free: Mutex<Vec<Vec<Page>>>,
-    /// Pages of every buffer.
+    /// Pages of the largest buffer.
     pages: usize,
     /// Buffers kept for reuse; more are freed on return.
     keep: usize,
 }
 
 impl BufPool {
-    /// A pool of buffers of at least `bytes` bytes (rounded up to whole pages), keeping at
+    /// A pool of buffers of up to `bytes` bytes (rounded up to whole pages), keeping at
     /// most `keep` idle ones.
     pub fn new(bytes: usize, keep: usize) -> Arc<BufPool> {
         Arc::new(BufPool {
@@ -57,11 +59,17 @@ impl BufPool {
             len <= self.capacity(),
             "buffer of {len} bytes asked of a smaller pool"
         );
-        let pages = self.free.lock().pop().unwrap_or_else(|| {
-            // Zeroed allocation: large ones come straight from mmap, so untouched pages
-            // cost nothing until used.
-            bytemuck::allocation::zeroed_vec(self.pages)
-        });
+        let need = len.div_ceil(PAGE);
+        let reused = {
+            let mut free = self.free.lock();
+            free.iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= need)
+                .min_by_key(|(_, b)| b.len())
+                .map(|(i, _)| i)
+                .map(|i| free.swap_remove(i))
+        };
+        let pages = reused.unwrap_or_else(|| bytemuck::allocation::zeroed_vec(need));
         AlignedBuf {
             pages,
             len,
@@ -96,9 +104,15 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        let pages = std::mem::take(&mut self.pages);
         let mut free = self.pool.free.lock();
         if free.len() < self.pool.keep {
-            free.push(std::mem::take(&mut self.pages));
+            free.push(pages);
+        } else if let Some(smallest) = free.iter_mut().min_by_key(|b| b.len()) {
+            // Full: keep the larger buffer, so large requests find one too.
+            if smallest.len() < pages.len() {
+                *smallest = pages;
+            }
         }
     }
 }
@@ -111,8 +125,8 @@ mod tests {
     fn buffers_are_aligned_and_reused() {
         let pool = BufPool::new(3 * PAGE + 1, 2);
         assert_eq!(pool.capacity(), 4 * PAGE);
-        let mut a = pool.take(100);
-        assert_eq!(a.as_mut_slice().len(), 100);
+        let mut a = pool.take(4 * PAGE);
+        assert_eq!(a.as_mut_slice().len(), 4 * PAGE);
         assert_eq!(a.as_ref().as_ptr() as usize % PAGE, 0);
         a.as_mut_slice()[0] = 7;
         let addr = a.as_ref().as_ptr();
@@ -124,6 +138,12 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         drop((b, c, d, e));
         assert_eq!(pool.idle(), 2, "no more than `keep` buffers are kept");
+        // The large buffer was kept, and a small request does not take it.
+        let small = pool.take(1);
+        let large = pool.take(3 * PAGE);
+        assert_eq!(large.as_ref().as_ptr(), addr);
+        assert_eq!(large.as_ref().len(), 3 * PAGE);
+        drop((small, large));
     }
 
     #[test]

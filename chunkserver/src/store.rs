@@ -2292,6 +2292,320 @@ mod tests {
         }
     }
 
+    #[test]
+    fn slot_run_table() {
+        let full = MAX_SEALED_BLOCK as u32;
+        let short = 1000u32; // leaves 64 KiB of unused tail in a format-3 slot
+        let run = |start, end, copy| Run { start, end, copy };
+        let cases: Vec<(Vec<Option<(usize, u32)>>, Vec<Run>)> = vec![
+            (vec![], vec![]),
+            (vec![None, None], vec![]),
+            (vec![Some((0, full)); 4], vec![run(0, 4, 0)]),
+            // A copy change or a block without I/O cuts the run.
+            (
+                vec![Some((0, full)), Some((1, full)), Some((1, full))],
+                vec![run(0, 1, 0), run(1, 3, 1)],
+            ),
+            (
+                vec![Some((0, full)), None, Some((0, full))],
+                vec![run(0, 1, 0), run(2, 3, 0)],
+            ),
+            // A short block ends a run only when it is not the run's last.
+            (
+                vec![Some((0, full)), Some((0, short)), Some((0, full))],
+                vec![run(0, 2, 0), run(2, 3, 0)],
+            ),
+            (
+                vec![Some((0, full)), Some((0, full)), Some((0, short))],
+                vec![run(0, 3, 0)],
+            ),
+            // A tail of up to MAX_RUN_GAP is read through.
+            (
+                vec![Some((1, full - 32 * 1024)), Some((1, full))],
+                vec![run(0, 2, 1)],
+            ),
+        ];
+        for (slots, want) in cases {
+            assert_eq!(plan_runs(&slots, SLOT_STRIDE), want, "{slots:?}");
+        }
+        // Packed (format 2) slots: full blocks run through too.
+        assert_eq!(
+            plan_runs(&[Some((0, full)); 3], SLOT_LEN),
+            vec![run(0, 3, 0)]
+        );
+    }
+
+    /// Whether the filesystem of `dir` takes O_DIRECT opens (not every tmpfs does).
+    fn fs_takes_o_direct(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        fs::write(&probe, b"").expect("probe file");
+        let ok = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+            .is_ok();
+        fs::remove_file(&probe).expect("remove probe");
+        ok
+    }
+
+    fn raw_at(store: &Store, c: ChunkId, at: u64, len: usize) -> Vec<u8> {
+        let file = File::open(store.chunk_path(c)).expect("open chunk file");
+        let mut out = vec![0u8; len];
+        file.read_exact_at(&mut out, at).expect("read raw");
+        out
+    }
+
+    #[tokio::test]
+    async fn format_3_runs_are_one_request_each_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _bad) = open_store(dir.path());
+        assert_eq!(store.direct_io(), fs_takes_o_direct(dir.path()));
+        let c = ChunkId(0x3301);
+        let v1: Vec<Bytes> = (0..16)
+            .map(|i| sealed(c, i, Version(1), BLOCK_SIZE))
+            .collect();
+        let before = store.slot_requests();
+        store
+            .write_blocks(write_req(c, 1, 0, v1.clone()))
+            .await
+            .expect("write");
+        assert_eq!(store.slot_requests() - before, 1, "16 blocks, one write");
+
+        // On disk: format 3, slots 4 KiB-aligned at the 68 KiB stride.
+        let header = read_header(&File::open(store.chunk_path(c)).expect("open"), c)
+            .ok()
+            .expect("header");
+        assert_eq!(header.format, FORMAT);
+        assert_eq!(SLOT_STRIDE % 4096, 0);
+        assert_eq!(header.slot_offset(1, 0) % 4096, 0);
+        assert_eq!(
+            fs::metadata(store.chunk_path(c)).expect("meta").len(),
+            header.slots_offset() + 2 * 16 * SLOT_STRIDE
+        );
+        for i in [0u32, 7, 15] {
+            let at = header.slots_offset() + u64::from(i) * SLOT_STRIDE;
+            assert_eq!(raw_at(&store, c, at, v1[i as usize].len()), v1[i as usize]);
+        }
+
+        let before = store.slot_requests();
+        let read = store
+            .read_blocks(read_req(c, 1, 0, 16))
+            .await
+            .expect("read");
+        assert_eq!(store.slot_requests() - before, 1, "16 blocks, one read");
+        assert_eq!(
+            read.blocks,
+            v1.iter().cloned().map(Some).collect::<Vec<_>>()
+        );
+
+        // The next version goes to the other copy, a short last block and a cleared one
+        // among them; the committed copy stays readable.
+        let mut v2: Vec<Bytes> = (0..8)
+            .map(|i| sealed(c, 4 + i, Version(2), BLOCK_SIZE))
+            .collect();
+        v2[3] = Bytes::new();
+        v2[7] = sealed(c, 11, Version(2), 5000);
+        let before = store.slot_requests();
+        store
+            .write_blocks(write_req(c, 2, 4, v2.clone()))
+            .await
+            .expect("write v2");
+        assert_eq!(store.slot_requests() - before, 2, "a hole splits the run");
+        assert_eq!(
+            raw_at(&store, c, header.slot_offset(11, 1), v2[7].len()),
+            v2[7]
+        );
+        let old = store.read_blocks(read_req(c, 1, 0, 16)).await.expect("v1");
+        assert_eq!(old.blocks, v1.iter().cloned().map(Some).collect::<Vec<_>>());
+        let new = store.read_blocks(read_req(c, 2, 0, 16)).await.expect("v2");
+        for i in 0..16usize {
+            let want = match i {
+                4..=11 if v2[i - 4].is_empty() => None,
+                4..=11 => Some(v2[i - 4].clone()),
+                _ => Some(v1[i].clone()),
+            };
+            assert_eq!(new.blocks[i], want, "block {i}");
+        }
+        assert_eq!(store.verify_chunk(c).await.expect("verify"), {
+            let v1_bytes: u64 = v1.iter().map(|b| b.len() as u64).sum();
+            v1_bytes + v2.iter().map(|b| b.len() as u64).sum::<u64>()
+        });
+
+        // Survives a restart (nothing cached).
+        drop(store);
+        let (store, _bad) = open_store(dir.path());
+        let again = store
+            .read_blocks(read_req(c, 2, 0, 16))
+            .await
+            .expect("reread");
+        assert_eq!(again.blocks, new.blocks);
+    }
+
+    /// Writes a format-2 chunk file exactly as the format-2 code did: packed slots of
+    /// MAX_SEALED_BLOCK bytes. Offsets are computed here, not with `Header`.
+    fn write_format_2_file(dir: &Path, c: ChunkId, blocks: u32, stored: &[(u32, Bytes)]) {
+        let shard = dir.join("chunks").join(c.shard_dir());
+        fs::create_dir_all(&shard).expect("shard");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(shard.join(c.file_name()))
+            .expect("create");
+        let mut header = [0u8; 64];
+        header[0..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&2u32.to_le_bytes());
+        header[12..20].copy_from_slice(&c.0.to_le_bytes());
+        header[20..28].copy_from_slice(&1u64.to_le_bytes());
+        header[28..32].copy_from_slice(&blocks.to_le_bytes());
+        let sum = blake3::hash(&header[..32]);
+        header[32..].copy_from_slice(sum.as_bytes());
+        file.write_all_at(&header, 0).expect("header");
+        let slots = 4096 + (u64::from(blocks) * 128).next_multiple_of(4096);
+        file.set_len(slots + 2 * u64::from(blocks) * 65577)
+            .expect("size");
+        for (b, bytes) in stored {
+            file.write_all_at(bytes, slots + u64::from(*b) * 65577)
+                .expect("slot");
+            let mut entry = [0u8; 64];
+            entry[0..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+            entry[4..36].copy_from_slice(&common::block::checksum(bytes));
+            entry[36..44].copy_from_slice(&1u64.to_le_bytes());
+            file.write_all_at(&entry, 4096 + u64::from(*b) * 128)
+                .expect("entry");
+        }
+    }
+
+    #[tokio::test]
+    async fn format_2_files_are_still_read_and_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ChunkId(0x2202);
+        let v1: Vec<(u32, Bytes)> = (0..4)
+            .map(|i| (i, sealed(c, i, Version(1), BLOCK_SIZE - 7 * i as usize)))
+            .collect();
+        write_format_2_file(dir.path(), c, 16, &v1);
+        let (store, _bad) = open_store(dir.path());
+        let before = store.slot_requests();
+        let read = store.read_blocks(read_req(c, 1, 0, 4)).await.expect("read");
+        assert_eq!(store.slot_requests() - before, 1, "packed slots run too");
+        assert_eq!(
+            read.blocks,
+            v1.iter().map(|(_, b)| Some(b.clone())).collect::<Vec<_>>()
+        );
+
+        // A new version of blocks 1..3 lands in copy 1 at the packed stride.
+        let v2: Vec<Bytes> = (1..3).map(|i| sealed(c, i, Version(2), 900)).collect();
+        store
+            .write_blocks(write_req(c, 2, 1, v2.clone()))
+            .await
+            .expect("write");
+        let slots = 4096 + 4096;
+        assert_eq!(
+            raw_at(&store, c, slots + (16 + 2) * 65577, v2[1].len()),
+            v2[1]
+        );
+        // Block 3 of copy 0, right after the written slots, is untouched.
+        assert_eq!(raw_at(&store, c, slots + 3 * 65577, v1[3].1.len()), v1[3].1);
+        drop(store);
+
+        let (store, _bad) = open_store(dir.path());
+        let old = store.read_blocks(read_req(c, 1, 0, 4)).await.expect("v1");
+        assert_eq!(old.blocks[2], Some(v1[2].1.clone()));
+        let new = store.read_blocks(read_req(c, 2, 0, 4)).await.expect("v2");
+        assert_eq!(new.version, Version(2));
+        assert_eq!(
+            new.blocks,
+            vec![
+                Some(v1[0].1.clone()),
+                Some(v2[0].clone()),
+                Some(v2[1].clone()),
+                Some(v1[3].1.clone())
+            ]
+        );
+        store.verify_chunk(c).await.expect("verify");
+        let header = read_header(&File::open(store.chunk_path(c)).expect("open"), c)
+            .ok()
+            .expect("header");
+        assert_eq!((header.format, header.version), (FORMAT_PACKED, Version(2)));
+    }
+
+    #[tokio::test]
+    async fn refused_o_direct_falls_back_to_buffered_io() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ChunkId(0x4401);
+        let blocks: Vec<Bytes> = (0..5)
+            .map(|i| sealed(c, i, Version(1), BLOCK_SIZE - 100))
+            .collect();
+        {
+            // Injected: the filesystem refuses O_DIRECT at the first open.
+            let (store, _bad) = open_store(dir.path());
+            store.refuse_direct_io();
+            store
+                .write_blocks(write_req(c, 1, 0, blocks.clone()))
+                .await
+                .expect("write without O_DIRECT");
+            assert!(!store.direct_io(), "direct I/O is off after the refusal");
+            let read = store.read_blocks(read_req(c, 1, 0, 5)).await.expect("read");
+            assert_eq!(
+                read.blocks,
+                blocks.iter().cloned().map(Some).collect::<Vec<_>>()
+            );
+        }
+        // Off by config: files written either way read the same.
+        let (store, _bad) = Store::open(StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            capacity_bytes: None,
+            sync_every_write: true,
+            chunk_size: Some(CHUNK_SIZE),
+            direct_io: false,
+        })
+        .expect("open store");
+        assert!(!store.direct_io());
+        let read = store.read_blocks(read_req(c, 1, 0, 5)).await.expect("read");
+        assert_eq!(
+            read.blocks,
+            blocks.iter().cloned().map(Some).collect::<Vec<_>>()
+        );
+        let next = vec![sealed(c, 2, Version(2), 10)];
+        store
+            .write_blocks(write_req(c, 2, 2, next.clone()))
+            .await
+            .expect("buffered write");
+        drop(store);
+        let (store, _bad) = open_store(dir.path());
+        let read = store.read_blocks(read_req(c, 2, 2, 1)).await.expect("read");
+        assert_eq!(read.blocks, vec![Some(next[0].clone())]);
+        store.verify_chunk(c).await.expect("verify");
+    }
+
+    #[tokio::test]
+    async fn corruption_inside_a_long_run_is_detected_and_quarantined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, mut bad) = open_store(dir.path());
+        let c = ChunkId(0x5501);
+        let blocks: Vec<Bytes> = (0..12)
+            .map(|i| sealed(c, i, Version(1), BLOCK_SIZE))
+            .collect();
+        store
+            .write_blocks(write_req(c, 1, 0, blocks))
+            .await
+            .expect("write");
+        // Written behind the O_DIRECT descriptor's back, as a failing disk would.
+        flip_slot_byte(&store, c, 9);
+        let read = store.read_blocks(read_req(c, 1, 0, 12)).await;
+        assert!(
+            matches!(&read, Err(FsError::Corrupt(why)) if why.contains("block 9")),
+            "{read:?}"
+        );
+        assert!(!store.chunk_path(c).exists(), "file moved away");
+        assert_eq!(bad.try_recv().expect("reported").chunk, c);
+        assert_eq!(
+            store.read_blocks(read_req(c, 1, 0, 1)).await,
+            Err(FsError::NotFound)
+        );
+    }
+
     fn blocking_read(store: &Store, chunk: ChunkId, count: u32) -> FsResult<BlockData> {
         store.inner.read(&read_req(chunk, 1, 0, count))
     }
