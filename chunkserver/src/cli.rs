@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 #[command(name = "mosaic-chunkserver", version, verbatim_doc_comment)]
 pub struct Cli {
     /// TOML config file (keys: master, data_dir, listen, advertise, capacity_bytes,
-    /// sync_every_write, scrub_bytes_per_sec, scrub_period_ms). Flags override its values.
+    /// sync_every_write, scrub_bytes_per_sec, scrub_period_ms, direct_io). Flags override
+    /// its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The master's address, HOST:PORT.
@@ -64,6 +65,10 @@ pub struct Cli {
     pub metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: common::tls::TlsArgs,
+    /// Block slot I/O with O_DIRECT, bypassing the page cache (true or false). Default
+    /// true; a filesystem that refuses O_DIRECT gets buffered I/O (logged once).
+    #[arg(long, value_name = "BOOL")]
+    pub direct_io: Option<bool>,
 }
 
 impl Cli {
@@ -89,6 +94,7 @@ impl Cli {
                 tls_key_file: None,
                 tls_ca_file: None,
                 metrics_addr: None,
+                direct_io: common::config::DEFAULT_DIRECT_IO,
             },
         };
         self.tls.apply(
@@ -122,6 +128,9 @@ impl Cli {
         }
         if let Some(addr) = self.metrics_addr {
             config.metrics_addr = Some(addr);
+        }
+        if let Some(direct) = self.direct_io {
+            config.direct_io = direct;
         }
         Ok(config)
     }
@@ -228,6 +237,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/d"));
         assert_eq!(config.capacity_bytes, None);
         assert!(!config.sync_every_write);
+        assert!(config.direct_io, "O_DIRECT is on by default");
         let cli = Cli::parse_from(["mosaic-chunkserver", "--data", "/d"]);
         assert!(
             cli.config()
@@ -255,6 +265,8 @@ mod tests {
             "--capacity",
             "1M",
             "--sync-every-write",
+            "--direct-io",
+            "false",
         ]);
         let config = cli.config().expect("config");
         assert_eq!(config.master, "b:2");
@@ -262,6 +274,7 @@ mod tests {
         assert_eq!(config.capacity_bytes, Some(1 << 20));
         assert_eq!(config.listen.port(), 7000);
         assert!(config.sync_every_write);
+        assert!(!config.direct_io);
     }
 
     #[test]

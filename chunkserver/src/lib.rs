@@ -9,6 +9,7 @@
 //! serving). The store and the RPC service can be built without a master
 //! ([`store::Store::open`], [`service::ChunkService::new`]) for tests.
 
+mod aligned;
 pub mod cli;
 pub mod identity;
 pub mod metrics;
@@ -81,6 +82,7 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         capacity_bytes: config.capacity_bytes,
         sync_every_write: config.sync_every_write,
         chunk_size: None,
+        direct_io: config.direct_io,
     };
     let (identity, (store, bad_rx)) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&opts.data_dir)

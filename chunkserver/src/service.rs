@@ -173,6 +173,7 @@ mod tests {
             capacity_bytes: None,
             sync_every_write: false,
             chunk_size: Some(1024 * 1024),
+            direct_io: true,
         })
         .expect("store");
         let listener = common::rpc::bind("127.0.0.1:0".parse().expect("addr"))

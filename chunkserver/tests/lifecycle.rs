@@ -221,6 +221,7 @@ fn prefill(dir: &Path) -> DataKey {
         capacity_bytes: None,
         sync_every_write: false,
         chunk_size: Some(CHUNK_SIZE),
+        direct_io: true,
     })
     .expect("store");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -315,6 +315,19 @@ pub struct ChunkserverConfig {
     /// served where an admin asked for it (a loopback or monitoring-network address).
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Read and write block slots with O_DIRECT, bypassing the page cache: large aligned
+    /// requests from reused buffers instead of copies into fresh page-cache pages. A
+    /// filesystem that refuses O_DIRECT gets buffered I/O instead (logged once). Chunk
+    /// headers and block tables always use the page cache. Default true.
+    #[serde(default = "default_direct_io")]
+    pub direct_io: bool,
+}
+
+/// Default of `direct_io`: on; it falls back by itself where the filesystem refuses it.
+pub const DEFAULT_DIRECT_IO: bool = true;
+
+fn default_direct_io() -> bool {
+    DEFAULT_DIRECT_IO
 }
 
 /// Default scrub pace: a few percent of one disk's sequential bandwidth, so client I/O
@@ -349,6 +362,7 @@ impl ChunkserverConfig {
             scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             scrub_period_ms: DEFAULT_SCRUB_PERIOD_MS,
             metrics_addr: None,
+            direct_io: DEFAULT_DIRECT_IO,
         }
     }
 }

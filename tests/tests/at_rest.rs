@@ -103,15 +103,26 @@ fn key_rotation_keeps_every_file_readable() {
 }
 
 /// Where block 0's two sealed copies start in `bytes`, a chunk file: the 4 KiB header
-/// (magic 8 B, format u32, chunk id u64, version u64, blocks u32 at offset 28), the block
-/// table (blocks × 2 × 64 B) padded to 4 KiB, then copy c of block b at
-/// `(c × blocks + b) × MAX_SEALED_BLOCK` (docs/ARCHITECTURE.md, chunkserver on-disk format).
+/// (magic 8 B, format u32 at offset 8, chunk id u64, version u64, blocks u32 at offset 28),
+/// the block table (blocks × 2 × 64 B) padded to 4 KiB, then copy c of block b at
+/// `(c × blocks + b) × STRIDE`, STRIDE = MAX_SEALED_BLOCK rounded up to 4 KiB in format 3,
+/// unrounded in format 2 (docs/ARCHITECTURE.md, chunkserver on-disk format).
 fn block0_copies(bytes: &[u8]) -> [usize; 2] {
     let field: [u8; 4] = bytes[28..32].try_into().expect("4 bytes");
     let blocks = u32::from_le_bytes(field) as usize;
     let table = (blocks * 2 * 64).div_ceil(4096) * 4096;
     let slots = 4096 + table;
-    [slots, slots + blocks * common::block::MAX_SEALED_BLOCK]
+    [slots, slots + blocks * slot_stride(bytes)]
+}
+
+/// Bytes from one slot to the next in chunk file `bytes`, by its header's format.
+fn slot_stride(bytes: &[u8]) -> usize {
+    let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    match format {
+        2 => common::block::MAX_SEALED_BLOCK,
+        3 => common::block::MAX_SEALED_BLOCK.next_multiple_of(4096),
+        other => panic!("unknown chunk file format {other}"),
+    }
 }
 
 /// Flips a byte inside both copies of block 0 of `file` (a hole copy stays a hole: its

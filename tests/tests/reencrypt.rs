@@ -38,17 +38,24 @@ fn write_at(path: &Path, writes: &[(u64, &[u8])]) {
 
 /// Key ids of every written block copy in a chunk file (docs/ARCHITECTURE.md, chunkserver
 /// on-disk format: the 4 KiB header with the block count at offset 28, the block table of
-/// blocks × 2 × 64 B padded to 4 KiB, then copy c of block b at
-/// `(c × blocks + b) × MAX_SEALED_BLOCK`). A never-written copy is a sparse hole (zeros); a
-/// sealed block starts with its format byte 1, then the key id (u32 LE).
+/// blocks × 2 × 64 B padded to 4 KiB, then copy c of block b at `(c × blocks + b) × STRIDE`,
+/// STRIDE = MAX_SEALED_BLOCK rounded up to 4 KiB in format 3 (u32 at offset 8), unrounded in
+/// format 2). A never-written copy is a sparse hole (zeros); a sealed block starts with its
+/// format byte 1, then the key id (u32 LE).
 fn key_ids(chunk_file: &Path) -> Vec<u32> {
     let bytes = std::fs::read(chunk_file).expect("read chunk file");
     let field: [u8; 4] = bytes[28..32].try_into().expect("4 bytes");
     let blocks = u32::from_le_bytes(field) as usize;
+    let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let stride = match format {
+        2 => common::block::MAX_SEALED_BLOCK,
+        3 => common::block::MAX_SEALED_BLOCK.next_multiple_of(4096),
+        other => panic!("unknown chunk file format {other}"),
+    };
     let slots = 4096 + (blocks * 2 * 64).div_ceil(4096) * 4096;
     let mut ids = Vec::new();
     for slot in 0..2 * blocks {
-        let at = slots + slot * common::block::MAX_SEALED_BLOCK;
+        let at = slots + slot * stride;
         if bytes.get(at) == Some(&1) {
             let id: [u8; 4] = bytes[at + 1..at + 5].try_into().expect("4 bytes");
             ids.push(u32::from_le_bytes(id));

@@ -24,7 +24,7 @@ const BIG: usize = 32 * MIB;
 const IO_DEADLINE: Duration = Duration::from_secs(180);
 /// Deadline for the master to notice and repair (heartbeats, offline window, repair round).
 const SETTLE: Duration = Duration::from_secs(60);
-/// Offset of copy 0 of block 0 in a chunk file of 1 MiB chunks (format 2): a 4 KiB header
+/// Offset of copy 0 of block 0 in a chunk file of 1 MiB chunks (formats 2 and 3): a 4 KiB header
 /// and 16 blocks × 2 copies × 64 B of table padded to 4 KiB.
 const FIRST_SLOT: u64 = 8192;
 
