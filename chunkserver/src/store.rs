@@ -270,11 +270,15 @@ struct Run {
     copy: usize,
 }
 
+/// The copy and stored length of a block whose slot is read or written; `None`: no slot I/O.
+type SlotIo = Option<(usize, u32)>;
+
 /// Groups blocks into slot runs. `slots[k]` is the copy and stored length of block k, or
 /// `None` when block k needs no slot I/O (a hole, or a block cleared by the write). A run
 /// is cut where the copy changes, at a block without I/O, and after a block whose unused
-/// slot tail exceeds [`MAX_RUN_GAP`].
-fn plan_runs(slots: &[Option<(usize, u32)>], stride: u64) -> Vec<Run> {
+/// slot tail exceeds [`MAX_RUN_GAP`], and after [`MAX_BLOCKS_PER_REQUEST`] blocks (the most
+/// a pooled buffer holds).
+fn plan_runs(slots: &[SlotIo], stride: u64) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     let mut open = false;
     for (k, slot) in slots.iter().enumerate() {
@@ -282,9 +286,10 @@ fn plan_runs(slots: &[Option<(usize, u32)>], stride: u64) -> Vec<Run> {
             open = false;
             continue;
         };
-        let extends = open
-            && runs.last().is_some_and(|r| r.copy == copy)
-            && slots[k - 1].is_some_and(|(_, len)| {
+        let extends =
+            open && runs.last().is_some_and(|r| {
+                r.copy == copy && r.end - r.start < MAX_BLOCKS_PER_REQUEST as usize
+            }) && slots[k - 1].is_some_and(|(_, len)| {
                 stride.saturating_sub(u64::from(len).next_multiple_of(ALIGN)) <= MAX_RUN_GAP
             });
         match runs.last_mut() {
@@ -2297,7 +2302,7 @@ mod tests {
         let full = MAX_SEALED_BLOCK as u32;
         let short = 1000u32; // leaves 64 KiB of unused tail in a format-3 slot
         let run = |start, end, copy| Run { start, end, copy };
-        let cases: Vec<(Vec<Option<(usize, u32)>>, Vec<Run>)> = vec![
+        let cases: Vec<(Vec<SlotIo>, Vec<Run>)> = vec![
             (vec![], vec![]),
             (vec![None, None], vec![]),
             (vec![Some((0, full)); 4], vec![run(0, 4, 0)]),
@@ -2328,6 +2333,13 @@ mod tests {
         for (slots, want) in cases {
             assert_eq!(plan_runs(&slots, SLOT_STRIDE), want, "{slots:?}");
         }
+        // A run never outgrows a pooled buffer.
+        let long = vec![Some((0, full)); MAX_BLOCKS_PER_REQUEST as usize + 1];
+        let max = MAX_BLOCKS_PER_REQUEST as usize;
+        assert_eq!(
+            plan_runs(&long, SLOT_STRIDE),
+            vec![run(0, max, 0), run(max, max + 1, 0)]
+        );
         // Packed (format 2) slots: full blocks run through too.
         assert_eq!(
             plan_runs(&[Some((0, full)); 3], SLOT_LEN),
