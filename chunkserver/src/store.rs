@@ -1090,10 +1090,12 @@ impl Inner {
             file.sync_data()
                 .map_err(|e| io_error("fdatasync chunk file", e))?;
         }
-        // Acknowledgement point. The slots, table entries and version are in the page cache:
-        // they survive kill -9 of this process (the kernel owns them now). When `sync` or
-        // `sync_every_write` is set they were also fdatasynced above and survive power loss;
-        // otherwise the client's fsync (sync_chunks or a `sync` write) makes them durable.
+        // Acknowledgement point. The slots were handed to the device (O_DIRECT) or are in the
+        // page cache, the table entries and version are in the page cache: all survive
+        // kill -9 of this process (the kernel owns them now). When `sync` or
+        // `sync_every_write` is set they were also fdatasynced above (which also flushes the
+        // device cache and the extents O_DIRECT allocated) and survive power loss; otherwise
+        // the client's fsync (sync_chunks or a `sync` write) makes them durable.
         if let Ok(meta) = file.metadata() {
             let now = allocated(&meta);
             if now >= open.allocated {
