@@ -95,8 +95,9 @@ const POOL_BUFFERS: usize = 8;
 /// The most blocks a chunk file may have: 2^16 blocks of 64 KiB = 4 GiB chunks, far above
 /// the 64 MiB default. Bounds what a damaged header can make us compute or allocate.
 pub const MAX_BLOCKS_PER_CHUNK: u32 = 1 << 16;
-/// Open chunk files kept cached. Each is one descriptor; 256 covers the working set of
-/// many concurrent streams while staying far below the usual 1024 descriptor limit.
+/// Open chunk files kept cached. Each is up to two descriptors (plain, and O_DIRECT for
+/// format-3 slots); 256 covers the working set of many concurrent streams while 512
+/// descriptors stay below the usual 1024 limit.
 const OPEN_FILES: usize = 256;
 /// Corruption reports waiting for the master. Corruption is rare; if this many are queued
 /// the master is unreachable, and clients report bad replicas too, so dropping is safe.
@@ -270,11 +271,15 @@ struct Run {
     copy: usize,
 }
 
+/// The copy and stored length of a block whose slot is read or written; `None`: no slot I/O.
+type SlotIo = Option<(usize, u32)>;
+
 /// Groups blocks into slot runs. `slots[k]` is the copy and stored length of block k, or
 /// `None` when block k needs no slot I/O (a hole, or a block cleared by the write). A run
 /// is cut where the copy changes, at a block without I/O, and after a block whose unused
-/// slot tail exceeds [`MAX_RUN_GAP`].
-fn plan_runs(slots: &[Option<(usize, u32)>], stride: u64) -> Vec<Run> {
+/// slot tail exceeds [`MAX_RUN_GAP`], and after [`MAX_BLOCKS_PER_REQUEST`] blocks (the most
+/// a pooled buffer holds).
+fn plan_runs(slots: &[SlotIo], stride: u64) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     let mut open = false;
     for (k, slot) in slots.iter().enumerate() {
@@ -282,9 +287,10 @@ fn plan_runs(slots: &[Option<(usize, u32)>], stride: u64) -> Vec<Run> {
             open = false;
             continue;
         };
-        let extends = open
-            && runs.last().is_some_and(|r| r.copy == copy)
-            && slots[k - 1].is_some_and(|(_, len)| {
+        let extends =
+            open && runs.last().is_some_and(|r| {
+                r.copy == copy && r.end - r.start < MAX_BLOCKS_PER_REQUEST as usize
+            }) && slots[k - 1].is_some_and(|(_, len)| {
                 stride.saturating_sub(u64::from(len).next_multiple_of(ALIGN)) <= MAX_RUN_GAP
             });
         match runs.last_mut() {
@@ -1085,10 +1091,12 @@ impl Inner {
             file.sync_data()
                 .map_err(|e| io_error("fdatasync chunk file", e))?;
         }
-        // Acknowledgement point. The slots, table entries and version are in the page cache:
-        // they survive kill -9 of this process (the kernel owns them now). When `sync` or
-        // `sync_every_write` is set they were also fdatasynced above and survive power loss;
-        // otherwise the client's fsync (sync_chunks or a `sync` write) makes them durable.
+        // Acknowledgement point. The slots were handed to the device (O_DIRECT) or are in the
+        // page cache, the table entries and version are in the page cache: all survive
+        // kill -9 of this process (the kernel owns them now). When `sync` or
+        // `sync_every_write` is set they were also fdatasynced above (which also flushes the
+        // device cache and the extents O_DIRECT allocated) and survive power loss; otherwise
+        // the client's fsync (sync_chunks or a `sync` write) makes them durable.
         if let Ok(meta) = file.metadata() {
             let now = allocated(&meta);
             if now >= open.allocated {
@@ -2297,7 +2305,7 @@ mod tests {
         let full = MAX_SEALED_BLOCK as u32;
         let short = 1000u32; // leaves 64 KiB of unused tail in a format-3 slot
         let run = |start, end, copy| Run { start, end, copy };
-        let cases: Vec<(Vec<Option<(usize, u32)>>, Vec<Run>)> = vec![
+        let cases: Vec<(Vec<SlotIo>, Vec<Run>)> = vec![
             (vec![], vec![]),
             (vec![None, None], vec![]),
             (vec![Some((0, full)); 4], vec![run(0, 4, 0)]),
@@ -2328,6 +2336,13 @@ mod tests {
         for (slots, want) in cases {
             assert_eq!(plan_runs(&slots, SLOT_STRIDE), want, "{slots:?}");
         }
+        // A run never outgrows a pooled buffer.
+        let long = vec![Some((0, full)); MAX_BLOCKS_PER_REQUEST as usize + 1];
+        let max = MAX_BLOCKS_PER_REQUEST as usize;
+        assert_eq!(
+            plan_runs(&long, SLOT_STRIDE),
+            vec![run(0, max, 0), run(max, max + 1, 0)]
+        );
         // Packed (format 2) slots: full blocks run through too.
         assert_eq!(
             plan_runs(&[Some((0, full)); 3], SLOT_LEN),
