@@ -76,6 +76,12 @@ fn joined(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow:
 /// Opens the data directory, binds, registers with the master (waiting for it as long as it
 /// takes), reports the inventory and starts serving. Returns once clients can connect.
 pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserver> {
+    // Cached chunk files hold up to two descriptors each, on top of every connection: take
+    // the hard limit rather than fail with EMFILE under load at the usual soft 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let dir = config.data_dir.clone();
     let opts = store::StoreOptions {
         data_dir: dir.clone(),

@@ -96,8 +96,9 @@ const POOL_BUFFERS: usize = 8;
 /// the 64 MiB default. Bounds what a damaged header can make us compute or allocate.
 pub const MAX_BLOCKS_PER_CHUNK: u32 = 1 << 16;
 /// Open chunk files kept cached. Each is up to two descriptors (plain, and O_DIRECT for
-/// format-3 slots); 256 covers the working set of many concurrent streams while 512
-/// descriptors stay below the usual 1024 limit.
+/// format-3 slots); 256 covers the working set of many concurrent streams. The 512
+/// descriptors stay below the usual soft limit of 1024 even so, and `start` raises the soft
+/// limit to the hard one for the connections on top.
 const OPEN_FILES: usize = 256;
 /// Corruption reports waiting for the master. Corruption is rare; if this many are queued
 /// the master is unreachable, and clients report bad replicas too, so dropping is safe.
