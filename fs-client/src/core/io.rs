@@ -388,8 +388,11 @@ impl OpenFile {
         .into_iter()
         .collect::<FsResult<Vec<ChunkCommit>>>()?;
         if sync {
+            let syncing = std::time::Instant::now();
             self.sync_replicas(core).await?;
+            core.metrics().phase("sync", syncing.elapsed());
         }
+        let committing = std::time::Instant::now();
         let commit = CommitWrite {
             ino: self.ino,
             chunks: commits,
@@ -404,6 +407,7 @@ impl OpenFile {
                 async move { c.commit_write(cx, commit).await }
             })
             .await?;
+        core.metrics().phase("commit", committing.elapsed());
         let _ = committed_tx.send(true);
         Ok((attr, indexes))
     }
@@ -432,9 +436,17 @@ impl OpenFile {
                 let _ = rx.wait_for(|done| *done).await;
             }));
             // Past the grace the grant goes to the replicas current now.
-            let _ = tokio::time::timeout(STRAGGLER_GRACE, reported).await;
+            let waiting = std::time::Instant::now();
+            if tokio::time::timeout(STRAGGLER_GRACE, reported)
+                .await
+                .is_err()
+            {
+                core.metrics().straggler_grace_expired();
+            }
+            core.metrics().phase("straggler_wait", waiting.elapsed());
         }
         let ino = self.ino;
+        let granting = std::time::Instant::now();
         let grants = core
             .meta()
             .call("prepare_write", |c, cx| {
@@ -442,6 +454,7 @@ impl OpenFile {
                 async move { c.prepare_write(cx, ino, missing).await }
             })
             .await?;
+        core.metrics().phase("prepare_write", granting.elapsed());
         let mut st = self.state.lock();
         for grant in grants {
             let ok = grant.replicas.iter().map(|r| r.node).collect();
@@ -529,6 +542,7 @@ impl OpenFile {
             }
         }
         let version = grant.version;
+        let sealing = std::time::Instant::now();
         let sealer = ChunkSealer::new(core.keys().current(), grant.chunk);
         let mut written_end = gs.written_end;
         let mut sealed: Vec<(u32, Bytes)> = Vec::with_capacity(work.len());
@@ -538,17 +552,22 @@ impl OpenFile {
                 sealed.push((*b, Bytes::new()));
                 continue;
             };
-            let image = match bases.remove(b) {
+            // Sealing copies the plaintext into the sealed block, so the buffered image is
+            // sealed where it lies (its gaps are zero, see buffer.rs) instead of copied first.
+            let merged;
+            let image: &[u8] = match bases.remove(b) {
                 Some(mut base) => {
                     dirty.overlay(&mut base);
-                    base
+                    merged = base;
+                    &merged
                 }
-                None if dirty.is_full() => dirty.data.clone(),
-                None => dirty.data[..dirty.end()].to_vec(),
+                None if dirty.is_full() => &dirty.data,
+                None => &dirty.data[..dirty.end()],
             };
             written_end = written_end.max(u64::from(*b) * BLOCK_SIZE as u64 + image.len() as u64);
-            sealed.push((*b, sealer.seal(*b, version, &image)));
+            sealed.push((*b, sealer.seal(*b, version, image)));
         }
+        core.metrics().phase("seal", sealing.elapsed());
         let requests: Vec<WriteBlocks> = runs(&sealed.iter().map(|(b, _)| *b).collect::<Vec<_>>())
             .into_iter()
             .map(|(first, count)| {
@@ -586,6 +605,7 @@ impl OpenFile {
             })
             .collect();
         let needed = grant.quorum as usize;
+        let sending = std::time::Instant::now();
         let mut ok = Vec::new();
         while ok.len() < needed {
             let Some(joined) = running.next().await else {
@@ -609,6 +629,7 @@ impl OpenFile {
                 needed
             )));
         }
+        core.metrics().phase("replicas", sending.elapsed());
         let late = if running.is_empty() {
             Late::default()
         } else {
