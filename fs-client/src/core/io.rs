@@ -382,7 +382,7 @@ impl OpenFile {
         let commits = join_all(
             by_chunk
                 .iter()
-                .map(|(index, blocks)| self.write_chunk(core, *index, blocks, &committed)),
+                .map(|(index, blocks)| self.write_chunk(core, *index, blocks, &committed, sync)),
         )
         .await
         .into_iter()
@@ -479,12 +479,16 @@ impl OpenFile {
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
         committed: &tokio::sync::watch::Receiver<bool>,
+        sync: bool,
     ) -> FsResult<ChunkCommit> {
         let mut attempt = 0;
         let mut retry = Retry::new(core);
         loop {
             attempt += 1;
-            match self.write_chunk_once(core, index, blocks, committed).await {
+            match self
+                .write_chunk_once(core, index, blocks, committed, sync)
+                .await
+            {
                 Err(FsError::StaleVersion { held, used }) if attempt < REGRANT_ATTEMPTS => {
                     tracing::debug!(ino = ?self.ino, index, ?held, ?used, "grant outdated; asking again");
                 }
@@ -506,6 +510,7 @@ impl OpenFile {
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
         committed: &tokio::sync::watch::Receiver<bool>,
+        sync: bool,
     ) -> FsResult<ChunkCommit> {
         let gs = self
             .state
@@ -585,6 +590,17 @@ impl OpenFile {
                 }
             })
             .collect();
+        // An fsync whose write of this chunk is one request has the replicas fdatasync
+        // before they answer (`sync`): each acknowledgement is then durable, and the
+        // separate sync_chunks round trip is not needed for it (fdatasync covers the whole
+        // chunk file, earlier writes under this grant included). A chunk written in several
+        // requests keeps the separate round: its requests run in parallel, so one
+        // request's fdatasync could finish before another's pwrite.
+        let synced_in_write = sync && requests.len() == 1;
+        let mut requests = requests;
+        if synced_in_write {
+            requests[0].sync = true;
+        }
         // One task per replica: when the quorum has answered, the others finish in the
         // background instead of holding up the flush (docs/PROTOCOL.md, "Acknowledgement
         // at W").
@@ -640,7 +656,8 @@ impl OpenFile {
         if let Some(live) = st.grants.get_mut(&index) {
             live.ok = ok.clone();
             live.written_end = written_end;
-            live.unsynced = true;
+            // Every acknowledging replica fdatasynced the chunk file when asked to.
+            live.unsynced = !synced_in_write;
             live.late = late;
         }
         Ok(ChunkCommit {
