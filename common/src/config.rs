@@ -412,6 +412,11 @@ pub struct MountConfig {
     /// latency of the mount's reads, writes, flushes and fsyncs. Default: none, no endpoint.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Open files with FUSE's direct I/O (`-o direct_io`): reads and writes bypass the
+    /// kernel page cache of the mount (no copy into fresh cache pages, but no kernel
+    /// readahead or read caching either). Default: off.
+    #[serde(default)]
+    pub direct_io: bool,
 }
 
 /// Default per-replica write deadline: long enough for a 4 MiB request to a busy disk,
@@ -449,6 +454,7 @@ impl MountConfig {
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
             metrics_addr: None,
+            direct_io: false,
         }
     }
 
@@ -467,6 +473,7 @@ impl MountConfig {
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
             metrics_addr: None,
+            direct_io: false,
         }
     }
 }

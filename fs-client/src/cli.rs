@@ -60,8 +60,12 @@ pub struct Cli {
     /// Once the metrics endpoint listens, write its bound address here (atomically).
     #[arg(long, value_name = "PATH", requires = "metrics_addr")]
     pub metrics_addr_file: Option<PathBuf>,
+    /// Bypass the kernel page cache (FUSE direct I/O): every read(2)/write(2) reaches the
+    /// client as issued; no kernel readahead or read caching. Default: off.
+    #[arg(long)]
+    pub direct_io: bool,
     /// Mount options, comma separated (helper form): key_file=PATH, credentials=DIR, allow_other,
-    /// attr_timeout_ms=N, rpc_timeout_ms=N, retry_window_ms=N, metrics_addr=ADDR; generic options such as
+    /// attr_timeout_ms=N, rpc_timeout_ms=N, retry_window_ms=N, metrics_addr=ADDR, direct_io; generic options such as
     /// rw, defaults, _netdev, noauto, nofail are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -133,6 +137,7 @@ impl Cli {
         let mut rpc = self.rpc_timeout_ms;
         let mut retry = self.retry_window_ms;
         let mut metrics_addr = self.metrics_addr;
+        let mut direct_io = self.direct_io;
         let helper_form = !self.options.is_empty();
         for opt in self.options.iter().flat_map(|o| o.split(',')) {
             let (key, value) = match opt.split_once('=') {
@@ -156,6 +161,7 @@ impl Cli {
                 }
                 "master" => master = Some(value.context("master needs an address")?.to_string()),
                 "allow_other" => allow_other = true,
+                "direct_io" => direct_io = true,
                 "attr_timeout_ms" => attr = Some(number(value)?),
                 "rpc_timeout_ms" => rpc = Some(number(value)?),
                 "retry_window_ms" => retry = Some(number(value)?),
@@ -188,6 +194,7 @@ impl Cli {
             config.key_file = key_file;
         }
         config.allow_other |= allow_other;
+        config.direct_io |= direct_io;
         tls.apply(
             &mut config.tls_cert_file,
             &mut config.tls_key_file,
@@ -236,6 +243,16 @@ mod tests {
         assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
         assert!(!p.background);
         assert!(!p.config.allow_other);
+        assert!(!p.config.direct_io, "direct I/O is off unless asked for");
+    }
+
+    #[test]
+    fn direct_io_option_and_flag() {
+        let p = plan(&["h:1", "/mnt", "-o", "key_file=/k,direct_io"]).expect("plan");
+        assert!(p.config.direct_io);
+        let p =
+            plan(&["--master", "h:1", "--key-file", "/k", "--direct-io", "/mnt"]).expect("plan");
+        assert!(p.config.direct_io);
     }
 
     #[test]

@@ -144,6 +144,10 @@ pub struct MemDataPlane {
     chunks: Mutex<HashMap<(String, ChunkId), MemChunk>>,
     /// Nodes (by address) that fail every request, to test failure paths.
     pub down: Mutex<Vec<String>>,
+    /// Writes that asked for an fdatasync before the answer (`WriteBlocks::sync`).
+    pub synced_writes: AtomicUsize,
+    /// `sync_chunks` calls (one per node and fsync round).
+    pub sync_calls: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -201,6 +205,9 @@ impl DataPlane for Arc<MemDataPlane> {
                 });
             }
             chunk.version = req.version;
+            if req.sync {
+                self.synced_writes.fetch_add(1, Ordering::Relaxed);
+            }
             for (i, block) in req.blocks.into_iter().enumerate() {
                 let index = req.first_block + i as u32;
                 // Never the copy a reader at the base gets; else the older one (an empty
@@ -258,6 +265,7 @@ impl DataPlane for Arc<MemDataPlane> {
         node: &NodeAddr,
         _chunks: Vec<ChunkId>,
     ) -> BoxFuture<'static, FsResult<()>> {
+        self.sync_calls.fetch_add(1, Ordering::Relaxed);
         let result = self.check_up(node);
         Box::pin(async move { result })
     }

@@ -37,6 +37,9 @@ pub struct MosaicFs {
     ttl: Duration,
     /// Set once the session exists (see [`MosaicFs::notifier_slot`]).
     notifier: Arc<OnceLock<Notifier>>,
+    /// Open every file with FOPEN_DIRECT_IO (`-o direct_io`): reads and writes bypass the
+    /// kernel's page cache for this mount (see [`open_flags`]).
+    direct_io: bool,
 }
 
 impl MosaicFs {
@@ -46,7 +49,14 @@ impl MosaicFs {
             rt,
             ttl,
             notifier: Arc::new(OnceLock::new()),
+            direct_io: false,
         }
+    }
+
+    /// Opens every file with FOPEN_DIRECT_IO (the `direct_io` mount option).
+    pub fn with_direct_io(mut self, direct_io: bool) -> MosaicFs {
+        self.direct_io = direct_io;
+        self
     }
 
     /// Where the mount puts the session's notifier once the session exists (the session
@@ -138,12 +148,19 @@ fn new_node(kind: FileKind, mode: u32, umask: u32, rdev: u32, caller: Caller) ->
     }
 }
 
-fn open_flags(keep_cache: bool) -> FopenFlags {
+/// The open reply's flags. With `direct_io` the kernel passes each read(2)/write(2) to us
+/// as it comes instead of going through its page cache: no copy of every byte into fresh
+/// cache pages, but also no kernel readahead and no caching of reads; shared writable mmap
+/// then needs FUSE_DIRECT_IO_ALLOW_MMAP (asked for in `init`, kernel 6.6 and later).
+fn open_flags(keep_cache: bool, direct_io: bool) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
     if keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
     }
+    if direct_io {
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    flags
 }
 
 /// Readdir positions: 1 and 2 are "." and ".."; a stored entry with cookie c is c + 2.
@@ -162,6 +179,21 @@ impl Filesystem for MosaicFs {
             // Locks go to us (and on to the master), so they hold across mounts.
             | InitFlags::FUSE_POSIX_LOCKS
             | InitFlags::FUSE_FLOCK_LOCKS;
+        // With direct_io, mmap still goes through the page cache; without this flag the
+        // kernel refuses shared writable mappings of direct-io files.
+        let wanted = if self.direct_io {
+            if !config
+                .capabilities()
+                .contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            {
+                tracing::warn!(
+                    "direct_io: this kernel lacks FUSE_DIRECT_IO_ALLOW_MMAP; shared writable mmap of files will fail"
+                );
+            }
+            wanted | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+        } else {
+            wanted
+        };
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -353,13 +385,17 @@ impl Filesystem for MosaicFs {
 
     fn open(&self, _req: &Request, n: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (core, notifier) = (self.core.clone(), self.notifier.clone());
+        let direct_io = self.direct_io;
         self.rt.spawn(async move {
             match core.open(ino(n), flags.0).await {
                 Ok(opened) => {
                     if !opened.keep_cache {
                         forget_cached_attrs(&notifier, n);
                     }
-                    reply.opened(FileHandle(opened.fh), open_flags(opened.keep_cache))
+                    reply.opened(
+                        FileHandle(opened.fh),
+                        open_flags(opened.keep_cache, direct_io),
+                    )
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -738,6 +774,7 @@ impl Filesystem for MosaicFs {
             caller(req),
             name.as_bytes().to_vec(),
         );
+        let direct_io = self.direct_io;
         self.rt.spawn(async move {
             let perm = (mode & 0o7777) as u16;
             match core
@@ -756,7 +793,7 @@ impl Filesystem for MosaicFs {
                     &file_attr(&opened.attr),
                     Generation(0),
                     FileHandle(opened.fh),
-                    open_flags(opened.keep_cache),
+                    open_flags(opened.keep_cache, direct_io),
                 ),
                 Err(e) => reply.error(errno(&e)),
             }

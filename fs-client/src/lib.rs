@@ -102,7 +102,8 @@ pub fn mount(
         crate::core::spawn_keepalive(&core)
     };
     let ttl = Duration::from_millis(config.attr_timeout_ms);
-    let fs = fuse::MosaicFs::new(core, runtime.handle().clone(), ttl);
+    let fs =
+        fuse::MosaicFs::new(core, runtime.handle().clone(), ttl).with_direct_io(config.direct_io);
     let notifier_slot = fs.notifier_slot();
 
     let is_root = effective_uid_is_root();

@@ -37,6 +37,8 @@ pub struct ClientMetrics {
     errors: Family<Labels, Counter>,
     read_bytes: Counter,
     write_bytes: Counter,
+    phases: HistogramFamily,
+    straggler_timeouts: Counter,
 }
 
 impl Default for ClientMetrics {
@@ -72,12 +74,26 @@ impl ClientMetrics {
             "Bytes accepted by writes",
             write_bytes.clone(),
         );
+        let phases: HistogramFamily = Family::new_with_constructor(op_histogram);
+        let straggler_timeouts = Counter::default();
+        registry.register(
+            "write_phase_seconds",
+            "Time of each phase of a flush (straggler_wait, prepare_write, seal, replicas, sync, commit)",
+            phases.clone(),
+        );
+        registry.register(
+            "straggler_grace_expired",
+            "New grants that stopped waiting for the previous grant's late replicas after the grace",
+            straggler_timeouts.clone(),
+        );
         ClientMetrics {
             registry: Arc::new(registry),
             latency,
             errors,
             read_bytes,
             write_bytes,
+            phases,
+            straggler_timeouts,
         }
     }
 
@@ -98,6 +114,18 @@ impl ClientMetrics {
 
     pub fn wrote(&self, bytes: usize) {
         self.write_bytes.inc_by(bytes as u64);
+    }
+
+    /// Records one phase of a flush (where a write's time goes).
+    pub fn phase(&self, phase: &str, elapsed: Duration) {
+        self.phases
+            .get_or_create(&vec![("phase".to_string(), phase.to_string())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A new grant gave up waiting for a previous grant's late replicas.
+    pub fn straggler_grace_expired(&self) {
+        self.straggler_timeouts.inc();
     }
 
     /// The endpoint's render: the exposition of these metrics.
@@ -155,6 +183,27 @@ mod tests {
         assert_eq!(
             sample(&text, "mosaic_mount_op_errors_total", &[("op", "read")]),
             None
+        );
+    }
+
+    #[test]
+    fn counts_write_phases_and_expired_graces() {
+        let m = ClientMetrics::new();
+        m.phase("seal", Duration::from_millis(2));
+        m.phase("seal", Duration::from_millis(3));
+        m.straggler_grace_expired();
+        let text = m.text();
+        assert_eq!(
+            sample(
+                &text,
+                "mosaic_mount_write_phase_seconds_count",
+                &[("phase", "seal")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "mosaic_mount_straggler_grace_expired_total", &[]),
+            Some(1.0)
         );
     }
 }

@@ -316,3 +316,41 @@ async fn namespace_errors_cross_the_wire_typed() {
     assert_eq!(core.unlink(InodeId::ROOT, b"d").await, Err(FsError::IsDir));
     assert_eq!(core.read(999, 0, 10).await, Err(FsError::BadHandle));
 }
+
+/// An fsync whose chunk write is one request asks the replicas to fdatasync with the write
+/// instead of in a separate `sync_chunks` round (one round trip fewer per small file); an
+/// fsync after earlier unsynced commits still syncs their replicas. Both read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_of_a_small_write_syncs_with_the_write() {
+    use std::sync::atomic::Ordering;
+    let rig = rig(3, 2, 2, Duration::from_secs(5)).await;
+    let core = &rig.core;
+    let (_, fh) = create(core, "small").await;
+    let small = pattern(64 * 1024, 3);
+    write_all(core, fh, 0, &small).await;
+    core.fsync(fh).await.expect("fsync");
+    assert!(
+        rig.data.synced_writes.load(Ordering::Relaxed) >= 2,
+        "the write quorum fdatasynced with the write"
+    );
+    assert_eq!(
+        rig.data.sync_calls.load(Ordering::Relaxed),
+        0,
+        "no separate sync round for a one-request write"
+    );
+    assert_eq!(read_all(core, fh, 0, small.len()).await, small);
+
+    // Past the flush threshold, background flushes commit unsynced writes first: the
+    // fsync must make those durable too.
+    let (_, big_fh) = create(core, "big").await;
+    let big = pattern(4 * CHUNK as usize, 9);
+    write_all(core, big_fh, 0, &big).await;
+    core.fsync(big_fh).await.expect("fsync");
+    assert!(
+        rig.data.sync_calls.load(Ordering::Relaxed) > 0,
+        "earlier unsynced commits are synced by sync_chunks"
+    );
+    assert_eq!(read_all(core, big_fh, 0, big.len()).await, big);
+    core.release(fh).await.expect("release");
+    core.release(big_fh).await.expect("release");
+}

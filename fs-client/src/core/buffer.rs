@@ -4,16 +4,67 @@
 //! a full 64 KiB image plus the byte ranges actually written, so a flush knows whether it
 //! must read the old block first (read-modify-write) and a read can overlay exactly the bytes
 //! this mount wrote on top of what the chunkservers hold.
+//!
+//! Block images come from a small pool of reused 64 KiB buffers: on this kind of VM a
+//! fresh allocation costs a host page fault and zeroing per page, a reused warm buffer
+//! nothing. A reused buffer must never show another file's bytes, so every byte of `data`
+//! outside `ranges` is kept zero (a sealed image of a partly written block includes its
+//! gaps): the bytes a new block's first write does not cover are zeroed when it is taken
+//! from the pool, and a truncate zeroes what it cuts off.
 
 use common::block::BLOCK_SIZE;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
-/// One block's pending bytes. `data` is BLOCK_SIZE long; only `ranges` are meaningful.
-#[derive(Clone, Debug)]
+/// Block buffers kept for reuse: 32 MiB, twice what one file may buffer at the default
+/// flush threshold (writers wait at 2 × 8 MiB), so a streaming writer never allocates in
+/// steady state, while a burst of many open files does not pin memory forever.
+const POOL_BLOCKS: usize = 512;
+
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A BLOCK_SIZE buffer whose bytes outside `[keep.0, keep.1)` are zero; the bytes inside
+/// are unspecified (the caller overwrites them at once).
+fn take_buffer(keep: (usize, usize)) -> Vec<u8> {
+    match POOL.lock().pop() {
+        Some(mut data) => {
+            data[..keep.0].fill(0);
+            data[keep.1..].fill(0);
+            data
+        }
+        None => vec![0; BLOCK_SIZE],
+    }
+}
+
+/// One block's pending bytes. `data` is BLOCK_SIZE long; only `ranges` are meaningful, and
+/// every byte outside them is zero (the block image of a partly written block).
+#[derive(Debug)]
 pub struct DirtyBlock {
     pub data: Vec<u8>,
     /// Sorted, disjoint, non-adjacent [start, end) ranges of written bytes.
     pub ranges: Vec<(usize, usize)>,
+}
+
+impl Clone for DirtyBlock {
+    fn clone(&self) -> DirtyBlock {
+        let mut data = take_buffer((0, BLOCK_SIZE));
+        data.copy_from_slice(&self.data);
+        DirtyBlock {
+            data,
+            ranges: self.ranges.clone(),
+        }
+    }
+}
+
+impl Drop for DirtyBlock {
+    fn drop(&mut self) {
+        if self.data.len() == BLOCK_SIZE {
+            let mut pool = POOL.lock();
+            if pool.len() < POOL_BLOCKS {
+                pool.push(std::mem::take(&mut self.data));
+            }
+        }
+    }
 }
 
 impl DirtyBlock {
@@ -23,8 +74,13 @@ impl DirtyBlock {
     }
 
     fn new() -> DirtyBlock {
+        DirtyBlock::with_range(0, 0)
+    }
+
+    /// A block about to get its first write at `[start, end)`: zero everywhere else.
+    fn with_range(start: usize, end: usize) -> DirtyBlock {
         DirtyBlock {
-            data: vec![0; BLOCK_SIZE],
+            data: take_buffer((start, end)),
             ranges: Vec::new(),
         }
     }
@@ -93,7 +149,7 @@ impl DirtyMap {
             let n = (BLOCK_SIZE - within).min(data.len() - pos);
             let entry = self.blocks.entry(block).or_insert_with(|| {
                 self.bytes += BLOCK_SIZE as u64;
-                DirtyBlock::new()
+                DirtyBlock::with_range(within, within + n)
             });
             entry.data[within..within + n].copy_from_slice(&data[pos..pos + n]);
             entry.add_range(within, within + n);
@@ -142,6 +198,8 @@ impl DirtyMap {
         if within != 0
             && let Some(last) = self.blocks.get_mut(&(size / BLOCK_SIZE as u64))
         {
+            // Cut bytes must not come back as the gap of a later write past them.
+            last.data[within..].fill(0);
             last.ranges = last
                 .ranges
                 .iter()
@@ -205,6 +263,40 @@ mod tests {
             &image[45..65],
             &[[1u8; 5], [2u8; 5], [2u8; 5], [1u8; 5]].concat()[..]
         );
+    }
+
+    /// A reused buffer never carries another file's bytes: whatever was in the pool, the
+    /// bytes of a new block outside what was written to it are zero.
+    #[test]
+    fn pooled_buffers_never_show_old_bytes() {
+        for _ in 0..4 {
+            let mut secret = DirtyMap::default();
+            secret.write(0, &vec![0xAB; 8 * BLOCK_SIZE]);
+            // Back to the pool (other tests share it, so how many stay there is theirs too).
+            drop(secret);
+            let mut m = DirtyMap::default();
+            m.write(100, &[1u8; 10]);
+            m.write(3 * BLOCK_SIZE as u64 + BLOCK_SIZE as u64 - 5, &[2u8; 5]);
+            for block in m.blocks.values() {
+                let written: usize = block.ranges.iter().map(|r| r.1 - r.0).sum();
+                let nonzero = block.data.iter().filter(|b| **b != 0).count();
+                assert_eq!(nonzero, written, "only written bytes are non-zero");
+            }
+            let clone = m.blocks[&0].clone();
+            assert_eq!(clone.data, m.blocks[&0].data);
+        }
+    }
+
+    /// Bytes a truncate cut off do not come back in the gap of a later write.
+    #[test]
+    fn truncated_bytes_stay_gone() {
+        let mut m = DirtyMap::default();
+        m.write(0, &[5u8; 300]);
+        m.truncate(150);
+        m.write(280, &[6u8; 10]);
+        let b = &m.blocks[&0];
+        assert_eq!(b.ranges, vec![(0, 150), (280, 290)]);
+        assert!(b.data[150..280].iter().all(|x| *x == 0));
     }
 
     #[test]

@@ -382,14 +382,17 @@ impl OpenFile {
         let commits = join_all(
             by_chunk
                 .iter()
-                .map(|(index, blocks)| self.write_chunk(core, *index, blocks, &committed)),
+                .map(|(index, blocks)| self.write_chunk(core, *index, blocks, &committed, sync)),
         )
         .await
         .into_iter()
         .collect::<FsResult<Vec<ChunkCommit>>>()?;
         if sync {
+            let syncing = std::time::Instant::now();
             self.sync_replicas(core).await?;
+            core.metrics().phase("sync", syncing.elapsed());
         }
+        let committing = std::time::Instant::now();
         let commit = CommitWrite {
             ino: self.ino,
             chunks: commits,
@@ -404,6 +407,7 @@ impl OpenFile {
                 async move { c.commit_write(cx, commit).await }
             })
             .await?;
+        core.metrics().phase("commit", committing.elapsed());
         let _ = committed_tx.send(true);
         Ok((attr, indexes))
     }
@@ -432,9 +436,17 @@ impl OpenFile {
                 let _ = rx.wait_for(|done| *done).await;
             }));
             // Past the grace the grant goes to the replicas current now.
-            let _ = tokio::time::timeout(STRAGGLER_GRACE, reported).await;
+            let waiting = std::time::Instant::now();
+            if tokio::time::timeout(STRAGGLER_GRACE, reported)
+                .await
+                .is_err()
+            {
+                core.metrics().straggler_grace_expired();
+            }
+            core.metrics().phase("straggler_wait", waiting.elapsed());
         }
         let ino = self.ino;
+        let granting = std::time::Instant::now();
         let grants = core
             .meta()
             .call("prepare_write", |c, cx| {
@@ -442,6 +454,7 @@ impl OpenFile {
                 async move { c.prepare_write(cx, ino, missing).await }
             })
             .await?;
+        core.metrics().phase("prepare_write", granting.elapsed());
         let mut st = self.state.lock();
         for grant in grants {
             let ok = grant.replicas.iter().map(|r| r.node).collect();
@@ -466,12 +479,16 @@ impl OpenFile {
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
         committed: &tokio::sync::watch::Receiver<bool>,
+        sync: bool,
     ) -> FsResult<ChunkCommit> {
         let mut attempt = 0;
         let mut retry = Retry::new(core);
         loop {
             attempt += 1;
-            match self.write_chunk_once(core, index, blocks, committed).await {
+            match self
+                .write_chunk_once(core, index, blocks, committed, sync)
+                .await
+            {
                 Err(FsError::StaleVersion { held, used }) if attempt < REGRANT_ATTEMPTS => {
                     tracing::debug!(ino = ?self.ino, index, ?held, ?used, "grant outdated; asking again");
                 }
@@ -493,6 +510,7 @@ impl OpenFile {
         index: u64,
         blocks: &[(u32, &DirtyBlock)],
         committed: &tokio::sync::watch::Receiver<bool>,
+        sync: bool,
     ) -> FsResult<ChunkCommit> {
         let gs = self
             .state
@@ -529,6 +547,7 @@ impl OpenFile {
             }
         }
         let version = grant.version;
+        let sealing = std::time::Instant::now();
         let sealer = ChunkSealer::new(core.keys().current(), grant.chunk);
         let mut written_end = gs.written_end;
         let mut sealed: Vec<(u32, Bytes)> = Vec::with_capacity(work.len());
@@ -538,17 +557,22 @@ impl OpenFile {
                 sealed.push((*b, Bytes::new()));
                 continue;
             };
-            let image = match bases.remove(b) {
+            // Sealing copies the plaintext into the sealed block, so the buffered image is
+            // sealed where it lies (its gaps are zero, see buffer.rs) instead of copied first.
+            let merged;
+            let image: &[u8] = match bases.remove(b) {
                 Some(mut base) => {
                     dirty.overlay(&mut base);
-                    base
+                    merged = base;
+                    &merged
                 }
-                None if dirty.is_full() => dirty.data.clone(),
-                None => dirty.data[..dirty.end()].to_vec(),
+                None if dirty.is_full() => &dirty.data,
+                None => &dirty.data[..dirty.end()],
             };
             written_end = written_end.max(u64::from(*b) * BLOCK_SIZE as u64 + image.len() as u64);
-            sealed.push((*b, sealer.seal(*b, version, &image)));
+            sealed.push((*b, sealer.seal(*b, version, image)));
         }
+        core.metrics().phase("seal", sealing.elapsed());
         let requests: Vec<WriteBlocks> = runs(&sealed.iter().map(|(b, _)| *b).collect::<Vec<_>>())
             .into_iter()
             .map(|(first, count)| {
@@ -566,6 +590,17 @@ impl OpenFile {
                 }
             })
             .collect();
+        // An fsync whose write of this chunk is one request has the replicas fdatasync
+        // before they answer (`sync`): each acknowledgement is then durable, and the
+        // separate sync_chunks round trip is not needed for it (fdatasync covers the whole
+        // chunk file, earlier writes under this grant included). A chunk written in several
+        // requests keeps the separate round: its requests run in parallel, so one
+        // request's fdatasync could finish before another's pwrite.
+        let synced_in_write = sync && requests.len() == 1;
+        let mut requests = requests;
+        if synced_in_write {
+            requests[0].sync = true;
+        }
         // One task per replica: when the quorum has answered, the others finish in the
         // background instead of holding up the flush (docs/PROTOCOL.md, "Acknowledgement
         // at W").
@@ -586,6 +621,7 @@ impl OpenFile {
             })
             .collect();
         let needed = grant.quorum as usize;
+        let sending = std::time::Instant::now();
         let mut ok = Vec::new();
         while ok.len() < needed {
             let Some(joined) = running.next().await else {
@@ -609,6 +645,7 @@ impl OpenFile {
                 needed
             )));
         }
+        core.metrics().phase("replicas", sending.elapsed());
         let late = if running.is_empty() {
             Late::default()
         } else {
@@ -619,7 +656,8 @@ impl OpenFile {
         if let Some(live) = st.grants.get_mut(&index) {
             live.ok = ok.clone();
             live.written_end = written_end;
-            live.unsynced = true;
+            // Every acknowledging replica fdatasynced the chunk file when asked to.
+            live.unsynced = !synced_in_write;
             live.late = late;
         }
         Ok(ChunkCommit {

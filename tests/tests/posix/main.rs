@@ -43,15 +43,28 @@ fn transcript(root: &Path, case: &Case) -> Vec<String> {
 
 #[test]
 fn posix_conformance_against_local_fs() {
-    let Some(_fuse) = require_fuse("posix_conformance_against_local_fs") else {
+    conformance("posix_conformance_against_local_fs", &[]);
+}
+
+/// The same cases through a mount with `--direct-io` (FOPEN_DIRECT_IO: no kernel page
+/// cache for file data; shared mmap through FUSE_DIRECT_IO_ALLOW_MMAP).
+#[test]
+fn posix_conformance_with_direct_io() {
+    conformance("posix_conformance_with_direct_io", &["--direct-io"]);
+}
+
+fn conformance(name: &str, extra: &[&str]) {
+    let Some(_fuse) = require_fuse(name) else {
         return;
     };
     // The same umask for both runs, whatever the test runner was started with.
     // SAFETY: umask has no failure mode.
     unsafe { libc::umask(0o022) };
     let mut cluster = TestCluster::start(ClusterOptions::default());
+    let mut extra_args = vec!["--allow-other".to_string()];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
     let mount = cluster.mount(MountOptions {
-        extra_args: vec!["--allow-other".into()],
+        extra_args,
         ..MountOptions::default()
     });
     let local = tempfile::tempdir().expect("local temp dir");
