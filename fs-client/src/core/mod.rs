@@ -10,7 +10,9 @@ mod falloc;
 mod io;
 mod locks;
 mod readahead;
-pub use readahead::MOUNT_BUDGET_BYTES as READAHEAD_BUDGET_BYTES;
+pub use readahead::{
+    FILE_MAX_BYTES as READAHEAD_FILE_MAX_BYTES, MOUNT_BUDGET_BYTES as READAHEAD_BUDGET_BYTES,
+};
 pub mod reseal;
 
 use crate::data::DataPlane;

@@ -44,6 +44,10 @@ const SEQ_SLACK: u64 = 2 * 1024 * 1024;
 const STREAK: u32 = 2;
 /// Readahead bytes one mount may hold at once, over all its open files.
 pub const MOUNT_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
+/// The most one open file's readahead holds: the window past the furthest read, what is
+/// kept behind it, and the run straddling that edge.
+pub const FILE_MAX_BYTES: u64 =
+    (WINDOW_BLOCKS + KEEP_BEHIND_BLOCKS + RUN_BLOCKS + 1) * BLOCK_SIZE as u64;
 
 /// The access pattern after one read: where the reads have got to and how many in a row
 /// were sequential.
@@ -193,7 +197,7 @@ impl Readahead {
             st.drop_window();
             return false;
         }
-        let behind = (offset / BLOCK_SIZE as u64).saturating_sub(KEEP_BEHIND_BLOCKS);
+        let behind = (st.pattern.last_end / BLOCK_SIZE as u64).saturating_sub(KEEP_BEHIND_BLOCKS);
         st.runs.retain(|_, run| run.end > behind);
         st.pattern.streak >= STREAK
     }
