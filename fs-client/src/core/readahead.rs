@@ -332,7 +332,8 @@ mod tests {
     #[test]
     fn plan_table() {
         // (issued_to, read_end, file_blocks, blocks_per_chunk, runs)
-        let cases: Vec<(u64, u64, u64, u64, Vec<(u64, u64)>)> = vec![
+        type Case = (u64, u64, u64, u64, Vec<(u64, u64)>);
+        let cases: Vec<Case> = vec![
             // Fresh window in a big chunk: 8 full runs.
             (
                 0,
