@@ -294,33 +294,84 @@ pub fn open_into(
     out: &mut Vec<u8>,
 ) -> FsResult<SealedHeader> {
     let head = header(sealed)?;
+    out.clear();
+    out.extend_from_slice(&sealed[HEADER_LEN..sealed.len() - TAG_LEN]);
+    open_body(keys, chunk, index, head, sealed, out)?;
+    Ok(head)
+}
+
+/// [`open_into`] for a block the caller owns: decrypts in place when nobody else holds
+/// the buffer (the usual case for a block just received), saving a 64 KiB copy, and
+/// returns the plaintext as a view into it.
+pub fn open_bytes(
+    keys: &KeyRing,
+    chunk: ChunkId,
+    index: u32,
+    sealed: Bytes,
+) -> FsResult<(SealedHeader, Bytes)> {
+    let head = header(&sealed)?;
+    match sealed.try_into_mut() {
+        Ok(mut buf) => {
+            let (tag_at, len) = (buf.len() - TAG_LEN, buf.len());
+            let (front, tag) = buf.split_at_mut(tag_at);
+            let (head_bytes, body) = front.split_at_mut(HEADER_LEN);
+            open_parts(keys, chunk, index, head, &head_bytes[13..], tag, body)?;
+            let mut plain = buf.freeze();
+            plain.truncate(len - TAG_LEN);
+            Ok((head, plain.slice(HEADER_LEN..)))
+        }
+        Err(shared) => {
+            let mut out = Vec::new();
+            open_into(keys, chunk, index, &shared, &mut out)?;
+            Ok((head, Bytes::from(out)))
+        }
+    }
+}
+
+/// Decrypts `body` (a copy of the sealed block's ciphertext) in place.
+fn open_body(
+    keys: &KeyRing,
+    chunk: ChunkId,
+    index: u32,
+    head: SealedHeader,
+    sealed: &[u8],
+    body: &mut [u8],
+) -> FsResult<()> {
+    let nonce = &sealed[13..HEADER_LEN];
+    let tag = &sealed[sealed.len() - TAG_LEN..];
+    open_parts(keys, chunk, index, head, nonce, tag, body)
+}
+
+fn open_parts(
+    keys: &KeyRing,
+    chunk: ChunkId,
+    index: u32,
+    head: SealedHeader,
+    nonce: &[u8],
+    tag: &[u8],
+    body: &mut [u8],
+) -> FsResult<()> {
     let key = keys.get(head.key_id).ok_or_else(|| {
         FsError::Corrupt(format!("block sealed with unknown key id {}", head.key_id))
     })?;
     let cipher = key.chunk_cipher(chunk);
-    let nonce: [u8; NONCE_LEN] = sealed[13..HEADER_LEN]
-        .try_into()
-        .map_err(FsError::internal)?;
-    let body = &sealed[HEADER_LEN..sealed.len() - TAG_LEN];
-    let tag: [u8; TAG_LEN] = sealed[sealed.len() - TAG_LEN..]
-        .try_into()
-        .map_err(FsError::internal)?;
-    out.clear();
-    out.extend_from_slice(body);
+    let failed = || {
+        FsError::Corrupt(format!(
+            "block {index} of chunk {chunk:?} failed authentication"
+        ))
+    };
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| failed())?;
+    let tag = Tag::try_from(tag).map_err(|_| failed())?;
     cipher
         .open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
+            nonce,
             Aad::from(aad(chunk, index, head.key_id, head.version)),
-            Tag::from(tag),
-            out,
+            tag,
+            body,
             0..,
         )
-        .map_err(|_| {
-            FsError::Corrupt(format!(
-                "block {index} of chunk {chunk:?} failed authentication"
-            ))
-        })?;
-    Ok(head)
+        .map_err(|_| failed())?;
+    Ok(())
 }
 
 /// Convenience form of [`open_into`].
@@ -493,5 +544,28 @@ mod tests {
         fn arbitrary_key_file_never_panics(text in ".{0,200}") {
             let _ = KeyRing::parse(&text);
         }
+    }
+
+    #[test]
+    fn open_bytes_decrypts_in_place_or_from_a_shared_buffer() {
+        let keys = ring();
+        let plain: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 7 % 251) as u8).collect();
+        let sealed = seal(keys.current(), ChunkId(4), 2, Version(6), &plain);
+        // Unique buffer: decrypted in place.
+        let unique = Bytes::copy_from_slice(&sealed);
+        let (head, got) = open_bytes(&keys, ChunkId(4), 2, unique).expect("open unique");
+        assert_eq!(head.version, Version(6));
+        assert_eq!(got.as_ref(), plain.as_slice());
+        // Shared buffer: the other holder's bytes stay sealed.
+        let shared = Bytes::copy_from_slice(&sealed);
+        let keep = shared.clone();
+        let (_, got) = open_bytes(&keys, ChunkId(4), 2, shared).expect("open shared");
+        assert_eq!(got.as_ref(), plain.as_slice());
+        assert_eq!(keep.as_ref(), sealed.as_ref());
+        // Tampering fails either way.
+        let mut bad = sealed.to_vec();
+        bad[HEADER_LEN + 100] ^= 1;
+        assert!(open_bytes(&keys, ChunkId(4), 2, Bytes::from(bad)).is_err());
+        assert!(open_bytes(&keys, ChunkId(4), 3, Bytes::copy_from_slice(&sealed)).is_err());
     }
 }

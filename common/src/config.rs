@@ -520,6 +520,26 @@ fn default_dead_after() -> u64 {
     10_000
 }
 
+/// Copies every command-line flag that was given over the config field of the same name:
+/// `apply_flags!(config, flags; a, b; optional: c)` sets `config.a = flags.a` when the flag is
+/// `Some`, and `config.c = Some(flags.c)` for config fields that are themselves optional.
+/// One rule for every daemon: a flag beats the file, an absent flag leaves it alone.
+#[macro_export]
+macro_rules! apply_flags {
+    ($config:expr, $flags:expr; $($field:ident),* $(,)? $(; optional: $($opt:ident),* $(,)?)?) => {
+        $(
+            if let Some(value) = $flags.$field.clone() {
+                $config.$field = value;
+            }
+        )*
+        $($(
+            if let Some(value) = $flags.$opt.clone() {
+                $config.$opt = Some(value);
+            }
+        )*)?
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,24 +580,4 @@ mod tests {
             let _ = toml::from_str::<MountConfig>(&text);
         }
     }
-}
-
-/// Copies every command-line flag that was given over the config field of the same name:
-/// `apply_flags!(config, flags; a, b; optional: c)` sets `config.a = flags.a` when the flag is
-/// `Some`, and `config.c = Some(flags.c)` for config fields that are themselves optional.
-/// One rule for every daemon: a flag beats the file, an absent flag leaves it alone.
-#[macro_export]
-macro_rules! apply_flags {
-    ($config:expr, $flags:expr; $($field:ident),* $(,)? $(; optional: $($opt:ident),* $(,)?)?) => {
-        $(
-            if let Some(value) = $flags.$field.clone() {
-                $config.$field = value;
-            }
-        )*
-        $($(
-            if let Some(value) = $flags.$opt.clone() {
-                $config.$opt = Some(value);
-            }
-        )*)?
-    };
 }

@@ -103,7 +103,7 @@ async fn write_all(core: &Arc<ClientCore>, fh: u64, offset: u64, data: &[u8]) {
     }
 }
 
-async fn read_all(core: &ClientCore, fh: u64, offset: u64, len: usize) -> Vec<u8> {
+async fn read_all(core: &Arc<ClientCore>, fh: u64, offset: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < len {
         let want = (len - out.len()).min(1 << 20) as u32;

@@ -49,7 +49,7 @@ async fn connect_core(
     .expect("connect core")
 }
 
-async fn read_all(core: &ClientCore, fh: u64, len: usize) -> Vec<u8> {
+async fn read_all(core: &Arc<ClientCore>, fh: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < len {
         let got = core

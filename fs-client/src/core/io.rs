@@ -141,6 +141,8 @@ pub struct OpenFile {
     ino: InodeId,
     state: Mutex<FileState>,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Blocks fetched ahead of a sequential reader.
+    readahead: super::readahead::Readahead,
 }
 
 impl OpenFile {
@@ -164,6 +166,7 @@ impl OpenFile {
                 background: false,
             }),
             flush_lock: tokio::sync::Mutex::new(()),
+            readahead: super::readahead::Readahead::default(),
         }
     }
 
@@ -839,7 +842,7 @@ impl OpenFile {
     /// fresh chunk locations while replicas are unreachable, up to the retry window.
     pub async fn read(
         &self,
-        core: &ClientCore,
+        core: &Arc<ClientCore>,
         ino: InodeId,
         offset: u64,
         size: u32,
@@ -860,7 +863,7 @@ impl OpenFile {
 
     async fn read_once(
         &self,
-        core: &ClientCore,
+        core: &Arc<ClientCore>,
         ino: InodeId,
         offset: u64,
         size: u32,
@@ -879,6 +882,7 @@ impl OpenFile {
         // Locations and this mount's pending bytes are taken together, under one lock: a
         // flush that commits in between must not leave a block neither in the map (stale)
         // nor in the overlay (already shipped).
+        let sequential = self.readahead.observe(offset, end);
         let (locs, flushing, dirty) = loop {
             self.ensure_map(core, ino, first_chunk, last_chunk).await?;
             let st = self.state.lock();
@@ -894,6 +898,15 @@ impl OpenFile {
                 .range(first_file_block..=last_file_block)
                 .map(|(b, d)| (*b, d.clone()))
                 .collect();
+            if sequential {
+                // Start the window before waiting for this read's own blocks.
+                let ahead_end = end + super::readahead::WINDOW_BLOCKS * BLOCK_SIZE as u64;
+                let ahead: HashMap<u64, Option<ChunkLoc>> = (last_chunk
+                    ..=(ahead_end - 1) / chunk_size)
+                    .filter_map(|i| st.map.get(&i).map(|loc| (i, loc.clone())))
+                    .collect();
+                self.readahead.fill(core, end, st.size, chunk_size, &ahead);
+            }
             break (locs, st.flushing.clone(), dirty);
         };
         let fetched = join_all(locs.iter().map(|(index, loc)| {
@@ -902,13 +915,28 @@ impl OpenFile {
             let to = end.min(chunk_start + chunk_size) - chunk_start;
             let first_block = (from / BLOCK_SIZE as u64) as u32;
             let last_block = ((to - 1) / BLOCK_SIZE as u64) as u32;
+            let count = last_block - first_block + 1;
             async move {
                 let blocks = match loc {
                     Some(loc) => {
-                        read_chunk_blocks(core, loc, first_block, last_block - first_block + 1)
-                            .await?
+                        let file_first = index * blocks_per_chunk + u64::from(first_block);
+                        let mut blocks =
+                            self.readahead.take(loc, file_first, u64::from(count)).await;
+                        // What the window did not hold, read directly.
+                        let missing: Vec<u32> = (0..count)
+                            .filter(|&i| blocks[i as usize].is_none())
+                            .map(|i| first_block + i)
+                            .collect();
+                        for (run_first, run_count) in runs(&missing) {
+                            let got =
+                                read_chunk_blocks_bytes(core, loc, run_first, run_count).await?;
+                            for (i, block) in got.into_iter().enumerate() {
+                                blocks[(run_first - first_block) as usize + i] = Some(block);
+                            }
+                        }
+                        blocks.into_iter().map(Option::unwrap_or_default).collect()
                     }
-                    None => vec![Vec::new(); (last_block - first_block + 1) as usize],
+                    None => vec![Bytes::new(); count as usize],
                 };
                 Ok::<_, FsError>((*index, first_block, blocks))
             }
@@ -917,16 +945,20 @@ impl OpenFile {
         let mut out = vec![0u8; (end - offset) as usize];
         for result in fetched {
             let (index, first_block, blocks) = result?;
-            for (i, mut image) in blocks.into_iter().enumerate() {
+            for (i, image) in blocks.into_iter().enumerate() {
                 let file_block = index * blocks_per_chunk + u64::from(first_block) + i as u64;
-                if let Some(flushing) = &flushing
-                    && let Some(d) = flushing.blocks.get(&file_block)
-                {
-                    d.overlay(&mut image);
-                }
-                if let Some(d) = dirty.get(&file_block) {
-                    d.overlay(&mut image);
-                }
+                let under = flushing.as_ref().and_then(|f| f.blocks.get(&file_block));
+                let over = dirty.get(&file_block);
+                // Only a block with pending bytes of this mount is copied to lay them over.
+                let image: std::borrow::Cow<[u8]> = if under.is_some() || over.is_some() {
+                    let mut owned = image.to_vec();
+                    for d in under.into_iter().chain(over) {
+                        d.overlay(&mut owned);
+                    }
+                    std::borrow::Cow::Owned(owned)
+                } else {
+                    std::borrow::Cow::Borrowed(&image)
+                };
                 let block_start = file_block * BLOCK_SIZE as u64;
                 let copy_from = offset.max(block_start);
                 let copy_to = end.min(block_start + BLOCK_SIZE as u64);
@@ -1080,6 +1112,18 @@ pub(super) async fn read_chunk_blocks(
     first: u32,
     count: u32,
 ) -> FsResult<Vec<Vec<u8>>> {
+    let blocks = read_chunk_blocks_bytes(core, loc, first, count).await?;
+    Ok(blocks.into_iter().map(Vec::from).collect())
+}
+
+/// [`read_chunk_blocks`] without copying: each block's plaintext is a view into the buffer
+/// it arrived in (decrypted in place).
+pub(super) async fn read_chunk_blocks_bytes(
+    core: &ClientCore,
+    loc: &ChunkLoc,
+    first: u32,
+    count: u32,
+) -> FsResult<Vec<Bytes>> {
     use futures::StreamExt as _;
     if loc.replicas.is_empty() {
         return Err(FsError::Unavailable(format!(
@@ -1231,7 +1275,7 @@ async fn read_from_replica(
     loc: &ChunkLoc,
     first: u32,
     count: u32,
-) -> FsResult<Vec<Vec<u8>>> {
+) -> FsResult<Vec<Bytes>> {
     let mut out = Vec::with_capacity(count as usize);
     let mut next = first;
     while next < first + count {
@@ -1261,11 +1305,11 @@ async fn read_from_replica(
                 .length
                 .saturating_sub(block_start)
                 .min(BLOCK_SIZE as u64) as usize;
-            let mut plain = Vec::new();
+            let mut plain = Bytes::new();
             if let Some(sealed) = block
                 && valid > 0
             {
-                common::block::open_into(core.keys(), loc.chunk, index, &sealed, &mut plain)?;
+                plain = common::block::open_bytes(core.keys(), loc.chunk, index, sealed)?.1;
                 plain.truncate(valid);
             }
             out.push(plain);

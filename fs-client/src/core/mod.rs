@@ -9,6 +9,10 @@ mod buffer;
 mod falloc;
 mod io;
 mod locks;
+mod readahead;
+pub use readahead::{
+    FILE_MAX_BYTES as READAHEAD_FILE_MAX_BYTES, MOUNT_BUDGET_BYTES as READAHEAD_BUDGET_BYTES,
+};
 pub mod reseal;
 
 use crate::data::DataPlane;
@@ -74,6 +78,9 @@ pub struct ClientCore {
     replica_stats: io::ReplicaStats,
     /// Bytes and latencies of file operations, for the metrics endpoint.
     metrics: crate::metrics::ClientMetrics,
+    /// Bytes the open files' readahead windows hold or have asked for (bounded by
+    /// `readahead::MOUNT_BUDGET_BYTES`).
+    readahead_held: Arc<AtomicU64>,
 }
 
 /// Validates a name the kernel hands us before it goes to the master.
@@ -118,6 +125,7 @@ impl ClientCore {
             locks: locks::HeldLocks::default(),
             replica_stats: io::ReplicaStats::default(),
             metrics: crate::metrics::ClientMetrics::new(),
+            readahead_held: Arc::new(AtomicU64::new(0)),
         }))
     }
 
@@ -573,7 +581,7 @@ impl ClientCore {
         result
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let started = std::time::Instant::now();
         let (handle, file) = self.handle(fh)?;
         let result = file.read(self, handle.ino, offset, size).await;
@@ -646,6 +654,17 @@ impl ClientCore {
 
     pub(crate) fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    pub(crate) fn readahead_held(&self) -> &Arc<AtomicU64> {
+        &self.readahead_held
+    }
+
+    /// Bytes held by the readahead of this mount's open files, at most
+    /// [`READAHEAD_BUDGET_BYTES`].
+    pub fn readahead_bytes(&self) -> u64 {
+        self.readahead_held
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn replica_stats(&self) -> &io::ReplicaStats {
