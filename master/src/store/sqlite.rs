@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How long a statement waits for a lock held by another connection (an admin's sqlite3
@@ -124,6 +125,9 @@ pub struct SqliteStore {
     path: std::path::PathBuf,
     /// Idle read-only connections, most recently used last (its statement cache is warm).
     readers: Mutex<Vec<Connection>>,
+    /// The writing connection may still run `synchronous=NORMAL` (a relaxed write could not
+    /// restore FULL): every write restores it first, or fails.
+    relaxed: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteStore {
@@ -299,6 +303,7 @@ impl SqliteStore {
             durable: durable_commits,
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
+            relaxed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -326,6 +331,7 @@ impl SqliteStore {
     /// Runs `f` in one immediate transaction and commits; any error rolls everything back.
     fn write<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
         let mut conn = self.conn.lock();
+        self.restore_full(&conn)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::from)?;
@@ -360,6 +366,7 @@ impl SqliteStore {
             return self.write_once(f);
         }
         let mut conn = self.conn.lock();
+        self.relaxed.store(true, Ordering::SeqCst);
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(Error::from)?;
         let result = (|| {
@@ -373,14 +380,21 @@ impl SqliteStore {
             tx.commit().map_err(Error::from)?;
             Ok(out)
         })();
-        // Every other transaction must flush again: a failure to restore FULL is a store
-        // failure, and the next write must not run unflushed, so the connection is not
-        // usable until it is restored.
-        if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
-            tracing::error!(error = %e, "cannot restore synchronous=FULL");
-            return Err(FsError::Io(format!("restore synchronous=FULL: {e}")));
-        }
+        // Every other transaction must flush again: if FULL cannot be restored here, the
+        // next write tries again before it starts and fails rather than run unflushed.
+        self.restore_full(&conn)?;
         result
+    }
+
+    /// Puts the writing connection back to `synchronous=FULL` after a relaxed write.
+    fn restore_full(&self, conn: &Connection) -> FsResult<()> {
+        if !self.relaxed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| FsError::Io(format!("restore synchronous=FULL: {e}")))?;
+        self.relaxed.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The body of an at-most-once write, inside the caller's transaction.
