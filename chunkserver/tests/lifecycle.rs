@@ -83,6 +83,7 @@ impl Master for FakeMaster {
         node_files(node: NodeId, after: ChunkId, limit: u32) -> Vec<common::types::NodeFileChunk>;
         report_node_health(node: NodeId, alive: bool) -> NodeCondition;
         set_node_drain(node: NodeId, drain: bool) -> NodeCondition;
+        create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
     }
 
     async fn report_bad_replica(

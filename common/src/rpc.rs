@@ -146,6 +146,11 @@ pub trait Master {
     /// Undrain returns a draining or decommissioned node to `Up`. Answers the condition
     /// after the request; `Invalid` for a node declared dead. Sentinel role only.
     async fn set_node_drain(node: NodeId, drain: bool) -> FsResult<NodeCondition>;
+    /// [`Master::create`] of a regular file (`node.kind` must be `File`, else `Invalid`)
+    /// and [`Master::open`] of it by `op.session`, in one transaction: O_CREAT in one
+    /// round trip and one commit.
+    async fn create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode)
+    -> FsResult<Attr>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

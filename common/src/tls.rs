@@ -189,6 +189,7 @@ pub fn allowed(role: Role, method: &str) -> bool {
         "Master.setlk",
         "Master.set_goal",
         "Master.confirm_replicas",
+        "Master.create_open",
         "ChunkServer.write_blocks",
         "ChunkServer.sync_chunks",
     ];
@@ -837,6 +838,7 @@ mod tests {
             ("ChunkServer.status", [true, true, true, true]),
             ("Master.report_node_health", [false, false, false, true]),
             ("Master.set_node_drain", [false, false, false, true]),
+            ("Master.create_open", [false, false, true, false]),
         ];
         for (method, expect) in table {
             for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {

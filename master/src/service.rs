@@ -1,5 +1,6 @@
 //! The master's tarpc service: a thin layer over the metadata store. Each request gets one
-//! tracing span with its ids, runs its store call on a blocking thread (SQLite blocks), and
+//! tracing span with its ids, runs its store call on a blocking thread (SQLite blocks; only
+//! single-row reads, which never wait for a writer, run in place: `read_now`), and
 //! answers only after the store's transaction committed. No filesystem rule lives here:
 //! validation and semantics are in `store` (and its engine-independent `rules`); node
 //! liveness in `registry`; session leases in `sessions`.
@@ -227,6 +228,25 @@ impl MasterService {
         .unwrap_or_else(|e| Err(FsError::internal(format!("store task failed: {e}"))));
         if let Err(err @ (FsError::Io(_) | FsError::Internal(_))) = &result {
             span.in_scope(|| tracing::error!(error = %err, "metadata store failure"));
+        }
+        result
+    }
+
+    /// Runs a short read-only store call (one or two indexed rows) right here on the async
+    /// worker. Reads run on the store's read connections and never wait for a writer's
+    /// commit (see `store::sqlite`), so they take tens of microseconds; a hop to a blocking
+    /// thread and back would cost more than the read (two thread wake-ups on a loaded
+    /// machine). Anything that may scan many rows or wait for a write goes to
+    /// [`Self::blocking`].
+    fn read_now<T>(
+        &self,
+        span: Span,
+        f: impl FnOnce(&dyn MetaStore) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let _entered = span.enter();
+        let result = f(&*self.inner.store);
+        if let Err(err @ (FsError::Io(_) | FsError::Internal(_))) = &result {
+            tracing::error!(error = %err, "metadata store failure");
         }
         result
     }
@@ -637,12 +657,12 @@ impl Master for MasterService {
 
     async fn lookup(self, _: Context, parent: InodeId, name: ByteBuf) -> FsResult<Attr> {
         let span = info_span!("lookup", %parent, name = %lossy(&name));
-        self.blocking(span, move |s| s.lookup(parent, &name)).await
+        self.read_now(span, move |s| s.lookup(parent, &name))
     }
 
     async fn getattr(self, _: Context, ino: InodeId) -> FsResult<Attr> {
         let span = info_span!("getattr", %ino);
-        self.blocking(span, move |s| s.getattr(ino)).await
+        self.read_now(span, move |s| s.getattr(ino))
     }
 
     async fn setattr(
@@ -769,8 +789,7 @@ impl Master for MasterService {
 
     async fn readlink(self, _: Context, ino: InodeId) -> FsResult<ByteBuf> {
         let span = info_span!("readlink", %ino);
-        self.blocking(span, move |s| s.readlink(ino).map(ByteBuf::from))
-            .await
+        self.read_now(span, move |s| s.readlink(ino).map(ByteBuf::from))
     }
 
     async fn readdir(
@@ -808,8 +827,7 @@ impl Master for MasterService {
 
     async fn getxattr(self, _: Context, ino: InodeId, name: ByteBuf) -> FsResult<ByteBuf> {
         let span = info_span!("getxattr", %ino, name = %lossy(&name));
-        self.blocking(span, move |s| s.getxattr(ino, &name).map(ByteBuf::from))
-            .await
+        self.read_now(span, move |s| s.getxattr(ino, &name).map(ByteBuf::from))
     }
 
     async fn setxattr(
@@ -1293,6 +1311,33 @@ impl Master for MasterService {
             self.set_condition(node, next, why).instrument(span).await?;
         }
         Ok(self.condition_of(node))
+    }
+
+    async fn create_open(
+        self,
+        _: Context,
+        op: OpId,
+        parent: InodeId,
+        name: ByteBuf,
+        node: NewNode,
+    ) -> FsResult<Attr> {
+        let session = op.session;
+        let span = info_span!("create_open", %session, %parent, name = %lossy(&name),
+            uid = node.caller.uid);
+        let target = Target {
+            caller: Some(node.caller.clone()),
+            parent: Some(parent),
+            name: Some(lossy(&name)),
+            ..Target::default()
+        };
+        let op_name = node.kind.as_str();
+        let result = self
+            .blocking_once(span, op, move |s| {
+                s.create_open(session, parent, &name, &node, Timespec::now())
+            })
+            .await;
+        // The same record as a create: the open is not a namespace mutation.
+        self.audited(&format!("create_{op_name}"), target, result)
     }
 }
 

@@ -418,6 +418,16 @@ impl Master for SummaryOnly {
     ) -> FsResult<common::types::NodeCondition> {
         refused()
     }
+    async fn create_open(
+        self,
+        _: Context,
+        _: OpId,
+        _: InodeId,
+        _: ByteBuf,
+        _: NewNode,
+    ) -> FsResult<Attr> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

@@ -20,7 +20,7 @@ struct Rig {
     core: Arc<ClientCore>,
     data: Arc<MemDataPlane>,
     _heartbeats: tokio::task::JoinHandle<()>,
-    _master: master::RunningMaster,
+    master: master::RunningMaster,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +33,8 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
     config.replicas = n;
     config.write_quorum = w;
     config.read_quorum = r;
+    // Its per-method RPC counters tell how many master calls an operation costs.
+    config.metrics_addr = Some(([127, 0, 0, 1], 0).into());
     let running = master::start(config).await.expect("start master");
     let addr = running.addr.to_string();
     // The in-memory chunkservers register and heartbeat with a chunkserver credential; the
@@ -70,7 +72,7 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
         core,
         data,
         _heartbeats: heartbeats,
-        _master: running,
+        master: running,
         _dir: dir,
     }
 }
@@ -237,6 +239,67 @@ async fn partial_block_overwrites_holes_and_truncate() {
     model.resize(300_000, 0);
     assert_eq!(read_all(core, fh, 0, model.len()).await, model);
     core.release(fh).await.expect("release");
+}
+
+/// Calls of master method `method` so far, from the master's metrics endpoint.
+async fn master_calls(rig: &Rig, method: &str) -> u64 {
+    let addr = rig.master.metrics_addr.expect("metrics endpoint");
+    let text = common::metrics::scrape(addr, RPC_TIMEOUT)
+        .await
+        .expect("scrape the master");
+    let method = format!("Master.{method}");
+    common::metrics::sample(
+        &text,
+        "mosaic_master_rpc_request_duration_seconds_count",
+        &[("method", &method)],
+    )
+    .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_and_closing_an_empty_file_costs_two_master_calls() {
+    let rig = rig(3, 3, 1, Duration::from_secs(5)).await;
+    let core = &rig.core;
+    let methods = [
+        "create",
+        "open",
+        "create_open",
+        "release",
+        "getattr",
+        "commit_write",
+    ];
+    let mut before = Vec::new();
+    for m in methods {
+        before.push(master_calls(&rig, m).await);
+    }
+    let (ino, fh) = create(core, "empty").await;
+    core.flush(fh).await.expect("flush");
+    core.release(fh).await.expect("release");
+    let mut calls = Vec::new();
+    for (m, was) in methods.iter().zip(&before) {
+        calls.push((*m, master_calls(&rig, m).await - was));
+    }
+    assert_eq!(
+        calls,
+        [
+            ("create", 0),
+            ("open", 0),
+            ("create_open", 1),
+            ("release", 1),
+            ("getattr", 0),
+            ("commit_write", 0)
+        ],
+        "O_CREAT is one call, close of a clean file one more"
+    );
+    // The one call both created the file and held it open: an unlink keeps it until the
+    // release, and the release frees it.
+    let (_, fh) = create(core, "held").await;
+    let held = core.lookup(InodeId::ROOT, b"held").await.expect("lookup");
+    core.unlink(InodeId::ROOT, b"held").await.expect("unlink");
+    assert_eq!(core.getattr(held.ino).await.expect("still open").nlink, 0);
+    core.release(fh).await.expect("release");
+    assert_eq!(core.getattr(held.ino).await, Err(FsError::NotFound));
+    assert!(core.getattr(ino).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -326,8 +326,18 @@ impl ClientCore {
             symlink_target: None,
             caller,
         };
-        let attr = self.create_node(parent, name, node).await?;
-        self.open(attr.ino, flags).await
+        // Created and registered open by one master call (one commit), so the new file
+        // is never visible unopened to an unlink that would free it.
+        let name = name_arg(name)?;
+        let op = self.op();
+        let attr = self
+            .meta
+            .call("create_open", |c, cx| {
+                let (name, node) = (name.clone(), node.clone());
+                async move { c.create_open(cx, op, parent, name, node).await }
+            })
+            .await?;
+        Ok(self.opened(attr, flags))
     }
 
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
@@ -499,6 +509,12 @@ impl ClientCore {
             .meta
             .call("open", |c, cx| async move { c.open(cx, op, ino).await })
             .await?;
+        Ok(self.opened(attr, flags))
+    }
+
+    /// The mount's side of an open the master registered: the file's state and a handle.
+    fn opened(&self, attr: Attr, flags: i32) -> Opened {
+        let ino = attr.ino;
         let file = {
             let mut open = self.open.lock();
             open.entry(ino)
@@ -517,11 +533,11 @@ impl ClientCore {
                 append: flags & libc::O_APPEND != 0,
             },
         );
-        Ok(Opened {
+        Opened {
             fh,
             attr,
             keep_cache,
-        })
+        }
     }
 
     fn handle(&self, fh: u64) -> FsResult<(Handle, Arc<io::OpenFile>)> {

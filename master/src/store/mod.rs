@@ -93,6 +93,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Frees every unlinked inode that no session holds (after a crash or expiry).
     fn free_orphans(&self) -> FsResult<Freed>;
     fn open(&self, session: SessionId, ino: InodeId) -> FsResult<Attr>;
+    /// The session's descriptor of `ino` closed. Committed without a disk flush of its own
+    /// (see `sqlite.rs`, "Durability"): a crash may forget it, which only keeps the file
+    /// counted as open until the session ends, never frees anything early.
     fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()>;
 
     // Namespace.
@@ -268,6 +271,17 @@ pub trait MetaStore: Send + Sync + 'static {
         goal: u32,
         max: usize,
     ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+
+    /// [`Self::create`] of a regular file and [`Self::open`] of it by `session`, in one
+    /// transaction (O_CREAT): one commit instead of two.
+    fn create_open(
+        &self,
+        session: SessionId,
+        parent: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        now: Timespec,
+    ) -> FsResult<Attr>;
 }
 
 thread_local! {

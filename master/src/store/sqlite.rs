@@ -1,9 +1,20 @@
-//! The SQLite metadata engine: one connection in WAL mode behind a mutex, one immediate
-//! transaction per operation. This file is the only place in the master that speaks SQL.
+//! The SQLite metadata engine: one writing connection in WAL mode behind a mutex, one
+//! immediate transaction per operation; reads run on a small pool of read-only connections
+//! ([`SqliteStore::read`]), each in its own read transaction, so a lookup never waits for a
+//! writer's commit and disk flush. A read sees every commit that finished before it began
+//! (SQLite publishes a WAL commit to readers only after it is written and, with
+//! `durable_commits`, flushed), so an answer read after a mutation was answered includes it.
+//! This file is the only place in the master that speaks SQL.
 //!
 //! Durability: with `durable_commits` the connection runs `synchronous=FULL`, so a commit
 //! has fsynced the WAL before the call returns; with NORMAL a commit survives a crash of the
 //! master process but not a power loss. Either way the service replies only after commit.
+//! One exception, `release`: it is committed without a flush of its own even with
+//! `durable_commits` ([`SqliteStore::write_once_relaxed`]). It becomes durable with the next
+//! durable commit (the WAL is one ordered log, so flushing a later commit flushes every
+//! earlier one); only a power loss before then can forget it, and a forgotten release only
+//! leaves the file counted as open by its session until the session ends: an unlinked
+//! file's data is kept longer, never freed early.
 
 use super::rules::{self, LINK_MAX};
 use super::{
@@ -28,6 +39,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How long a statement waits for a lock held by another connection (an admin's sqlite3
@@ -107,6 +119,15 @@ macro_rules! attr_cols {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     cluster: ClusterRecord,
+    /// `durable_commits`: the connection runs `synchronous=FULL` (else NORMAL).
+    durable: bool,
+    /// The database file, for opening read connections.
+    path: std::path::PathBuf,
+    /// Idle read-only connections, most recently used last (its statement cache is warm).
+    readers: Mutex<Vec<Connection>>,
+    /// The writing connection may still run `synchronous=NORMAL` (a relaxed write could not
+    /// restore FULL): every write restores it first, or fails.
+    relaxed: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteStore {
@@ -279,6 +300,10 @@ impl SqliteStore {
                 chunk_size,
                 key_check,
             },
+            durable: durable_commits,
+            path: path.to_path_buf(),
+            readers: Mutex::new(Vec::new()),
+            relaxed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -286,6 +311,12 @@ impl SqliteStore {
     #[cfg(test)]
     pub(crate) fn exec_for_tests(&self, sql: &str) {
         self.conn.lock().execute_batch(sql).expect("test SQL");
+    }
+
+    /// Test hook: holds the writing connection, as a commit in flight does.
+    #[cfg(test)]
+    pub(crate) fn hold_writer_for_tests(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        self.conn.lock()
     }
 
     /// Test hook: one integer from a query.
@@ -300,6 +331,7 @@ impl SqliteStore {
     /// Runs `f` in one immediate transaction and commits; any error rolls everything back.
     fn write<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
         let mut conn = self.conn.lock();
+        self.restore_full(&conn)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::from)?;
@@ -320,35 +352,116 @@ impl SqliteStore {
         let Some(op) = super::current_op() else {
             return self.write(f);
         };
-        let (session, seq) = (op.session.0 as i64, op.seq as i64);
-        self.write(|c| {
-            let recorded: Option<Vec<u8>> = c
-                .prepare_cached("SELECT result FROM op_results WHERE session = ?1 AND seq = ?2")?
-                .query_row(params![session, seq], |r| r.get(0))
-                .optional()?;
-            if let Some(bytes) = recorded {
-                tracing::info!(?op, "repeated request: answering with the recorded result");
-                return serde_json::from_slice(&bytes).map_err(|e| {
-                    FsError::internal(format!("recorded answer of {op:?} unreadable: {e}")).into()
-                });
-            }
-            let out = f(c)?;
-            let bytes = serde_json::to_vec(&out)
-                .map_err(|e| FsError::internal(format!("record answer of {op:?}: {e}")))?;
-            c.prepare_cached("INSERT INTO op_results (session, seq, result) VALUES (?1, ?2, ?3)")?
-                .execute(params![session, seq, bytes])?;
-            c.prepare_cached("DELETE FROM op_results WHERE session = ?1 AND seq < ?2")?
-                .execute(params![session, seq - OP_RESULTS_KEPT])?;
-            Ok(out)
-        })
+        self.write(|c| Self::once(c, op, f))
     }
 
-    /// Runs read-only `f`. The single connection is held, so no write interleaves.
+    /// [`Self::write_once`] committed without a disk flush of its own: durable with the next
+    /// durable commit, or a checkpoint (see the module docs for the one caller and why that
+    /// is safe). Without `durable_commits` it is the same as [`Self::write_once`].
+    fn write_once_relaxed<T: Serialize + DeserializeOwned>(
+        &self,
+        f: impl FnOnce(&Connection) -> R<T>,
+    ) -> FsResult<T> {
+        if !self.durable {
+            return self.write_once(f);
+        }
+        let mut conn = self.conn.lock();
+        self.relaxed.store(true, Ordering::SeqCst);
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(Error::from)?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(Error::from)?;
+            let out = match super::current_op() {
+                Some(op) => Self::once(&tx, op, f)?,
+                None => f(&tx)?,
+            };
+            tx.commit().map_err(Error::from)?;
+            Ok(out)
+        })();
+        // Every other transaction must flush again: if FULL cannot be restored here, the
+        // next write tries again before it starts and fails rather than run unflushed.
+        self.restore_full(&conn)?;
+        result
+    }
+
+    /// Puts the writing connection back to `synchronous=FULL` after a relaxed write.
+    fn restore_full(&self, conn: &Connection) -> FsResult<()> {
+        if !self.relaxed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| FsError::Io(format!("restore synchronous=FULL: {e}")))?;
+        self.relaxed.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The body of an at-most-once write, inside the caller's transaction.
+    fn once<T: Serialize + DeserializeOwned>(
+        c: &Connection,
+        op: common::types::OpId,
+        f: impl FnOnce(&Connection) -> R<T>,
+    ) -> R<T> {
+        let (session, seq) = (op.session.0 as i64, op.seq as i64);
+        let recorded: Option<Vec<u8>> = c
+            .prepare_cached("SELECT result FROM op_results WHERE session = ?1 AND seq = ?2")?
+            .query_row(params![session, seq], |r| r.get(0))
+            .optional()?;
+        if let Some(bytes) = recorded {
+            tracing::info!(?op, "repeated request: answering with the recorded result");
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                FsError::internal(format!("recorded answer of {op:?} unreadable: {e}")).into()
+            });
+        }
+        let out = f(c)?;
+        let bytes = serde_json::to_vec(&out)
+            .map_err(|e| FsError::internal(format!("record answer of {op:?}: {e}")))?;
+        c.prepare_cached("INSERT INTO op_results (session, seq, result) VALUES (?1, ?2, ?3)")?
+            .execute(params![session, seq, bytes])?;
+        c.prepare_cached("DELETE FROM op_results WHERE session = ?1 AND seq < ?2")?
+            .execute(params![session, seq - OP_RESULTS_KEPT])?;
+        Ok(out)
+    }
+
+    /// Runs read-only `f` in one read transaction on a pooled read-only connection: it sees
+    /// one committed state throughout and never waits for the writer.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> R<T>) -> FsResult<T> {
-        let conn = self.conn.lock();
-        Ok(f(&conn)?)
+        let pooled = self.readers.lock().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
+        let result = (|| {
+            let tx = conn.transaction().map_err(Error::from)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(Error::from)?;
+            Ok(out)
+        })();
+        let mut pool = self.readers.lock();
+        if pool.len() < READERS_KEPT {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// A new read-only connection to the database (WAL mode is a property of the file).
+    fn open_reader(&self) -> FsResult<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| FsError::Io(format!("open a read connection: {e}")))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| FsError::Io(format!("set the busy timeout: {e}")))?;
+        Ok(conn)
     }
 }
+
+/// Idle read connections kept open: one per concurrently running read is plenty (the
+/// master runs store calls on its blocking threads); more are opened on demand and closed
+/// after use.
+const READERS_KEPT: usize = 8;
 
 /// Recorded answers kept per session: a client retries only its last few requests (it has
 /// at most a few hundred in flight), so older answers are dropped as new ones arrive.
@@ -762,6 +875,16 @@ fn require_file(c: &Connection, ino: InodeId) -> R<Attr> {
         FileKind::Dir => Err(FsError::IsDir.into()),
         other => Err(FsError::Invalid(format!("{} has no data chunks", other.as_str())).into()),
     }
+}
+
+/// Counts one more descriptor of `ino` open in `session`.
+fn register_open(c: &Connection, session: SessionId, ino: InodeId) -> R<()> {
+    c.prepare_cached(
+        "INSERT INTO open_files (session, ino, count) VALUES (?1, ?2, 1)
+         ON CONFLICT (session, ino) DO UPDATE SET count = count + 1",
+    )?
+    .execute(params![session.0 as i64, ino.0 as i64])?;
+    Ok(())
 }
 
 fn session_exists(c: &Connection, session: SessionId) -> R<bool> {
@@ -1403,17 +1526,13 @@ impl MetaStore for SqliteStore {
                 return Err(FsError::BadHandle.into());
             }
             let a = get_attr(c, ino)?;
-            c.prepare_cached(
-                "INSERT INTO open_files (session, ino, count) VALUES (?1, ?2, 1)
-                 ON CONFLICT (session, ino) DO UPDATE SET count = count + 1",
-            )?
-            .execute(params![session.0 as i64, ino.0 as i64])?;
+            register_open(c, session, ino)?;
             Ok(a)
         })
     }
 
     fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()> {
-        self.write_once(|c| {
+        self.write_once_relaxed(|c| {
             let left: Option<i64> = c
                 .prepare_cached(
                     "UPDATE open_files SET count = count - 1 WHERE session = ?1 AND ino = ?2
@@ -2255,6 +2374,29 @@ impl MetaStore for SqliteStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             chunk_replica_rows(c, ids)
+        })
+    }
+
+    fn create_open(
+        &self,
+        session: SessionId,
+        parent: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        now: Timespec,
+    ) -> FsResult<Attr> {
+        if node.kind != FileKind::File {
+            return Err(FsError::Invalid(
+                "create_open makes regular files only".into(),
+            ));
+        }
+        self.write_once(|c| {
+            if !session_exists(c, session)? {
+                return Err(FsError::BadHandle.into());
+            }
+            let a = self.create_tx(c, parent, name, node, now)?;
+            register_open(c, session, a.ino)?;
+            Ok(a)
         })
     }
 }

@@ -984,6 +984,97 @@ fn ending_a_session_frees_what_only_it_held() {
 }
 
 #[test]
+fn create_open_creates_and_holds_the_file_in_one_step() {
+    let s = fx();
+    let session = s.create_session("c", t(1)).expect("session");
+    let node = new_node(FileKind::File, 0o644);
+    let op = |seq| common::types::OpId { session, seq };
+    let f = with_op(op(1), || s.create_open(session, ROOT, b"f", &node, t(2))).expect("create");
+    assert_eq!((f.kind, f.perm, f.nlink), (FileKind::File, 0o644, 1));
+    assert_eq!(s.lookup(ROOT, b"f").expect("lookup"), f);
+    // A lost reply retried gets the first answer and is not a second open.
+    let again = with_op(op(1), || s.create_open(session, ROOT, b"f", &node, t(3)));
+    assert_eq!(again.expect("retry"), f);
+    assert_eq!(
+        s.query_for_tests("SELECT count FROM open_files"),
+        1,
+        "open once, not twice"
+    );
+    // Held open: an unlink keeps it until the release.
+    s.unlink(ROOT, b"f", t(4)).expect("unlink");
+    assert_eq!(attr(&*s, f.ino).nlink, 0);
+    s.release(session, f.ino).expect("release");
+    assert_eq!(errno(s.getattr(f.ino)), libc::ENOENT);
+    // The errors of a create, and the session check of an open, with nothing left behind.
+    mk(&*s, ROOT, "x", FileKind::File);
+    let exists = s.create_open(session, ROOT, b"x", &node, t(5));
+    assert_eq!(errno(exists), libc::EEXIST);
+    let gone = s.create_open(SessionId(999), ROOT, b"y", &node, t(5));
+    assert_eq!(errno(gone), libc::EBADF);
+    assert_eq!(errno(s.lookup(ROOT, b"y")), libc::ENOENT, "rolled back");
+    let dir = s.create_open(session, ROOT, b"d", &new_node(FileKind::Dir, 0o755), t(5));
+    assert_eq!(errno(dir), libc::EINVAL, "regular files only");
+    assert_eq!(s.query_for_tests("SELECT count(*) FROM open_files"), 0);
+}
+
+#[test]
+fn a_durable_store_releases_without_a_flush_and_stays_durable_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("meta.db");
+    let record = ClusterRecord {
+        id: ClusterId([7; 16]),
+        chunk_size: CS,
+        key_check: vec![9; 32],
+    };
+    SqliteStore::create(&path, &record, t(1)).expect("create");
+    let s = SqliteStore::open(&path, true).expect("open durable");
+    let session = s.create_session("c", t(1)).expect("session");
+    let f = s
+        .create_open(session, ROOT, b"f", &new_node(FileKind::File, 0o644), t(2))
+        .expect("create");
+    s.unlink(ROOT, b"f", t(3)).expect("unlink");
+    let op = common::types::OpId { session, seq: 1 };
+    with_op(op, || s.release(session, f.ino)).expect("release");
+    assert_eq!(
+        errno(s.getattr(f.ino)),
+        libc::ENOENT,
+        "freed by the release"
+    );
+    with_op(op, || s.release(session, f.ino)).expect("retried once");
+    // Every later transaction flushes again: the connection is back at FULL (2).
+    assert_eq!(s.query_for_tests("PRAGMA synchronous"), 2);
+    mk(&s, ROOT, "g", FileKind::File);
+    drop(s);
+    let reopened = SqliteStore::open(&path, true).expect("reopen");
+    assert!(reopened.lookup(ROOT, b"g").is_ok());
+    assert_eq!(errno(reopened.getattr(f.ino)), libc::ENOENT);
+}
+
+#[test]
+fn reads_see_every_answered_commit_and_run_beside_a_writer() {
+    let s = fx();
+    // Reads on the read connections see each commit as soon as it returned.
+    for i in 0..50 {
+        let name = format!("f{i}");
+        let a = mk(&*s, ROOT, &name, FileKind::File);
+        assert_eq!(s.lookup(ROOT, name.as_bytes()).expect("lookup"), a);
+        s.unlink(ROOT, name.as_bytes(), t(11)).expect("unlink");
+        assert_eq!(errno(s.lookup(ROOT, name.as_bytes())), libc::ENOENT);
+    }
+    // A read while the writing connection is held (as by a commit in flight) does not wait.
+    let writer = s.store.hold_writer_for_tests();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| tx.send(s.getattr(ROOT).map(|a| a.ino)).expect("send"));
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a read must not wait for the writer");
+        assert_eq!(got.expect("getattr"), ROOT);
+    });
+    drop(writer);
+}
+
+#[test]
 fn orphans_left_by_a_crash_are_swept() {
     let s = fx();
     let session = s.create_session("c", t(1)).expect("session");
