@@ -3,12 +3,12 @@
 //! read-modify-write, truncate, holes, quorum failures — is tested fast and exactly.
 
 use common::block::{BLOCK_SIZE, DataKey, KeyRing};
-use common::config::MasterConfig;
 use common::types::{Caller, FileKind, NewNode, SetAttr};
 use common::{FsError, InodeId};
 use fs_client::data::{DataPlane, MemDataPlane};
 use fs_client::meta::MetaConn;
 use fs_client::{ClientCore, CoreConfig};
+use mosaic_tests::mem_nodes::{MemCluster, start_mem_cluster};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,38 +19,20 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 struct Rig {
     core: Arc<ClientCore>,
     data: Arc<MemDataPlane>,
-    _heartbeats: tokio::task::JoinHandle<()>,
-    master: master::RunningMaster,
-    _dir: tempfile::TempDir,
+    cluster: MemCluster,
 }
 
 /// A master with `n` in-memory chunkservers and the given write/read quorums.
 async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
-    let dir = tempfile::tempdir().expect("temp dir");
     let keys = KeyRing::single(DataKey::random(0));
-    master::init_cluster_with_keys(dir.path(), &keys, CHUNK).expect("init");
-    let mut config = MasterConfig::for_tests(dir.path().to_path_buf());
-    config.replicas = n;
-    config.write_quorum = w;
-    config.read_quorum = r;
-    // Its per-method RPC counters tell how many master calls an operation costs.
-    config.metrics_addr = Some(([127, 0, 0, 1], 0).into());
-    let running = master::start(config).await.expect("start master");
-    let addr = running.addr.to_string();
-    // The in-memory chunkservers register and heartbeat with a chunkserver credential; the
-    // client core speaks with a client one, as the role checks require.
-    let credential = |role, name: &str| {
-        let out = dir.path().join("creds").join(name);
-        master::pki::issue(dir.path(), role, name, &out).expect("issue");
-        common::tls::CredentialPaths::in_dir(&out)
-            .load()
-            .expect("load credential")
-    };
-    let node_tls = credential(common::tls::Role::Chunkserver, "mem");
-    let client_tls = credential(common::tls::Role::Client, "client");
-    // Keep the in-memory nodes online for placement, as real chunkservers would.
-    let heartbeats =
-        mosaic_tests::mem_nodes::register_mem_nodes(&addr, &node_tls, n, RPC_TIMEOUT).await;
+    let cluster = start_mem_cluster(&keys, CHUNK, n, RPC_TIMEOUT, |config| {
+        config.write_quorum = w;
+        config.read_quorum = r;
+        // Its per-method RPC counters tell how many master calls an operation costs.
+        config.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+    })
+    .await;
+    let (addr, client_tls) = (cluster.addr.clone(), cluster.client_tls.clone());
     let data = Arc::new(MemDataPlane::default());
     let plane: Arc<dyn DataPlane> = Arc::new(data.clone());
     let core = ClientCore::connect(
@@ -71,9 +53,7 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
     Rig {
         core,
         data,
-        _heartbeats: heartbeats,
-        master: running,
-        _dir: dir,
+        cluster,
     }
 }
 
@@ -243,7 +223,7 @@ async fn partial_block_overwrites_holes_and_truncate() {
 
 /// Calls of master method `method` so far, from the master's metrics endpoint.
 async fn master_calls(rig: &Rig, method: &str) -> u64 {
-    let addr = rig.master.metrics_addr.expect("metrics endpoint");
+    let addr = rig.cluster.master.metrics_addr.expect("metrics endpoint");
     let text = common::metrics::scrape(addr, RPC_TIMEOUT)
         .await
         .expect("scrape the master");

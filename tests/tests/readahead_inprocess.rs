@@ -3,14 +3,14 @@
 //! across block and chunk boundaries, this mount's writes and another mount's commits are
 //! never hidden by blocks fetched ahead, and the window stays within its memory bound.
 
+use common::InodeId;
 use common::block::{DataKey, KeyRing};
-use common::config::MasterConfig;
 use common::types::Caller;
-use common::{InodeId, tls::Tls};
 use fs_client::core::{READAHEAD_BUDGET_BYTES, READAHEAD_FILE_MAX_BYTES};
 use fs_client::data::{DataPlane, MemDataPlane};
 use fs_client::meta::MetaConn;
 use fs_client::{ClientCore, CoreConfig};
+use mosaic_tests::mem_nodes::{MemCluster, start_mem_cluster};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,45 +22,23 @@ const RETRY_WINDOW: Duration = Duration::from_secs(5);
 const PIECE: usize = 100_000;
 
 struct Rig {
-    addr: String,
-    client_tls: Tls,
     keys: KeyRing,
     plane: Arc<dyn DataPlane>,
-    _heartbeats: tokio::task::JoinHandle<()>,
-    _master: master::RunningMaster,
-    _dir: tempfile::TempDir,
+    cluster: MemCluster,
 }
 
 async fn rig() -> Rig {
-    let dir = tempfile::tempdir().expect("temp dir");
     let keys = KeyRing::single(DataKey::random(0));
-    master::init_cluster_with_keys(dir.path(), &keys, CHUNK).expect("init");
-    let mut config = MasterConfig::for_tests(dir.path().to_path_buf());
-    config.replicas = 3;
-    config.write_quorum = 2;
-    config.read_quorum = 2;
-    let running = master::start(config).await.expect("start master");
-    let addr = running.addr.to_string();
-    let credential = |role, name: &str| {
-        let out = dir.path().join("creds").join(name);
-        master::pki::issue(dir.path(), role, name, &out).expect("issue");
-        common::tls::CredentialPaths::in_dir(&out)
-            .load()
-            .expect("load credential")
-    };
-    let node_tls = credential(common::tls::Role::Chunkserver, "mem");
-    let client_tls = credential(common::tls::Role::Client, "client");
-    let heartbeats =
-        mosaic_tests::mem_nodes::register_mem_nodes(&addr, &node_tls, 3, RPC_TIMEOUT).await;
+    let cluster = start_mem_cluster(&keys, CHUNK, 3, RPC_TIMEOUT, |config| {
+        config.write_quorum = 2;
+        config.read_quorum = 2;
+    })
+    .await;
     let plane: Arc<dyn DataPlane> = Arc::new(Arc::new(MemDataPlane::default()));
     Rig {
-        addr,
-        client_tls,
         keys,
         plane,
-        _heartbeats: heartbeats,
-        _master: running,
-        _dir: dir,
+        cluster,
     }
 }
 
@@ -69,8 +47,8 @@ impl Rig {
     async fn mount(&self, name: &str) -> Arc<ClientCore> {
         ClientCore::connect(
             MetaConn::new(
-                self.addr.clone(),
-                self.client_tls.clone(),
+                self.cluster.addr.clone(),
+                self.cluster.client_tls.clone(),
                 RPC_TIMEOUT,
                 RETRY_WINDOW,
             ),

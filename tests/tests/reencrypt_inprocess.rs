@@ -5,13 +5,13 @@
 //! put stale data over a newer write").
 
 use common::block::{DataKey, KeyRing};
-use common::config::MasterConfig;
 use common::types::Caller;
 use common::{InodeId, Version};
 use fs_client::core::reseal::Resealed;
 use fs_client::data::{DataPlane, MemDataPlane};
 use fs_client::meta::MetaConn;
 use fs_client::{ClientCore, CoreConfig};
+use mosaic_tests::mem_nodes::start_mem_cluster;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,29 +66,15 @@ async fn read_all(core: &Arc<ClientCore>, fh: u64, len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_waits_out_an_older_grant_and_reseals_only_committed_bytes() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let old_ring = KeyRing::single(DataKey::random(0));
     let mut new_ring = old_ring.clone();
     new_ring.rotate();
-    master::init_cluster_with_keys(dir.path(), &old_ring, CHUNK).expect("init");
-    let mut config = MasterConfig::for_tests(dir.path().to_path_buf());
-    config.replicas = 3;
-    config.write_quorum = 2;
-    config.read_quorum = 2;
-    let running = master::start(config).await.expect("start master");
-    let addr = running.addr.to_string();
-    let credential = |role, name: &str| {
-        let out = dir.path().join("creds").join(name);
-        master::pki::issue(dir.path(), role, name, &out).expect("issue");
-        common::tls::CredentialPaths::in_dir(&out)
-            .load()
-            .expect("load credential")
-    };
-    let node_tls = credential(common::tls::Role::Chunkserver, "mem");
-    let client_tls = credential(common::tls::Role::Client, "client");
-    // Keep the in-memory nodes online for placement, as real chunkservers would.
-    let heartbeats =
-        mosaic_tests::mem_nodes::register_mem_nodes(&addr, &node_tls, 3, RPC_TIMEOUT).await;
+    let cluster = start_mem_cluster(&old_ring, CHUNK, 3, RPC_TIMEOUT, |config| {
+        config.write_quorum = 2;
+        config.read_quorum = 2;
+    })
+    .await;
+    let (addr, client_tls) = (cluster.addr.clone(), cluster.client_tls.clone());
     let data = Arc::new(MemDataPlane::default());
     let plane: Arc<dyn DataPlane> = Arc::new(data.clone());
     let writer = connect_core(&addr, client_tls.clone(), plane.clone(), old_ring, "writer").await;
@@ -177,5 +163,5 @@ async fn pass_waits_out_an_older_grant_and_reseals_only_committed_bytes() {
     writer.release(fh).await.ok();
     // The writer retries its flush: its stale grant is refused, it re-grants on top of the
     // pass's commit, and its bytes win.
-    heartbeats.abort();
+    cluster.heartbeats.abort();
 }
