@@ -668,6 +668,17 @@ impl TestCluster {
         })
     }
 
+    /// Waits until the master counts no chunk below its goal. With acknowledgement at W a
+    /// write or fsync returns before the last replica holds its copy; a test that looks at
+    /// every chunkserver's disk must wait for that copy.
+    pub fn wait_fully_replicated(&self, deadline: Duration) {
+        crate::wait::wait_until(deadline, "every chunk at its replication goal", || {
+            self.master_summary()
+                .map(|s| s.under_replicated == 0)
+                .unwrap_or(false)
+        });
+    }
+
     /// Starts `mosaic-sentinel run` with a new sentinel credential `name` and `extra` flags
     /// (e.g. `--probe-interval-ms`, `--probe-addr n2=127.0.0.1:1`); returns once it reached
     /// the master. It is stopped with the cluster.

@@ -154,6 +154,7 @@ fn tampered_or_swapped_blocks_on_every_replica_give_eio() {
             write_synced(&mount.path().join(name), data);
         }
     }
+    cluster.wait_fully_replicated(std::time::Duration::from_secs(60));
     // Each file is one chunk, on all three chunkservers. On every replica: flip a byte of
     // one chunk's block 0, and swap the other two chunks' files, so each is served blocks
     // that are authentic but bound to another chunk.

@@ -64,6 +64,7 @@ fn chunkserver_disks_hold_only_ciphertext() {
         small
     );
 
+    cluster.wait_fully_replicated(std::time::Duration::from_secs(60));
     let mut dirs: Vec<PathBuf> = (0..cluster.chunkserver_count())
         .map(|i| cluster.chunkserver_data_dir(i).to_path_buf())
         .collect();

@@ -98,6 +98,8 @@ fn metrics_and_node_files_show_what_was_written() {
         // write + close: the data is committed at the master when this returns.
         std::fs::write(&full, &data).unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
+    // The last replica of each chunk may still be writing (acknowledgement at W).
+    cluster.wait_fully_replicated(std::time::Duration::from_secs(60));
 
     // The mount: the bytes written through it and its operation latencies. (Reads are not
     // asserted: right after a write the kernel may serve them from its page cache.)

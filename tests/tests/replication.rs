@@ -206,6 +206,7 @@ fn a_flipped_block_is_served_from_another_replica_and_repaired() {
     } = mc;
     let data = pattern_bytes(44, 3 * MIB);
     write_file(&mount.path().join("f"), &data, &AtomicU64::new(0)).expect("write");
+    cluster.wait_fully_replicated(SETTLE);
     let victim: PathBuf = cluster
         .chunk_files(0)
         .into_iter()
@@ -396,7 +397,10 @@ fn unreferenced_chunks_are_collected() {
     let total = |c: &TestCluster| (0..3).map(|i| c.chunk_files(i).len()).sum::<usize>();
     let path = mount.path().join("f");
     write_file(&path, &pattern_bytes(60, 4 * MIB), &AtomicU64::new(0)).expect("write");
-    assert_eq!(total(&cluster), 12, "4 chunks x 3 replicas");
+    // fsync returns once W = 2 replicas hold each chunk; the third finishes in the background.
+    wait_until(SETTLE, "4 chunks x 3 replicas on disk", || {
+        total(&cluster) == 12
+    });
     // Truncate: chunks past the new end go.
     let f = std::fs::OpenOptions::new()
         .write(true)
