@@ -289,6 +289,14 @@ impl MasterService {
             .collect()
     }
 
+    /// The caller's certificate name, for spans and vote counting ("in-process" for a
+    /// master embedded in a test without TLS).
+    fn peer_name(&self) -> String {
+        self.peer
+            .as_ref()
+            .map_or_else(|| "in-process".to_string(), |p| p.name.clone())
+    }
+
     fn condition_of(&self, node: NodeId) -> NodeCondition {
         self.inner
             .conditions
@@ -1225,10 +1233,7 @@ impl Master for MasterService {
         node: NodeId,
         alive: bool,
     ) -> FsResult<NodeCondition> {
-        let voter = self
-            .peer
-            .as_ref()
-            .map_or_else(|| "in-process".to_string(), |p| p.name.clone());
+        let voter = self.peer_name();
         let span = info_span!("report_node_health", %node, alive, sentinel = %voter);
         if !self.inner.registry.lock().knows(node) {
             return Err(FsError::NotFound);
@@ -1292,10 +1297,7 @@ impl Master for MasterService {
         node: NodeId,
         drain: bool,
     ) -> FsResult<NodeCondition> {
-        let admin = self
-            .peer
-            .as_ref()
-            .map_or_else(|| "in-process".to_string(), |p| p.name.clone());
+        let admin = self.peer_name();
         let span = info_span!("set_node_drain", %node, drain, admin = %admin);
         if !self.inner.registry.lock().knows(node) {
             return Err(FsError::NotFound);
