@@ -19,6 +19,7 @@ pub mod scrub;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod verify;
 
 use anyhow::Context as _;
 use common::NodeId;

@@ -5,7 +5,7 @@
 use crate::repair::PeerConnector;
 use crate::store::Store;
 use common::rpc::ChunkServer;
-use common::types::{BlockData, HeldChunk, NodeStatus, ReadBlocks, WriteBlocks};
+use common::types::{BlockData, HeldChunk, NodeStatus, ReadBlocks, ReplicaCheck, WriteBlocks};
 use common::{ChunkId, FsResult, Version};
 use std::future::Future;
 use tarpc::context::Context;
@@ -129,6 +129,27 @@ impl ChunkServer for ChunkService {
     async fn status(self, _: Context) -> FsResult<NodeStatus> {
         // Not counted as a request: probes must not move the load figure they measure.
         Ok(self.store.status())
+    }
+
+    // Bad-replica evidence (issue 12)
+    async fn verify_replica(
+        self,
+        _: Context,
+        chunk: ChunkId,
+        version: Version,
+    ) -> FsResult<ReplicaCheck> {
+        let span = tracing::info_span!("verify_replica", chunk = ?chunk, version = ?version);
+        let _req = self.store.begin_request();
+        async {
+            let result = crate::verify::verify_replica(&self.store, chunk, version).await;
+            match &result {
+                Ok(check) => tracing::info!(?check, "replica verified for the master"),
+                Err(e) => tracing::warn!(error = %e, "replica could not be verified"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
     }
 }
 

@@ -84,6 +84,7 @@ impl Master for FakeMaster {
         report_node_health(node: NodeId, alive: bool) -> NodeCondition;
         set_node_drain(node: NodeId, drain: bool) -> NodeCondition;
         create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
+        clear_bad_replica(chunk: ChunkId, node: NodeId) -> bool;
     }
 
     async fn report_bad_replica(

@@ -174,6 +174,35 @@ impl KeyRing {
         let first = self.keys.values().next().expect("key ring is never empty");
         blake3::derive_key(KEY_CHECK_CONTEXT, &first.key)
     }
+
+    /// The check value of key `id` (derived as [`KeyRing::key_check`]), `None` when the
+    /// ring lacks it: what `rotate-key` records so a mount can prove it has the current key.
+    pub fn check_of(&self, id: u32) -> Option<[u8; 32]> {
+        self.keys
+            .get(&id)
+            .map(|key| blake3::derive_key(KEY_CHECK_CONTEXT, &key.key))
+    }
+
+    /// Whether this ring can read everything the cluster writes, given the cluster's current
+    /// key (`id` and its check value). An error says which key ids are missing, or that
+    /// key `id` is another key than the cluster's (a rotation made on two copies).
+    pub fn check_current(&self, id: u32, check: &[u8]) -> Result<(), String> {
+        match self.check_of(id) {
+            Some(ours) if ours.as_slice() == check => Ok(()),
+            Some(_) => Err(format!(
+                "key id {id} in this key file is not the cluster's key {id} (its check value \
+                 differs: it was rotated on another copy of the key file)"
+            )),
+            None => {
+                let have: Vec<u32> = self.keys.keys().copied().collect();
+                let lacking: Vec<u32> = (0..=id).filter(|k| !self.keys.contains_key(k)).collect();
+                Err(format!(
+                    "this key file lacks key ids {lacking:?} (it has {have:?}; the cluster's \
+                     current key is {id}): the key was rotated since this file was copied"
+                ))
+            }
+        }
+    }
 }
 
 fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
@@ -398,6 +427,39 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::single(DataKey::new(0, [7u8; 32]))
+    }
+
+    #[test]
+    fn current_key_check_table() {
+        let old = KeyRing::single(DataKey::new(0, [1; 32]));
+        let mut new = old.clone();
+        new.keys.insert(1, DataKey::new(1, [2; 32]));
+        let mut forked = old.clone();
+        forked.keys.insert(1, DataKey::new(1, [3; 32]));
+        let check1 = new.check_of(1).expect("key 1");
+        let check0 = old.check_of(0).expect("key 0");
+        // (ring, current id, current check, Ok or a word the error must contain)
+        type Row<'a> = (&'a KeyRing, u32, [u8; 32], Result<(), &'a str>);
+        let table: &[Row] = &[
+            (&old, 0, check0, Ok(())),
+            (&new, 0, check0, Ok(())),
+            (&new, 1, check1, Ok(())),
+            (&old, 1, check1, Err("lacks key ids [1]")),
+            (&forked, 1, check1, Err("not the cluster's key 1")),
+        ];
+        for (ring, id, check, want) in table {
+            let got = ring.check_current(*id, check);
+            match want {
+                Ok(()) => assert_eq!(got, Ok(()), "key {id}"),
+                Err(word) => {
+                    let e = got.expect_err("refused");
+                    assert!(e.contains(word), "{e}");
+                }
+            }
+        }
+        assert_eq!(old.check_of(1), None);
+        // The first key's check value is the one the cluster has always stored.
+        assert_eq!(old.check_of(0), Some(old.key_check()));
     }
 
     #[test]

@@ -151,6 +151,13 @@ pub trait Master {
     /// round trip and one commit.
     async fn create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode)
     -> FsResult<Attr>;
+
+    // Bad-replica evidence (issue 12)
+    /// An admin's decision after an investigation (`mosaic-sentinel clear-bad`): the replica
+    /// of `chunk` on `node` is no longer marked bad, so it counts and serves again, and its
+    /// pending deletion is cancelled. `NotFound` when the master records no such replica;
+    /// `Ok(false)` when it was not marked bad. Sentinel role only.
+    async fn clear_bad_replica(chunk: ChunkId, node: NodeId) -> FsResult<bool>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.
@@ -168,6 +175,12 @@ pub trait ChunkServer {
     /// here to a new file that replaces any local replica only once complete and fsynced.
     /// The master drives it to repair bad or stale replicas (and re-replication reuses it).
     async fn copy_from(chunk: ChunkId, source: String, version: Version) -> FsResult<()>;
+
+    // Bad-replica evidence (issue 12)
+    /// Reads every stored block of this node's replica of `chunk` and checks its BLAKE3
+    /// checksum (a corrupt file is quarantined as on any read), then checks the replica has
+    /// seen `version`. The master asks before it marks a replica bad. Master role only.
+    async fn verify_replica(chunk: ChunkId, version: Version) -> FsResult<ReplicaCheck>;
 }
 
 /// The master's join endpoint (`join_listen`): the one service a peer without a certificate

@@ -200,6 +200,14 @@ pub fn allowed(role: Role, method: &str) -> bool {
     // Verdicts on nodes (which start re-replication) are the sentinels' alone.
     // So are drains (admin commands run through `mosaic-sentinel`).
     const SENTINEL_ONLY: &[&str] = &["Master.report_node_health", "Master.set_node_drain"];
+    // Bad-replica evidence (issue 12): only the master asks a node to verify its replica
+    // (the answer can drop it), and only an admin (through the sentinel's credential, as
+    // drains) clears a bad mark.
+    match method {
+        "ChunkServer.verify_replica" => return role == Role::Master,
+        "Master.clear_bad_replica" => return role == Role::Sentinel,
+        _ => {}
+    }
     match role {
         // The master calls chunkservers for deletes and repairs.
         Role::Master => method.starts_with("ChunkServer."),
@@ -839,6 +847,9 @@ mod tests {
             ("Master.report_node_health", [false, false, false, true]),
             ("Master.set_node_drain", [false, false, false, true]),
             ("Master.create_open", [false, false, true, false]),
+            // Bad-replica evidence (issue 12)
+            ("ChunkServer.verify_replica", [true, false, false, false]),
+            ("Master.clear_bad_replica", [false, false, false, true]),
         ];
         for (method, expect) in table {
             for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {

@@ -254,6 +254,34 @@ pub struct MountInfo {
     /// The data key's check value; the client compares its own key's against it.
     pub key_check: ByteBuf,
     pub replication: ReplicationPolicy,
+    /// The data key new blocks are sealed with, as `mosaic-master rotate-key --state`
+    /// recorded it (`None`: never rotated that way, key 0 only). A mount whose key file
+    /// lacks it is refused (docs/SECURITY.md, "Key rotation").
+    pub current_key: Option<KeyStamp>,
+}
+
+/// A data key named without revealing it: its id and its check value
+/// (`KeyRing::check_of`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStamp {
+    pub id: u32,
+    pub check: ByteBuf,
+}
+
+/// A chunkserver's own verdict on its replica of a chunk (`ChunkServer::verify_replica`):
+/// the only evidence on which the master marks a replica bad.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaCheck {
+    /// Every stored block passed its BLAKE3 checksum and the replica has seen the asked
+    /// version.
+    Intact,
+    /// A block failed its checksum (the node quarantined the file) or the node's own read
+    /// of it failed.
+    Corrupt(String),
+    /// The node holds no replica of the chunk.
+    Missing,
+    /// The node's replica is older than the asked version.
+    Stale { have: Version },
 }
 
 /// N copies of every chunk; a write needs W acknowledgements; a read R current replicas.

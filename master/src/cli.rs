@@ -39,7 +39,9 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Create the CA and the master's credential for a cluster made before TLS.
     InitPki(InitPkiArgs),
-    /// Add a new data key to a key file: new writes use it, old blocks stay readable.
+    /// Add a new data key to the cluster's key file: new writes use it, old blocks stay
+    /// readable. Run on the master host with --state: it rewrites the master's copy
+    /// (DIR/data.key) and records the new key id, so mounts with an older file are refused.
     RotateKey(RotateKeyArgs),
     /// Make a one-time join token for a chunkserver, client or sentinel: the node redeems
     /// it at the master's join endpoint (`join_listen`) for a credential. Prints the token.
@@ -122,11 +124,13 @@ pub struct InitPkiArgs {
 
 #[derive(Debug, Args)]
 pub struct RotateKeyArgs {
-    /// The data key file to extend (rewritten atomically, mode 0600). Copy it to every
-    /// client and remount them: a client without the new key cannot read new blocks.
-    #[arg(long, value_name = "FILE")]
-    pub key_file: PathBuf,
-    /// The cluster's state directory: the rotation is recorded in its audit log.
+    /// The data key file to extend (rewritten atomically, mode 0600). Default: DIR/data.key,
+    /// the master's copy. Copy the rotated file to every client and remount them: a mount
+    /// with an older file is refused.
+    #[arg(long, value_name = "FILE", required_unless_present = "state")]
+    pub key_file: Option<PathBuf>,
+    /// The cluster's state directory: the new key's id and check value are recorded there
+    /// (mounts with an older key file are refused) and the rotation in its audit log.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
 }
@@ -340,17 +344,46 @@ pub fn init_pki(args: &InitPkiArgs) -> anyhow::Result<()> {
 }
 
 pub fn rotate_key(args: &RotateKeyArgs) -> anyhow::Result<()> {
-    let id = master::rotate_key_file(&args.key_file)?;
-    if let Some(state) = &args.state {
-        admin_audit(state).record(common::audit::Event::KeyRotated {
-            key_file: args.key_file.display().to_string(),
-            key_id: id,
-        });
-    }
+    let key_file = match (&args.key_file, &args.state) {
+        (Some(file), _) => file.clone(),
+        (None, Some(state)) => state.join(master::KEY_FILE),
+        (None, None) => anyhow::bail!("give --state DIR (the master's copy) or --key-file FILE"),
+    };
+    let id = master::rotate_key_file(&key_file)?;
     println!(
-        "added data key {id} to {}: new writes use it; copy the file to every client and remount",
-        args.key_file.display()
+        "added data key {id} to {}: new writes use it; copy this file to every client and \
+         remount them",
+        key_file.display()
     );
+    match &args.state {
+        Some(state) => {
+            let ring = common::block::KeyRing::load(&key_file)?;
+            master::keystate::record(state, &ring)?;
+            admin_audit(state).record(common::audit::Event::KeyRotated {
+                key_file: key_file.display().to_string(),
+                key_id: id,
+            });
+            println!(
+                "recorded key {id} as the cluster's current key in {}: mounts with an older \
+                 key file are refused",
+                master::keystate::path(state).display()
+            );
+            let masters_copy = state.join(master::KEY_FILE);
+            if masters_copy != key_file && masters_copy.exists() {
+                eprintln!(
+                    "note: {} (the master's copy) still holds the old keys: distribute {} and \
+                     replace the master's copy with it",
+                    masters_copy.display(),
+                    key_file.display()
+                );
+            }
+        }
+        None => eprintln!(
+            "warning: without --state the master does not learn of key {id}: mounts with an \
+             older key file are not refused, and the master host's copy is unchanged; run \
+             `mosaic-master rotate-key --state DIR` on the master host instead"
+        ),
+    }
     Ok(())
 }
 

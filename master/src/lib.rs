@@ -7,6 +7,8 @@
 //! [`start`] opens it and serves until [`RunningMaster::shutdown`]; [`run`] wraps both for a
 //! daemon with a shutdown future. Tests call these in-process.
 
+pub mod evidence;
+pub mod keystate;
 pub mod locks;
 pub mod metrics;
 pub mod pki;
@@ -295,6 +297,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             tls.identity().name
         );
     }
+    let service = service.with_connector(repair::connector(tls.clone()));
     let revoked = service.revoked().clone();
     let state_dir = config.state_dir.clone();
     reload_revoked(&state_dir, &revoked).await?;
@@ -319,6 +322,11 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
 
     let (stop, stop_rx) = watch::channel(false);
     let repairer = tokio::spawn(repair::repair_loop(
+        service.clone(),
+        repair::connector(tls.clone()),
+        stop_rx.clone(),
+    ));
+    let confirmer = tokio::spawn(evidence::confirm_loop(
         service.clone(),
         repair::connector(tls.clone()),
         stop_rx.clone(),
@@ -364,7 +372,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             }
         })
     };
-    let mut tasks = vec![server, poller, repairer];
+    let mut tasks = vec![server, poller, repairer, confirmer];
     let mut join_addr = None;
     if let Some(join_listen) = config.join_listen {
         let acceptor = credential.join_acceptor()?;

@@ -66,6 +66,12 @@ struct Inner {
     repair_wake: Arc<tokio::sync::Notify>,
     /// `rebalance_threshold_percent` (0: the rebalancer is off).
     rebalance_threshold: u32,
+    /// Reported replicas waiting for their node's verdict (see `evidence`), and the wake-up
+    /// of the worker that asks.
+    suspects: Mutex<crate::evidence::Suspects>,
+    suspects_wake: Arc<tokio::sync::Notify>,
+    /// Where `rotate-key --state` records the cluster's current key (`keystate`).
+    state_dir: std::path::PathBuf,
 }
 
 #[derive(Clone)]
@@ -75,6 +81,8 @@ pub struct MasterService {
     audit: Audit,
     /// The certificate holder of the connection this copy serves ([`Self::for_peer`]).
     peer: Option<Arc<Identity>>,
+    /// Dials chunkservers for the admin's `clear_bad_replica` ([`Self::with_connector`]).
+    connect: Option<crate::repair::Connector>,
 }
 
 /// What a mutation touched, for its audit record.
@@ -139,9 +147,13 @@ impl MasterService {
                 repair: Mutex::new(crate::repair::RepairState::default()),
                 repair_wake: Arc::new(tokio::sync::Notify::new()),
                 rebalance_threshold: config.rebalance_threshold_percent,
+                suspects: Mutex::new(crate::evidence::Suspects::default()),
+                suspects_wake: Arc::new(tokio::sync::Notify::new()),
+                state_dir: config.state_dir.clone(),
             }),
             audit: Audit::disabled(),
             peer: None,
+            connect: None,
         })
     }
 
@@ -149,6 +161,33 @@ impl MasterService {
     pub fn with_audit(mut self, audit: Audit) -> MasterService {
         self.audit = audit;
         self
+    }
+
+    /// This service dialing chunkservers through `connect` (the admin's clear of a bad
+    /// mark asks the node first).
+    pub fn with_connector(mut self, connect: crate::repair::Connector) -> MasterService {
+        self.connect = Some(connect);
+        self
+    }
+
+    /// Bad-replica evidence (issue 12): the suspects queue, its worker's wake-up and the
+    /// address a node registered with, for `evidence`.
+    pub(crate) fn suspects(&self) -> &Mutex<crate::evidence::Suspects> {
+        &self.inner.suspects
+    }
+
+    pub(crate) fn suspects_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.suspects_wake)
+    }
+
+    pub(crate) fn node_addr(&self, node: NodeId) -> Option<String> {
+        let now = Instant::now();
+        let registry = self.inner.registry.lock();
+        registry
+            .views(now)
+            .into_iter()
+            .find(|v| v.node == node)
+            .map(|v| v.addr)
     }
 
     /// A copy serving the connection of `peer`: its mutations are audited under its name.
@@ -212,7 +251,7 @@ impl MasterService {
 
     /// Runs a store call on a blocking thread inside `span`. Database failures are logged
     /// here, once; ordinary answers (ENOENT and friends) are not errors of the master.
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         span: Span,
         f: impl FnOnce(&dyn MetaStore) -> FsResult<T> + Send + 'static,
@@ -637,6 +676,17 @@ impl Master for MasterService {
         self.inner.leases.lock().grant(session, Instant::now());
         span.in_scope(|| tracing::info!(%session, "session opened"));
         let cluster = self.inner.store.cluster();
+        // Read at every hello: `rotate-key --state` runs as another process.
+        let state_dir = self.inner.state_dir.clone();
+        let current_key = tokio::task::spawn_blocking(move || crate::keystate::load(&state_dir))
+            .await
+            .map_err(|e| FsError::internal(format!("key state task failed: {e}")))?
+            .map_err(|e| {
+                span.in_scope(
+                    || tracing::error!(error = %format!("{e:#}"), "current key unreadable"),
+                );
+                FsError::internal(format!("{e:#}"))
+            })?;
         Ok(MountInfo {
             cluster_id: cluster.id,
             session,
@@ -644,6 +694,7 @@ impl Master for MasterService {
             chunk_size: cluster.chunk_size,
             key_check: ByteBuf::from(cluster.key_check.clone()),
             replication: self.inner.policy,
+            current_key,
         })
     }
 
@@ -973,12 +1024,21 @@ impl Master for MasterService {
         node: NodeId,
         reason: String,
     ) -> FsResult<()> {
+        // Only a suspicion: the replica is marked bad once its node confirms it
+        // (`evidence`), never on the reporter's word.
         let reason: String = reason.chars().take(REASON_MAX).collect();
         let span = info_span!("report_bad_replica", %chunk, %node);
-        let known = self
-            .blocking(span.clone(), move |s| s.mark_bad_replica(chunk, node))
-            .await?;
-        span.in_scope(|| tracing::warn!(known, reason = %reason, "replica reported bad"));
+        let admitted = self
+            .inner
+            .suspects
+            .lock()
+            .add((chunk, node), Instant::now());
+        self.inner.suspects_wake.notify_one();
+        let peer = self.peer.as_deref().map(ToString::to_string);
+        span.in_scope(|| {
+            tracing::warn!(?peer, reason = %reason, ?admitted,
+            "replica reported bad; its node is asked to verify it")
+        });
         Ok(())
     }
 
@@ -1313,6 +1373,11 @@ impl Master for MasterService {
             self.set_condition(node, next, why).instrument(span).await?;
         }
         Ok(self.condition_of(node))
+    }
+
+    // Bad-replica evidence (issue 12)
+    async fn clear_bad_replica(self, _: Context, chunk: ChunkId, node: NodeId) -> FsResult<bool> {
+        crate::evidence::clear_bad(&self, self.connect.as_ref(), chunk, node).await
     }
 
     async fn create_open(

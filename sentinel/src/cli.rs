@@ -45,6 +45,20 @@ enum Command {
     /// Cancel a drain (or bring a decommissioned node back): the node takes chunks again
     /// and its replicas count again (surplus copies are trimmed). Exit status 0, 2 on failure.
     Undrain(DrainArgs),
+    /// After an investigation, clear the bad mark of NODE's replica of CHUNK (as the master
+    /// logs them: `c1f n2`): the master first asks the node to verify every block of it and
+    /// clears the mark only if the node vouches for it; the replica then serves and counts
+    /// again. Exit status 0 (also when it was not marked), 2 on failure or refusal.
+    ClearBad(ClearBadArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClearBadArgs {
+    /// The chunk, as the master's log shows it (`c1f`) or as a decimal id.
+    #[arg(value_name = "CHUNK", value_parser = parse_chunk)]
+    chunk: common::ChunkId,
+    #[command(flatten)]
+    target: DrainArgs,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +148,15 @@ struct StatusArgs {
     tls: common::tls::TlsArgs,
 }
 
+fn parse_chunk(text: &str) -> Result<common::ChunkId, String> {
+    let id = match text.strip_prefix('c') {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    };
+    id.map(common::ChunkId)
+        .ok_or_else(|| format!("{text:?} is not a chunk id (c1f or 31)"))
+}
+
 fn parse_node(text: &str) -> Result<NodeId, String> {
     NodeId::parse(text).ok_or_else(|| format!("{text:?} is not a node id (n1f or 31)"))
 }
@@ -166,8 +189,78 @@ pub fn main() -> ExitCode {
             common::telemetry::init("off");
             ExitCode::from(drain_command(args, false))
         }
+        Command::ClearBad(args) => {
+            common::telemetry::init("off");
+            ExitCode::from(clear_bad_command(args))
+        }
     }
 }
+
+/// `clear-bad`: one `Master::clear_bad_replica` call (the master checks with the node).
+fn clear_bad_command(args: ClearBadArgs) -> u8 {
+    const FAILED: u8 = 2;
+    let ClearBadArgs { chunk, target } = args;
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    target.tls.apply(&mut cert, &mut key, &mut ca);
+    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: {err:#}");
+            return FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
+            return FAILED;
+        }
+    };
+    let node = target.node;
+    let result = runtime.block_on(async {
+        // The node reads and checks the whole chunk before the master answers.
+        let deadline = crate::STATUS_MASTER_DEADLINE + CLEAR_BAD_VERIFY_ALLOWANCE;
+        let client = common::rpc::connect_master(&target.master, &tls, deadline).await?;
+        client
+            .clear_bad_replica(common::rpc::ctx(deadline), chunk, node)
+            .await
+            .map_err(common::FsError::from)?
+    });
+    match result {
+        Ok(true) => {
+            emit(
+                &format!("{chunk} on {node}: bad mark cleared (the node vouched for it)\n"),
+                "",
+            );
+            0
+        }
+        Ok(false) => {
+            emit(&format!("{chunk} on {node}: was not marked bad\n"), "");
+            0
+        }
+        Err(common::FsError::NotFound) => {
+            eprintln!(
+                "mosaic-sentinel: the master at {} records no replica of {chunk} on {node}",
+                target.master
+            );
+            FAILED
+        }
+        Err(err) => {
+            eprintln!(
+                "mosaic-sentinel: clear-bad {chunk} {node}: master {}: {err}",
+                target.master
+            );
+            FAILED
+        }
+    }
+}
+
+/// Time `clear-bad` allows the node to read and checksum a whole chunk (64 MiB on a slow,
+/// busy disk), on top of the usual master deadline.
+const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 
 /// `drain` / `undrain`: one `Master::set_node_drain` call; prints the node's condition.
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {

@@ -75,6 +75,9 @@ impl ChunkServer for StatusOnly {
             ..NodeStatus::default()
         })
     }
+    async fn verify_replica(self, _: Context, _: ChunkId, _: Version) -> FsResult<ReplicaCheck> {
+        Err(FsError::NotSupported)
+    }
 }
 
 /// Serves `StatusOnly` until the returned sender is dropped or fired.
@@ -426,6 +429,9 @@ impl Master for SummaryOnly {
         _: ByteBuf,
         _: NewNode,
     ) -> FsResult<Attr> {
+        refused()
+    }
+    async fn clear_bad_replica(self, _: Context, _: ChunkId, _: NodeId) -> FsResult<bool> {
         refused()
     }
 }

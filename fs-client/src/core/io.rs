@@ -1154,13 +1154,16 @@ pub(super) async fn read_chunk_blocks_bytes(
                 stats.record(replica.node, elapsed, result.is_ok());
                 match result {
                     Ok(blocks) => return Ok(blocks),
-                    Err(e) => {
-                        if matches!(e, FsError::Corrupt(_) | FsError::StaleVersion { .. } | FsError::NotFound) {
-                            report_bad(core, loc.chunk, replica.node, &e).await;
+                    Err(failure) => {
+                        if super::evidence::against_replica(&failure) {
+                            report_bad(core, loc.chunk, replica.node, failure.error()).await;
+                        } else if let super::evidence::ReadFailure::Local(e) = &failure {
+                            // Our key ring or decryption: the replica is not blamed.
+                            tracing::warn!(chunk = ?loc.chunk, node = ?replica.node, error = %e, "cannot open a block of this replica (is this mount's key file current?); not reporting it");
                         } else {
-                            tracing::debug!(chunk = ?loc.chunk, node = ?replica.node, error = %e, "replica read failed; trying the next");
+                            tracing::debug!(chunk = ?loc.chunk, node = ?replica.node, error = ?failure, "replica read failed; trying the next");
                         }
-                        last_err = e;
+                        last_err = failure.into_error();
                         if next < order.len() {
                             pending.push(attempt(&order[next]));
                             hedge = stats.hedge_delay(order[next].node, floor);
@@ -1188,8 +1191,9 @@ pub(super) async fn read_chunk_blocks_bytes(
     })
 }
 
-/// Tells the master a replica served bad data (or none) so it stops listing it and repairs
-/// it. Best effort: the chunkserver reports what it quarantines too.
+/// Tells the master a replica's node said its copy is bad (or missing), so the master asks
+/// the node to verify it and repairs it if confirmed. Best effort: the chunkserver reports
+/// what it quarantines too.
 async fn report_bad(core: &ClientCore, chunk: ChunkId, node: NodeId, err: &FsError) {
     let reason = err.to_string();
     tracing::warn!(?chunk, ?node, %reason, "bad replica; reporting it");
@@ -1275,7 +1279,8 @@ async fn read_from_replica(
     loc: &ChunkLoc,
     first: u32,
     count: u32,
-) -> FsResult<Vec<Bytes>> {
+) -> Result<Vec<Bytes>, super::evidence::ReadFailure> {
+    use super::evidence::ReadFailure;
     let mut out = Vec::with_capacity(count as usize);
     let mut next = first;
     while next < first + count {
@@ -1291,12 +1296,13 @@ async fn read_from_replica(
                     count: n,
                 },
             )
-            .await?;
+            .await
+            .map_err(ReadFailure::Node)?;
         if answer.blocks.len() != n as usize {
-            return Err(FsError::Corrupt(format!(
+            return Err(ReadFailure::Local(FsError::Corrupt(format!(
                 "asked for {n} blocks, got {}",
                 answer.blocks.len()
-            )));
+            ))));
         }
         for (i, block) in answer.blocks.into_iter().enumerate() {
             let index = next + i as u32;
@@ -1309,7 +1315,9 @@ async fn read_from_replica(
             if let Some(sealed) = block
                 && valid > 0
             {
-                plain = common::block::open_bytes(core.keys(), loc.chunk, index, sealed)?.1;
+                plain = common::block::open_bytes(core.keys(), loc.chunk, index, sealed)
+                    .map_err(ReadFailure::Local)?
+                    .1;
                 plain.truncate(valid);
             }
             out.push(plain);

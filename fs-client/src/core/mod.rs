@@ -6,6 +6,7 @@
 //! per-inode write buffer (`buffer.rs`) and the data path (`io.rs`).
 
 mod buffer;
+mod evidence;
 mod falloc;
 mod io;
 mod locks;
@@ -110,6 +111,17 @@ impl ClientCore {
             return Err(FsError::WrongCluster(
                 "the data key does not match this cluster's key (key check value differs)".into(),
             ));
+        }
+        // A ring older than the cluster's current key could not open new blocks: refused
+        // here, with the missing ids, rather than failing reads later (docs/SECURITY.md).
+        if let Some(current) = &info.current_key {
+            keys.check_current(current.id, &current.check)
+                .map_err(|why| {
+                    FsError::WrongCluster(format!(
+                        "{why}; mount with the current key file (the master host's, rewritten \
+                         by `mosaic-master rotate-key --state`)"
+                    ))
+                })?;
         }
         Ok(Arc::new(ClientCore {
             meta,

@@ -75,6 +75,14 @@ pub struct LockRecord {
     pub pid: u32,
 }
 
+/// One replica row with its chunk's confirmed version ([`MetaStore::replica_record`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    pub confirmed: Version,
+    pub version: Version,
+    pub bad: bool,
+}
+
 /// What a freed inode or session left behind, for logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Freed {
@@ -162,6 +170,12 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> FsResult<Attr>;
     /// Marks a replica bad; returns false when the store has no such replica.
     fn mark_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+    /// `node`'s replica row of `chunk` and the chunk's confirmed version; `None` when the
+    /// store has no such replica.
+    fn replica_record(&self, chunk: ChunkId, node: NodeId) -> FsResult<Option<ReplicaRecord>>;
+    /// Clears `node`'s bad mark on `chunk` and cancels the replica's queued deletion;
+    /// returns whether it was marked bad, `None` when the store has no such replica.
+    fn clear_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<Option<bool>>;
 
     // Chunkservers.
     /// Records a node (a known id keeps it; `None` allocates one) at `addr`.

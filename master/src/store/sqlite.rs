@@ -19,7 +19,7 @@
 use super::rules::{self, LINK_MAX};
 use super::{
     ClusterRecord, Freed, GC_BATCH, LockRecord, MAX_CHUNKS_PER_REQUEST, MetaStore,
-    NODE_CONTENTS_PAGE_MAX, SummaryCounts, schema,
+    NODE_CONTENTS_PAGE_MAX, ReplicaRecord, SummaryCounts, schema,
 };
 use crate::placement;
 use crate::registry::NodeView;
@@ -1825,6 +1825,40 @@ impl MetaStore for SqliteStore {
                     "last current replica reported bad: kept on disk, not served");
             }
             Ok(true)
+        })
+    }
+
+    fn replica_record(&self, chunk: ChunkId, node: NodeId) -> FsResult<Option<ReplicaRecord>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT ch.confirmed, r.version, r.bad FROM replicas r
+                 JOIN chunks ch ON ch.id = r.chunk WHERE r.chunk = ?1 AND r.node = ?2",
+            )?
+            .query_row(params![chunk.0 as i64, node.0 as i64], |r| {
+                Ok(ReplicaRecord {
+                    confirmed: Version(r.get::<_, i64>(0)? as u64),
+                    version: Version(r.get::<_, i64>(1)? as u64),
+                    bad: r.get(2)?,
+                })
+            })
+            .optional()?)
+        })
+    }
+
+    fn clear_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<Option<bool>> {
+        self.write(|c| {
+            let bad: Option<bool> = c
+                .prepare_cached("SELECT bad FROM replicas WHERE chunk = ?1 AND node = ?2")?
+                .query_row(params![chunk.0 as i64, node.0 as i64], |r| r.get(0))
+                .optional()?;
+            if bad == Some(true) {
+                c.prepare_cached("UPDATE replicas SET bad = 0 WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+                // A deletion queued by the bad mark must not run on the replica we keep.
+                c.prepare_cached("DELETE FROM gc_queue WHERE chunk = ?1 AND node = ?2")?
+                    .execute(params![chunk.0 as i64, node.0 as i64])?;
+            }
+            Ok(bad)
         })
     }
 
