@@ -1321,6 +1321,39 @@ fn chunk_map_ranges_order_and_lost_chunks() {
         s.prepare_write(f.ino, &[0], &views, policy(3, 1)),
         Err(FsError::Unavailable(_))
     ));
+
+    // Bad-replica evidence (issue 12): an admin's clear after the node vouched gives the
+    // replica back and cancels its queued deletion.
+    let record = s
+        .replica_record(chunk, NodeId(1))
+        .expect("record")
+        .expect("row");
+    assert!(
+        record.bad && record.version == record.confirmed,
+        "{record:?}"
+    );
+    assert_eq!(
+        s.replica_record(ChunkId(999), NodeId(1)).expect("none"),
+        None
+    );
+    assert_eq!(
+        s.clear_bad_replica(chunk, NodeId(1)).expect("clear"),
+        Some(true)
+    );
+    assert_eq!(gc_rows(&s), 1, "node 1's queued deletion is cancelled");
+    assert_eq!(
+        s.clear_bad_replica(chunk, NodeId(1)).expect("again"),
+        Some(false)
+    );
+    assert_eq!(
+        s.clear_bad_replica(ChunkId(999), NodeId(1)).expect("none"),
+        None
+    );
+    let map = s.chunk_map(f.ino, 0, 1, &views).expect("map");
+    assert_eq!(
+        map[0].replicas.iter().map(|r| r.node.0).collect::<Vec<_>>(),
+        [1]
+    );
 }
 
 #[test]
