@@ -60,10 +60,14 @@ fn master_log(cluster: &TestCluster) -> String {
     std::fs::read_to_string(cluster.master_log()).unwrap_or_default()
 }
 
+/// `rotate-key` of the master's copy (`--key-file` is its default with `--state`; named here
+/// so the same command runs against binaries from before `--state` recorded the key).
 fn rotate_on_master_host(cluster: &TestCluster) -> String {
     let mut rotate = Command::new(bin(bins::MASTER));
     rotate
         .arg("rotate-key")
+        .arg("--key-file")
+        .arg(cluster.key_file())
         .arg("--state")
         .arg(cluster.state_dir());
     let out = run(rotate, TOOL_DEADLINE);
@@ -116,6 +120,8 @@ fn a_mount_with_an_old_key_gets_eio_and_no_replica_is_blamed() {
     let said = rotate_on_master_host(&cluster);
     assert!(said.contains("added data key 1"), "{said}");
     reencrypt(&cluster, cluster.key_file());
+    // The resealing writes commit at W; the last replica catches up in the background.
+    cluster.wait_fully_replicated(SETTLE);
     let before = all_replicas(&cluster);
     let files_before = chunk_file_count(&cluster);
 
@@ -205,6 +211,13 @@ fn forged_bad_replica_reports_cannot_drop_any_replica() {
         Ok::<_, FsError>(sent)
     })
     .expect("reports accepted");
+    // A mark on a report's word alone would show at once.
+    std::thread::sleep(WOULD_SHOW);
+    assert_eq!(
+        all_replicas(&cluster),
+        before,
+        "{reports} forged reports dropped or demoted replicas"
+    );
     let replicas: usize = before.iter().map(|(_, held)| held.len()).sum();
     let log = cluster.master_log();
     // The master asked every node about each of its replicas, and each vouched for it.
