@@ -1,7 +1,8 @@
 //! A replica is marked bad only on its own node's evidence (issue 12, docs/SECURITY.md "Bad
 //! replicas"): a mount with an out-of-date key gets EIO and blames no replica; a client that
 //! reports every replica it can name as bad makes no chunk lose a replica; a genuinely
-//! flipped byte is still confirmed by its node and repaired. Real daemons on loopback and
+//! flipped byte is still confirmed by its node and repaired, and `mosaic-sentinel clear-bad`
+//! is refused while the node does not vouch for the replica. Real daemons on loopback and
 //! real FUSE mounts; every wait has a deadline.
 
 use std::io::Write as _;
@@ -92,6 +93,24 @@ fn reencrypt(cluster: &TestCluster, key: &Path) {
         out.stdout_text(),
         out.stderr_text()
     );
+}
+
+/// `mosaic-sentinel clear-bad CHUNK NODE` with the sentinel credential: whether it exited 0,
+/// and what it printed.
+fn clear_bad(cluster: &TestCluster, chunk: ChunkId, node: NodeId) -> (bool, String) {
+    let mut cmd = Command::new(bin(bins::SENTINEL));
+    cmd.arg("clear-bad")
+        .arg(chunk.to_string())
+        .arg(node.to_string())
+        .arg("--master")
+        .arg(cluster.master_addr())
+        .arg("--credentials")
+        .arg(cluster.credentials("sentinel"));
+    let out = run(cmd, TOOL_DEADLINE);
+    (
+        out.status.success(),
+        format!("{}{}", out.stdout_text(), out.stderr_text()),
+    )
 }
 
 #[test]
@@ -271,6 +290,13 @@ fn a_flipped_byte_is_confirmed_by_its_node_and_repaired() {
         .next()
         .expect("chunkserver 0 holds the chunk");
     let name = victim.file_name().expect("file name").to_owned();
+    let chunk = name
+        .to_str()
+        .and_then(|n| n.strip_suffix(".chunk"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .map(ChunkId)
+        .expect("a chunk file name");
+    let node0 = cluster.chunkserver_node(0);
     {
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -295,6 +321,12 @@ fn a_flipped_byte_is_confirmed_by_its_node_and_repaired() {
     wait_until_logged(SETTLE, "the node to confirm the damage", &log, || {
         master_log(&cluster).contains("replica confirmed bad by its node")
     });
+    // The admin cannot clear the mark: the node no longer vouches for the replica.
+    let (cleared, said) = clear_bad(&cluster, chunk, node0);
+    assert!(
+        !cleared && said.contains("does not vouch"),
+        "clear-bad of a quarantined replica:\n{said}"
+    );
     cluster.restart_chunkserver(1);
     cluster.restart_chunkserver(2);
     wait_until_logged(
@@ -310,6 +342,11 @@ fn a_flipped_byte_is_confirmed_by_its_node_and_repaired() {
                     .master_summary()
                     .is_ok_and(|s| s.under_replicated == 0 && s.lost == 0)
         },
+    );
+    let (cleared, said) = clear_bad(&cluster, chunk, node0);
+    assert!(
+        cleared && said.contains("was not marked bad"),
+        "clear-bad of the repaired replica:\n{said}"
     );
     // The repaired copy is good: it serves the file alone.
     cluster.kill_chunkserver(1);
