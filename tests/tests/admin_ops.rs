@@ -55,7 +55,7 @@ fn small_nodes_take_a_thousand_small_files_then_fill_with_enospc_shown_in_status
     let status = cluster.sentinel_status();
     assert_eq!(status["verdict"], "HEALTHY", "{status:#}");
 
-    // Fill for real. Every node holds every chunk (3 replicas on 3 nodes), so the data that
+    // Fill for real, with data that cannot be stored as holes. Every node holds every chunk (3 replicas on 3 nodes), so the data that
     // fits is what the fullest node has left, less the sealed blocks' overhead.
     let summary = cluster.wait_all_nodes_online(SETTLE);
     let free: Vec<u64> = summary
@@ -67,7 +67,7 @@ fn small_nodes_take_a_thousand_small_files_then_fill_with_enospc_shown_in_status
     let most = *free.iter().max().expect("nodes");
     let big = mount.path().join("big");
     let out = sh_output(&format!(
-        "dd if=/dev/zero of='{}' bs=1M count=400 conv=fsync",
+        "dd if=/dev/urandom of='{}' bs=1M count=400 iflag=fullblock conv=fsync",
         big.display()
     ));
     assert!(!out.status.success(), "400 MiB fit on 256 MiB nodes");
@@ -78,9 +78,11 @@ fn small_nodes_take_a_thousand_small_files_then_fill_with_enospc_shown_in_status
     );
     let written = std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0);
     // The right point: close to the space there was (before, placement wanted a whole
-    // free chunk and refused with 64 MiB still free on every node).
+    // free chunk and refused with 64 MiB still free on every node). The recorded size may
+    // run a few MiB past it: what the writer had already handed over when the error
+    // surfaced (seen: 250 MiB recorded with 244 MiB free).
     assert!(
-        written >= least * 85 / 100 && written <= most,
+        written >= least * 85 / 100 && written <= most + 16 * MIB,
         "ENOSPC after {written} bytes with {least}..{most} bytes free per node"
     );
     // A new file needs a new chunk: placement refuses it, the master says why.
