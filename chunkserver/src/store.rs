@@ -1012,7 +1012,11 @@ impl Inner {
             return Err(out_of_range(req.first_block, count, chunk_blocks));
         }
         let incoming: u64 = req.blocks.iter().map(|b| b.len() as u64).sum();
-        if !fits(self.capacity, self.used_bytes.load(Ordering::Relaxed), incoming) {
+        if !fits(
+            self.capacity,
+            self.used_bytes.load(Ordering::Relaxed),
+            incoming,
+        ) {
             return Err(FsError::NoSpace);
         }
 

@@ -515,13 +515,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data.key");
         std::fs::write(&path, ring().to_file_text()).expect("write");
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o644, false), (0o640, false), (0o602, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o644, false),
+            (0o640, false),
+            (0o602, false),
+        ] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
             let result = KeyRing::load(&path);
             assert_eq!(result.is_ok(), ok, "mode {mode:o}");
             if let Err(e) = result {
                 let text = format!("{e:#}");
-                assert!(text.contains("accessible by other users") && text.contains("chmod 600"), "{text}");
+                assert!(
+                    text.contains("accessible by other users") && text.contains("chmod 600"),
+                    "{text}"
+                );
             }
         }
     }

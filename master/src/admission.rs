@@ -99,8 +99,18 @@ mod tests {
     #[test]
     fn drains_without_enough_other_nodes_up_are_refused() {
         let three = [m(1, Up, true), m(2, Up, true), m(3, Up, true)];
-        let four = [m(1, Up, true), m(2, Up, true), m(3, Up, true), m(4, Up, true)];
-        let one_down = [m(1, Up, true), m(2, Up, false), m(3, Up, true), m(4, Up, true)];
+        let four = [
+            m(1, Up, true),
+            m(2, Up, true),
+            m(3, Up, true),
+            m(4, Up, true),
+        ];
+        let one_down = [
+            m(1, Up, true),
+            m(2, Up, false),
+            m(3, Up, true),
+            m(4, Up, true),
+        ];
         let one_draining = [
             m(1, Up, true),
             m(2, Draining, true),

@@ -94,7 +94,12 @@ mod tests {
         r.refused(t0 + Duration::from_secs(10), "second".into());
         assert_eq!(r.total(), 2);
         // (seconds after t0) -> notice (last_ms) or none
-        let table = [(10, Some(0)), (30, Some(20_000)), (69, Some(59_000)), (70, None)];
+        let table = [
+            (10, Some(0)),
+            (30, Some(20_000)),
+            (69, Some(59_000)),
+            (70, None),
+        ];
         for (at, want) in table {
             let got = r.notice(t0 + Duration::from_secs(at));
             match (got, want) {
@@ -127,11 +132,7 @@ mod tests {
                 ..NodeStatus::default()
             },
         };
-        let text = describe(
-            2,
-            128 << 10,
-            &[view(1, true, 256 << 20), view(2, false, 0)],
-        );
+        let text = describe(2, 128 << 10, &[view(1, true, 256 << 20), view(2, false, 0)]);
         assert_eq!(
             text,
             "a new chunk needs 2 nodes with 0.1 MiB free; n1 0.0 MiB of 256.0 MiB free, \

@@ -158,10 +158,12 @@ fn goals_and_drains_the_nodes_cannot_satisfy_are_refused_with_the_numbers() {
         .sentinel_drain(node, true)
         .expect_err("a drain that cannot complete is refused");
     assert!(
-        err.contains(&format!("draining {node} needs 3 other nodes up"))
-            && err.contains("2 are"),
+        err.contains(&format!("draining {node} needs 3 other nodes up")) && err.contains("2 are"),
         "{err}"
     );
     let status = cluster.sentinel_status();
-    assert_eq!(status["verdict"], "HEALTHY", "nothing was queued: {status:#}");
+    assert_eq!(
+        status["verdict"], "HEALTHY",
+        "nothing was queued: {status:#}"
+    );
 }

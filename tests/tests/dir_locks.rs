@@ -35,12 +35,16 @@ fn a_second_master_on_one_state_directory_is_refused_with_the_holders_pid() {
     // The admin commands that write the state directory work while the master runs.
     cluster.issue("client", "late-client");
     cluster.revoke("late-client");
-    cluster.master_summary().expect("the first master still serves");
+    cluster
+        .master_summary()
+        .expect("the first master still serves");
 
     // kill -9 leaves the lock file with a dead pid: the restart is not blocked by it.
     cluster.kill_master();
     cluster.restart_master();
-    cluster.master_summary().expect("the restarted master serves");
+    cluster
+        .master_summary()
+        .expect("the restarted master serves");
 }
 
 #[test]
