@@ -29,6 +29,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Names the data directory's lock file (`mosaic-chunkserver.lock`, see `common::dirlock`).
+pub const LOCK_NAME: &str = "mosaic-chunkserver";
+
 /// A started chunkserver: registered with the master and serving.
 pub struct RunningChunkserver {
     /// The advertised address clients connect to.
@@ -91,11 +94,15 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         chunk_size: None,
         direct_io: config.direct_io,
     };
-    let (identity, (store, bad_rx)) = tokio::task::spawn_blocking(move || {
+    let (lock, identity, (store, bad_rx)) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&opts.data_dir)
             .with_context(|| format!("create data directory {}", opts.data_dir.display()))?;
+        // Before the directory is read: two chunkservers on one data directory would write
+        // the same chunk files and report them as two nodes' replicas.
+        let lock = common::dirlock::DirLock::acquire(&opts.data_dir, LOCK_NAME)
+            .context("lock the data directory")?;
         let identity = identity::load(&opts.data_dir)?;
-        anyhow::Ok((identity, store::Store::open(opts)?))
+        anyhow::Ok((lock, identity, store::Store::open(opts)?))
     })
     .await
     .context("join data directory opener")??;
@@ -187,6 +194,8 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         let _ = scrubber.await;
         drop(metrics_server);
         tracing::info!("chunkserver stopped");
+        // Released last, once nothing of this node touches the data directory.
+        drop(lock);
         ended
     });
     tracing::info!(node = ?node, addr = %addr, "serving");

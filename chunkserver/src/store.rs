@@ -371,6 +371,15 @@ impl From<io::Error> for Fault {
     }
 }
 
+/// Whether a write of `incoming` bytes fits a node holding `used` bytes of its configured
+/// `capacity`. The capacity is the admin's limit and the master places by it, so a write
+/// past it is refused (ENOSPC) as a full disk would refuse it. Counted by what the write
+/// carries: an overwrite that reuses allocated slots is counted as growth, erring on the
+/// side of refusing. Without a configured capacity the filesystem's own ENOSPC applies.
+fn fits(capacity: Option<u64>, used: u64, incoming: u64) -> bool {
+    capacity.is_none_or(|capacity| used.saturating_add(incoming) <= capacity)
+}
+
 fn io_error(what: &str, e: io::Error) -> FsError {
     if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
         FsError::NoSpace
@@ -1001,6 +1010,14 @@ impl Inner {
         let end = u64::from(req.first_block) + count as u64;
         if end > u64::from(chunk_blocks) {
             return Err(out_of_range(req.first_block, count, chunk_blocks));
+        }
+        let incoming: u64 = req.blocks.iter().map(|b| b.len() as u64).sum();
+        if !fits(
+            self.capacity,
+            self.used_bytes.load(Ordering::Relaxed),
+            incoming,
+        ) {
+            return Err(FsError::NoSpace);
         }
 
         if req.base >= req.version {
@@ -2161,6 +2178,53 @@ mod tests {
         assert!(is_invalid(
             store.read_blocks(read_req(c, 0, u32::MAX, 1)).await
         ));
+    }
+
+    #[test]
+    fn writes_fit_the_configured_capacity() {
+        // (capacity, used, incoming) -> fits
+        let table = [
+            (None, u64::MAX, 1, true),
+            (Some(100), 0, 100, true),
+            (Some(100), 40, 60, true),
+            (Some(100), 40, 61, false),
+            (Some(100), 200, 0, false),
+            (Some(100), u64::MAX, 1, false),
+        ];
+        for (capacity, used, incoming, want) in table {
+            assert_eq!(
+                fits(capacity, used, incoming),
+                want,
+                "{capacity:?} {used} {incoming}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_configured_capacity_is_refused_with_no_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let capacity = 4 * BLOCK_SIZE as u64;
+        let (store, _bad) = Store::open(StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            capacity_bytes: Some(capacity),
+            sync_every_write: false,
+            chunk_size: Some(CHUNK_SIZE),
+            direct_io: false,
+        })
+        .expect("open");
+        let mut refused = None;
+        for i in 1..=16u64 {
+            let c = ChunkId(i);
+            let req = write_req(c, 1, 0, vec![sealed(c, 0, Version(1), BLOCK_SIZE)]);
+            if let Err(e) = store.write_blocks(req).await {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (at, err) = refused.expect("a full node refuses writes");
+        assert_eq!(err, FsError::NoSpace);
+        assert!(at > 1, "the first block fits");
+        assert!(store.status().used_bytes <= capacity + BLOCK_SIZE as u64 * 2);
     }
 
     #[tokio::test]

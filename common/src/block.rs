@@ -130,12 +130,15 @@ impl KeyRing {
     pub fn load(path: &Path) -> anyhow::Result<KeyRing> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read key file {}: {e}", path.display()))?;
-        KeyRing::parse(&text).map_err(|e| {
+        let ring = KeyRing::parse(&text).map_err(|e| {
             anyhow::anyhow!(
                 "key file {} is not a MosaicFS data key file: {e}; use the key file made by `mosaic-master init`",
                 path.display()
             )
-        })
+        })?;
+        // The data key decrypts every file: refused readable by others, as a TLS key is.
+        crate::tls::check_secret_file(path, "data key file")?;
+        Ok(ring)
     }
 
     /// The file text for this ring (0600 is the caller's job).
@@ -566,6 +569,32 @@ mod tests {
         let text = ring.to_file_text();
         let again = KeyRing::parse(&text).expect("round trip");
         assert_eq!(again.key_check(), ring.key_check());
+    }
+
+    #[test]
+    fn a_key_file_readable_by_others_is_refused_like_a_tls_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.key");
+        std::fs::write(&path, ring().to_file_text()).expect("write");
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o644, false),
+            (0o640, false),
+            (0o602, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let result = KeyRing::load(&path);
+            assert_eq!(result.is_ok(), ok, "mode {mode:o}");
+            if let Err(e) = result {
+                let text = format!("{e:#}");
+                assert!(
+                    text.contains("accessible by other users") && text.contains("chmod 600"),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -445,12 +445,18 @@ fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 /// A private key others can read is no longer a credential: refuse it as ssh does.
 fn check_key_permissions(path: &Path) -> anyhow::Result<()> {
+    check_secret_file(path, "private key")
+}
+
+/// Refuses a secret file (`what`: "private key", "data key file") that users other than
+/// its owner can read or write, as ssh does: the TLS key and the data key get one rule.
+pub fn check_secret_file(path: &Path, what: &str) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("cannot read private key {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         anyhow::bail!(
-            "private key {} is accessible by other users (mode {mode:o}): run `chmod 600 {}`",
+            "{what} {} is accessible by other users (mode {mode:o}): run `chmod 600 {}`",
             path.display(),
             path.display()
         );

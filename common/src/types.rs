@@ -471,6 +471,40 @@ pub struct ClusterSummary {
     pub nodes: Vec<NodeInfo>,
     /// Re-replication and repair progress since the master started.
     pub repair: RepairProgress,
+    /// New chunks refused for lack of space since the master started (ENOSPC to writers).
+    pub writes_refused_no_space: u64,
+    /// What keeps the cluster from doing what it is asked that the counts above do not
+    /// show; `status` is not HEALTHY while there is any.
+    pub notices: Vec<ClusterNotice>,
+}
+
+/// One reason the master knows the cluster is impaired beyond its counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterNotice {
+    /// Writes were refused for lack of space recently: `refusals` since the master
+    /// started, the last `last_ms` milliseconds ago, with the numbers of the last one.
+    WritesRefused {
+        refusals: u64,
+        last_ms: u64,
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for ClusterNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterNotice::WritesRefused {
+                refusals,
+                last_ms,
+                detail,
+            } => write!(
+                f,
+                "writes refused for lack of space ({refusals} since the master started, last \
+                 {}s ago): {detail}",
+                last_ms / 1000
+            ),
+        }
+    }
 }
 
 /// One replica the master records on a node: which chunk of which file, at which version.

@@ -7,6 +7,7 @@
 //! [`start`] opens it and serves until [`RunningMaster::shutdown`]; [`run`] wraps both for a
 //! daemon with a shutdown future. Tests call these in-process.
 
+pub mod admission;
 pub mod evidence;
 pub mod keystate;
 pub mod locks;
@@ -18,6 +19,7 @@ pub mod registry;
 pub mod repair;
 pub mod service;
 pub mod sessions;
+pub mod space;
 pub mod store;
 pub mod tokens;
 
@@ -42,6 +44,8 @@ use tokio::task::JoinHandle;
 
 /// The metadata database's file name inside the state directory.
 pub const DB_FILE: &str = "meta.db";
+/// Names the state directory's lock file (`mosaic-master.lock`, see `common::dirlock`).
+pub const LOCK_NAME: &str = "mosaic-master";
 /// The default key file name inside the state directory.
 pub const KEY_FILE: &str = "data.key";
 /// The largest chunk size `init` accepts: 1 GiB. Larger chunks make each re-replication and
@@ -204,6 +208,8 @@ pub struct RunningMaster {
     pub join_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The state directory's lock: released only after every task has stopped.
+    _lock: common::dirlock::DirLock,
 }
 
 impl RunningMaster {
@@ -242,6 +248,20 @@ fn check_config(config: &MasterConfig) -> anyhow::Result<()> {
 /// foreign, corrupt or newer `meta.db` with a one-line error naming the file and the fix.
 pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     check_config(&config)?;
+    // Before anything is read: a second master on one state directory would commit to the
+    // same database and hand out conflicting versions. Offline admin commands (issue,
+    // revoke, issue-token, rotate-key) take no lock: they never open meta.db and only append
+    // fsynced lines or rename whole files, which the running master re-reads.
+    if !config.state_dir.is_dir() {
+        anyhow::bail!(
+            "metadata database {} does not exist: run `mosaic-master init --state {}` first",
+            config.state_dir.join(DB_FILE).display(),
+            config.state_dir.display()
+        );
+    }
+    let lock = common::dirlock::DirLock::acquire(&config.state_dir, LOCK_NAME)
+        .context("lock the state directory")?;
+    tracing::info!(file = %lock.path().display(), "state directory locked");
     let db = config.state_dir.join(DB_FILE);
     let durable = config.durable_commits;
     let setup_config = config.clone();
@@ -411,6 +431,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
         join_addr,
         stop,
         tasks,
+        _lock: lock,
     })
 }
 

@@ -108,6 +108,12 @@ pub fn summary_snapshot(summary: &ClusterSummary) -> Snapshot {
     for (name, help, value) in cluster {
         s.gauge(name, help, &[], value as f64);
     }
+    s.counter(
+        "writes_refused_no_space",
+        "New chunks refused for lack of space on enough nodes (ENOSPC to the writer)",
+        &[],
+        summary.writes_refused_no_space,
+    );
     for node in &summary.nodes {
         let id = node.node.to_string();
         let labels = [("node", id.as_str()), ("addr", node.addr.as_str())];
@@ -199,6 +205,8 @@ mod tests {
                 },
             ],
             repair: Default::default(),
+            writes_refused_no_space: 7,
+            notices: Vec::new(),
         };
         let repair = RepairMetrics::default();
         repair.copied(1 << 20);
@@ -232,5 +240,9 @@ mod tests {
             Some(((1 << 20) + 10) as f64)
         );
         assert_eq!(get("mosaic_master_repair_failures_total", &[]), Some(1.0));
+        assert_eq!(
+            get("mosaic_master_writes_refused_no_space_total", &[]),
+            Some(7.0)
+        );
     }
 }

@@ -1,11 +1,21 @@
 //! Replica placement: which nodes receive a new chunk. A pure function of the node views,
 //! table-tested; it never looks at the clock or the database.
 //!
-//! Rule: online, not draining, at least `min_free` bytes free, not excluded; most free space
+//! Rule: online, not draining, at least `min_free` bytes free (a new chunk's footprint,
+//! [`NEW_CHUNK_FOOTPRINT`]), not excluded; most free space
 //! first so that nodes fill evenly; ties broken by node id so the choice is deterministic.
 
 use crate::registry::NodeView;
 use common::{FsError, NodeId};
+
+/// What a new chunk is counted as taking on each replica from its placement until the
+/// node's next report, and the free space a node needs to be given one: two sealed blocks,
+/// the least a written chunk holds (one block slot, its header and block table) with room
+/// to spare. Not the chunk size: most chunks of small files never grow past a block, and
+/// counting 64 MiB for each made small nodes refuse writes while nearly empty. A chunk that
+/// grows past its reservation is bounded by the chunkserver, which refuses writes beyond
+/// its capacity (ENOSPC).
+pub const NEW_CHUNK_FOOTPRINT: u64 = 2 * common::block::BLOCK_SIZE as u64;
 
 pub fn choose_replicas(
     nodes: &[NodeView],

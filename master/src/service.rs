@@ -72,6 +72,8 @@ struct Inner {
     suspects_wake: Arc<tokio::sync::Notify>,
     /// Where `rotate-key --state` records the cluster's current key (`keystate`).
     state_dir: std::path::PathBuf,
+    /// New chunks refused for lack of space, for the log, the metrics and the summary.
+    space: Mutex<crate::space::SpaceRefusals>,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,7 @@ impl MasterService {
                 suspects: Mutex::new(crate::evidence::Suspects::default()),
                 suspects_wake: Arc::new(tokio::sync::Notify::new()),
                 state_dir: config.state_dir.clone(),
+                space: Mutex::default(),
             }),
             audit: Audit::disabled(),
             peer: None,
@@ -315,8 +318,40 @@ impl MasterService {
         &self.inner.repair_metrics
     }
 
+    /// Records a placement refused for lack of space; logs the first of a burst with the
+    /// numbers (the rest are counted, and shown by `status` while they last).
+    fn space_refused(&self, ino: InodeId, views: &[NodeView]) {
+        let now = Instant::now();
+        let detail = crate::space::describe(
+            self.inner.policy.w as usize,
+            crate::placement::NEW_CHUNK_FOOTPRINT,
+            views,
+        );
+        let mut space = self.inner.space.lock();
+        if space.notice(now).is_none() {
+            tracing::warn!(%ino, %detail, "write refused for lack of space (ENOSPC); further \
+                refusals are counted in mosaic_master_writes_refused_no_space_total");
+        } else {
+            tracing::debug!(%ino, %detail, "write refused for lack of space (ENOSPC)");
+        }
+        space.refused(now, detail);
+    }
+
     fn views(&self) -> Vec<NodeView> {
         self.inner.registry.lock().views(Instant::now())
+    }
+
+    /// Every known node with its condition and liveness, for `admission`.
+    fn members(&self) -> Vec<crate::admission::Member> {
+        let conditions = self.conditions();
+        self.views()
+            .into_iter()
+            .map(|v| crate::admission::Member {
+                node: v.node,
+                condition: conditions.get(&v.node).copied().unwrap_or_default(),
+                online: v.online,
+            })
+            .collect()
     }
 
     fn conditions(&self) -> HashMap<NodeId, NodeCondition> {
@@ -983,18 +1018,22 @@ impl Master for MasterService {
             }
         }
         let policy = self.inner.policy;
+        let refused_views = views.clone();
         let grants = self
             .blocking(span, move |s| {
                 s.prepare_write(ino, &indexes, &views, policy)
             })
-            .await?;
-        // A never-committed chunk is new on its replicas: count it as used there until their
-        // next heartbeats, so that the placements in between see the space going.
-        let chunk_size = self.inner.store.cluster().chunk_size;
+            .await;
+        if grants == Err(FsError::NoSpace) {
+            self.space_refused(ino, &refused_views);
+        }
+        let grants = grants?;
+        // A never-committed chunk is new on its replicas: count its footprint as used there
+        // until their next heartbeats, so that the placements in between see the space going.
         let mut registry = self.inner.registry.lock();
         for grant in grants.iter().filter(|g| g.base == Version(0)) {
             for replica in &grant.replicas {
-                registry.reserve(replica.node, chunk_size);
+                registry.reserve(replica.node, crate::placement::NEW_CHUNK_FOOTPRINT);
             }
         }
         drop(registry);
@@ -1173,6 +1212,13 @@ impl Master for MasterService {
             })
             .collect();
         let repair = self.inner.repair.lock().snapshot(Instant::now());
+        let (writes_refused_no_space, notices) = {
+            let space = self.inner.space.lock();
+            (
+                space.total(),
+                space.notice(Instant::now()).into_iter().collect(),
+            )
+        };
         Ok(ClusterSummary {
             cluster_id: self.inner.store.cluster().id,
             replication: self.inner.policy,
@@ -1184,6 +1230,8 @@ impl Master for MasterService {
             logical_bytes: counts.logical_bytes,
             nodes,
             repair,
+            writes_refused_no_space,
+            notices,
         })
     }
 
@@ -1253,6 +1301,10 @@ impl Master for MasterService {
         let span = info_span!("set_goal", %ino, goal);
         // Checked here too, so that a bad value is refused before touching the store.
         common::types::check_goal(goal)?;
+        if let Err(e) = crate::admission::check_goal(goal, &self.members()) {
+            span.in_scope(|| tracing::warn!(error = %e, "replication goal refused"));
+            return Err(e);
+        }
         let set = self
             .blocking_once(span, op, move |s| s.set_goal(ino, goal))
             .await?;
@@ -1364,6 +1416,16 @@ impl Master for MasterService {
         }
         let current = self.condition_of(node);
         let next = next_drain_condition(current, drain)?;
+        if next == NodeCondition::Draining && current != NodeCondition::Draining {
+            let default_goal = self.inner.policy.n;
+            let goal = self
+                .blocking(span.clone(), move |s| s.drain_goal(node, default_goal))
+                .await?;
+            if let Err(e) = crate::admission::check_drain(node, goal, &self.members()) {
+                span.in_scope(|| tracing::warn!(error = %e, "drain refused"));
+                return Err(e);
+            }
+        }
         if next != current {
             let why = if drain {
                 "drain requested"

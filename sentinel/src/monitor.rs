@@ -403,6 +403,8 @@ mod tests {
                 logical_bytes: 0,
                 nodes: self.nodes.clone(),
                 repair: Default::default(),
+                writes_refused_no_space: 0,
+                notices: Vec::new(),
             })
         }
 

@@ -7,7 +7,9 @@
 
 use crate::cluster::Cluster;
 use crate::health::{self, HealthPolicy, NodeState, Probe, ProbeHistory, ProbeOutcome};
-use common::types::{ClusterSummary, NodeCondition, NodeInfo, RepairProgress, ReplicationPolicy};
+use common::types::{
+    ClusterNotice, ClusterSummary, NodeCondition, NodeInfo, RepairProgress, ReplicationPolicy,
+};
 use common::{FsError, NodeId};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -155,6 +157,24 @@ pub fn verdict(
     (verdict, unavailable)
 }
 
+/// The verdict once the master's notices are counted: each is a reason, and a cluster
+/// with any is not HEALTHY (writes being refused are a fault an admin must act on). Pure.
+pub fn with_notices(
+    verdict: Verdict,
+    mut reasons: Vec<String>,
+    notices: &[ClusterNotice],
+) -> (Verdict, Vec<String>) {
+    if notices.is_empty() {
+        return (verdict, reasons);
+    }
+    reasons.extend(notices.iter().map(ToString::to_string));
+    let verdict = match verdict {
+        Verdict::Healthy => Verdict::Degraded,
+        other => other,
+    };
+    (verdict, reasons)
+}
+
 /// Builds the report from the master's summary (fetched at `summary_at`) and one probe per
 /// node (missing probes count as "not probed"). Pure.
 pub fn build_report(
@@ -191,6 +211,7 @@ pub fn build_report(
         })
         .collect();
     let (verdict, reasons) = verdict(None, &chunks, &facts);
+    let (verdict, reasons) = with_notices(verdict, reasons, &summary.notices);
     StatusReport {
         verdict,
         reasons,
@@ -523,6 +544,45 @@ mod tests {
             logical_bytes: 12345,
             nodes,
             repair: Default::default(),
+            writes_refused_no_space: 0,
+            notices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn notices_are_reasons_and_never_healthy() {
+        let refused = ClusterNotice::WritesRefused {
+            refusals: 3,
+            last_ms: 2_500,
+            detail: "a new chunk needs 2 nodes".into(),
+        };
+        let text = "writes refused for lack of space (3 since the master started, last 2s ago): \
+                    a new chunk needs 2 nodes";
+        // (verdict before, notices) -> verdict after, reasons after
+        let table = [
+            (Verdict::Healthy, vec![], Verdict::Healthy, vec![]),
+            (
+                Verdict::Healthy,
+                vec![refused.clone()],
+                Verdict::Degraded,
+                vec![text],
+            ),
+            (
+                Verdict::Unavailable,
+                vec![refused],
+                Verdict::Unavailable,
+                vec!["x", text],
+            ),
+        ];
+        for (before, notices, want, want_reasons) in table {
+            let reasons = if before == Verdict::Unavailable {
+                vec!["x".to_string()]
+            } else {
+                vec![]
+            };
+            let (got, got_reasons) = with_notices(before, reasons, &notices);
+            assert_eq!(got, want, "{before:?} {notices:?}");
+            assert_eq!(got_reasons, want_reasons, "{before:?}");
         }
     }
 

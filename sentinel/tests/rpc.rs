@@ -461,6 +461,8 @@ async fn start_master(nodes: Vec<NodeInfo>) -> (String, Arc<Mutex<ClusterSummary
         logical_bytes: 4096,
         nodes,
         repair: Default::default(),
+        writes_refused_no_space: 0,
+        notices: Vec::new(),
     }));
     let listener = rpc::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

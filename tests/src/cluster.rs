@@ -365,6 +365,16 @@ impl TestCluster {
         &self.state_dir
     }
 
+    /// The running master's pid (what a refused second master names as the holder).
+    pub fn master_pid(&self) -> Option<i32> {
+        self.master.pid()
+    }
+
+    /// Chunkserver `i`'s pid while it runs.
+    pub fn chunkserver_pid(&self, i: usize) -> Option<i32> {
+        self.nodes[i].daemon.pid()
+    }
+
     pub fn master_log(&self) -> PathBuf {
         self.log_path("master")
     }

@@ -114,6 +114,9 @@ fn a_wrong_or_bad_key_file_is_refused_at_mount() {
     let keys = tempfile::tempdir().expect("temp dir");
     let wrong = keys.path().join("wrong.key");
     std::fs::write(&wrong, KeyRing::single(DataKey::random(0)).to_file_text()).expect("write");
+    // Owner-only, so that it is refused for being the wrong key, not for its mode.
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let short = keys.path().join("short.key");
     std::fs::write(&short, "0123456789abcdef\n").expect("write");
     let missing = keys.path().join("missing.key");

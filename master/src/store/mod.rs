@@ -272,6 +272,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `node` (any version) that have fewer than their goal (the file's, else `goal`)
     /// counting current replicas. 0 means no chunk needs the node any more.
     fn drain_remaining(&self, node: NodeId, goal: u32) -> FsResult<u64>;
+    /// The largest goal (the file's, else `goal`) among committed chunks with a replica
+    /// row on `node`: how many other nodes a drain of `node` needs. 0 when it holds none.
+    fn drain_goal(&self, node: NodeId, goal: u32) -> FsResult<u32>;
 
     /// Committed bytes of the current, healthy replicas recorded on each node (the
     /// rebalancer's measure of use).

@@ -1272,7 +1272,12 @@ impl SqliteStore {
                     }
                 }
                 None => {
-                    let chosen = placement::choose_replicas(nodes, goal as usize, &[], chunk_size);
+                    let chosen = placement::choose_replicas(
+                        nodes,
+                        goal as usize,
+                        &[],
+                        placement::NEW_CHUNK_FOOTPRINT,
+                    );
                     if chosen.len() < quorum {
                         return Err(placement::shortfall(nodes, quorum, chosen.len()).into());
                     }
@@ -2344,6 +2349,20 @@ impl MetaStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn drain_goal(&self, node: NodeId, goal: u32) -> FsResult<u32> {
+        self.read(|c| {
+            let max: Option<i64> = c
+                .prepare_cached(
+                    "SELECT max(coalesce(i.goal, ?1)) FROM chunks ch
+                     LEFT JOIN inodes i ON i.ino = ch.ino
+                     WHERE ch.confirmed > 0
+                       AND EXISTS (SELECT 1 FROM replicas d WHERE d.chunk = ch.id AND d.node = ?2)",
+                )?
+                .query_row(params![goal as i64, node.0 as i64], |r| r.get(0))?;
+            Ok(max.map_or(0, |g| g.clamp(0, i64::from(common::types::MAX_GOAL)) as u32))
         })
     }
 
