@@ -11,6 +11,7 @@ mod context;
 mod falloc;
 mod fetch;
 mod file;
+mod listing;
 mod locks;
 mod readahead;
 mod replicas;
@@ -18,6 +19,10 @@ pub use readahead::{
     FILE_MAX_BYTES as READAHEAD_FILE_MAX_BYTES, MOUNT_BUDGET_BYTES as READAHEAD_BUDGET_BYTES,
 };
 pub mod reseal;
+#[cfg(test)]
+mod tests;
+
+pub use listing::{DOT_ENTRIES, FsStats, Listed};
 
 use crate::data::DataPlane;
 use crate::meta::Metadata;

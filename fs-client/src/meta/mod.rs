@@ -7,8 +7,10 @@
 //! (those live in `core`). Ids (`OpId`, `SessionId`) are chosen by the core and passed
 //! through unchanged, so a retried call stays the same request.
 
+mod mem;
 mod rpc;
 
+pub use mem::MemMeta;
 pub use rpc::MetaConn;
 
 use common::types::*;
