@@ -3,9 +3,8 @@
 //! replica statistics, metrics and readahead budget.
 //!
 //! Plain data and handles only: no logic lives here, and it never refers back to the
-//! `ClientCore` that owns it.
+//! `ClientCore` that owns it (it imports nothing from the core but the replica statistics).
 
-use super::CoreConfig;
 use super::replicas::ReplicaStats;
 use crate::data::DataPlane;
 use crate::meta::Metadata;
@@ -13,6 +12,21 @@ use crate::metrics::ClientMetrics;
 use common::block::KeyRing;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// Tunables of the core, from the mount configuration.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub rpc_timeout: Duration,
+    pub retry_window: Duration,
+    /// Dirty bytes per file before a background flush starts; twice this blocks writers.
+    pub flush_threshold: u64,
+    /// Deadline of one block write to one replica; a replica missing it is dropped from
+    /// that write.
+    pub write_timeout: Duration,
+    /// Shortest wait before a slow read is also sent to the next replica.
+    pub hedge_delay: Duration,
+}
 
 pub(crate) struct IoContext {
     pub meta: Arc<dyn Metadata>,

@@ -22,6 +22,7 @@ pub mod reseal;
 #[cfg(test)]
 mod tests;
 
+pub use context::CoreConfig;
 pub use listing::{DOT_ENTRIES, FsStats, Listed};
 
 use crate::data::DataPlane;
@@ -37,20 +38,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Tunables of the core, from the mount configuration.
-#[derive(Clone, Debug)]
-pub struct CoreConfig {
-    pub rpc_timeout: Duration,
-    pub retry_window: Duration,
-    /// Dirty bytes per file before a background flush starts; twice this blocks writers.
-    pub flush_threshold: u64,
-    /// Deadline of one block write to one replica; a replica missing it is dropped from
-    /// that write.
-    pub write_timeout: Duration,
-    /// Shortest wait before a slow read is also sent to the next replica.
-    pub hedge_delay: Duration,
-}
 
 /// What an open file handle remembers.
 #[derive(Clone, Debug)]
