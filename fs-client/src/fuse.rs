@@ -163,9 +163,6 @@ fn open_flags(keep_cache: bool, direct_io: bool) -> FopenFlags {
     flags
 }
 
-/// Readdir positions: 1 and 2 are "." and ".."; a stored entry with cookie c is c + 2.
-const DOT_ENTRIES: u64 = 2;
-
 impl Filesystem for MosaicFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -462,13 +459,7 @@ impl Filesystem for MosaicFs {
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            // close(2) drops the process's fcntl locks on the file (POSIX), whichever
-            // descriptor they were taken through.
-            let unlocked = core.unlock_owner(ino(n), lock_owner.0).await;
-            match core.flush(fh.0).await.and(unlocked) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.close(fh.0, ino(n), lock_owner.0).await);
         });
     }
 
@@ -482,17 +473,9 @@ impl Filesystem for MosaicFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
+        let (core, owner) = (self.core.clone(), lock_owner.map(|o| o.0));
         self.rt.spawn(async move {
-            // The last close of an open file description drops its flock.
-            let unlocked = match lock_owner {
-                Some(owner) => core.unlock_owner(ino(n), owner.0).await,
-                None => Ok(()),
-            };
-            match core.release(fh.0).await.and(unlocked) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.release_handle(fh.0, ino(n), owner).await);
         });
     }
 
@@ -520,24 +503,15 @@ impl Filesystem for MosaicFs {
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            if offset < 1 && reply.add(n, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            if offset < 2 && reply.add(n, 2, FileType::Directory, "..") {
-                return reply.ok();
-            }
-            let page = match core
-                .readdir(ino(n), offset.saturating_sub(DOT_ENTRIES), false)
-                .await
-            {
-                Ok(page) => page,
+            let listed = match core.list_dir(ino(n), offset, false).await {
+                Ok(listed) => listed,
                 Err(e) => return reply.error(errno(&e)),
             };
-            for entry in page.entries {
+            for entry in listed {
                 let name = OsStr::from_bytes(&entry.name);
                 if reply.add(
                     INodeNo(entry.ino.0),
-                    entry.cookie + DOT_ENTRIES,
+                    entry.offset,
                     file_type(entry.kind),
                     name,
                 ) {
@@ -558,35 +532,18 @@ impl Filesystem for MosaicFs {
     ) {
         let (core, ttl) = (self.core.clone(), self.ttl);
         self.rt.spawn(async move {
-            if offset < DOT_ENTRIES {
-                // "." and ".." carry attributes too; the kernel does not link them.
-                let dir = match core.getattr(ino(n)).await {
-                    Ok(attr) => attr,
-                    Err(e) => return reply.error(errno(&e)),
-                };
-                let attr = file_attr(&dir);
-                if offset < 1 && reply.add(n, 1, ".", &ttl, &attr, Generation(0)) {
-                    return reply.ok();
-                }
-                if reply.add(n, 2, "..", &ttl, &attr, Generation(0)) {
-                    return reply.ok();
-                }
-            }
-            let page = match core
-                .readdir(ino(n), offset.saturating_sub(DOT_ENTRIES), true)
-                .await
-            {
-                Ok(page) => page,
+            let listed = match core.list_dir(ino(n), offset, true).await {
+                Ok(listed) => listed,
                 Err(e) => return reply.error(errno(&e)),
             };
-            for entry in page.entries {
+            for entry in listed {
                 let Some(attr) = entry.attr.as_ref() else {
                     continue;
                 };
                 let name = OsStr::from_bytes(&entry.name);
                 if reply.add(
                     INodeNo(entry.ino.0),
-                    entry.cookie + DOT_ENTRIES,
+                    entry.offset,
                     name,
                     &ttl,
                     &file_attr(attr),
@@ -614,23 +571,10 @@ impl Filesystem for MosaicFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.statfs().await {
-                Ok(s) => {
-                    let bsize = u64::from(s.block_size.max(1));
-                    let (blocks, free) = (s.total_bytes / bsize, s.free_bytes / bsize);
-                    // Inodes are rows in the master's database: effectively unlimited.
-                    let ffree = u64::from(u32::MAX);
-                    reply.statfs(
-                        blocks,
-                        free,
-                        free,
-                        s.files + ffree,
-                        ffree,
-                        s.block_size,
-                        s.name_max,
-                        s.block_size,
-                    );
-                }
+            match core.fs_stats().await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
                 Err(e) => reply.error(errno(&e)),
             }
         });

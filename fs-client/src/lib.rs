@@ -42,12 +42,12 @@ pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
     }
     let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
     let retry_window = Duration::from_millis(config.retry_window_ms);
-    let meta = meta::MetaConn::new(
+    let meta: Arc<dyn meta::Metadata> = Arc::new(meta::MetaConn::new(
         config.master.clone(),
         tls.clone(),
         rpc_timeout,
         retry_window,
-    );
+    ));
     let data: Arc<dyn data::DataPlane> = Arc::new(data::RpcDataPlane::new(tls, rpc_timeout));
     let core_config = CoreConfig {
         rpc_timeout,

@@ -36,7 +36,7 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
     let data = Arc::new(MemDataPlane::default());
     let plane: Arc<dyn DataPlane> = Arc::new(data.clone());
     let core = ClientCore::connect(
-        MetaConn::new(addr, client_tls, RPC_TIMEOUT, retry_window),
+        Arc::new(MetaConn::new(addr, client_tls, RPC_TIMEOUT, retry_window)),
         plane,
         keys,
         CoreConfig {

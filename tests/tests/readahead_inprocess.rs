@@ -46,12 +46,12 @@ impl Rig {
     /// A mount of the cluster: its own client core on the shared in-memory chunkservers.
     async fn mount(&self, name: &str) -> Arc<ClientCore> {
         ClientCore::connect(
-            MetaConn::new(
+            Arc::new(MetaConn::new(
                 self.cluster.addr.clone(),
                 self.cluster.client_tls.clone(),
                 RPC_TIMEOUT,
                 RETRY_WINDOW,
-            ),
+            )),
             self.plane.clone(),
             self.keys.clone(),
             CoreConfig {

@@ -33,7 +33,12 @@ async fn connect_core(
     name: &str,
 ) -> Arc<ClientCore> {
     ClientCore::connect(
-        MetaConn::new(addr.to_string(), tls, RPC_TIMEOUT, RETRY_WINDOW),
+        Arc::new(MetaConn::new(
+            addr.to_string(),
+            tls,
+            RPC_TIMEOUT,
+            RETRY_WINDOW,
+        )),
         plane,
         keys,
         CoreConfig {

@@ -53,21 +53,13 @@ fn signal_pending(tid: u32) -> bool {
 impl ClientCore {
     async fn lock_call(&self, ino: InodeId, req: LockRequest) -> FsResult<()> {
         let session = self.session();
-        self.meta
-            .call("setlk", |c, cx| async move {
-                c.setlk(cx, session, ino, req).await
-            })
-            .await
+        self.meta().setlk(session, ino, req).await
     }
 
     /// F_GETLK: the lock that would block `req`, if any.
     pub async fn getlk(&self, ino: InodeId, req: LockRequest) -> FsResult<Option<LockInfo>> {
         let session = self.session();
-        self.meta
-            .call("getlk", |c, cx| async move {
-                c.getlk(cx, session, ino, req).await
-            })
-            .await
+        self.meta().getlk(session, ino, req).await
     }
 
     /// F_SETLK / F_SETLKW (`wait`) / flock. `fh` is the descriptor the request came through:

@@ -2,45 +2,43 @@
 //!
 //! The FUSE adapter (`fuse.rs`) only translates arguments and replies; everything that
 //! decides anything lives here so that it can be tested without a kernel. Namespace
-//! operations go straight to the master (it is the truth); file data goes through the
-//! per-inode write buffer (`buffer.rs`) and the data path (`io.rs`).
+//! operations go straight to the master (it is the truth, reached through the
+//! `meta::Metadata` trait); file data goes through the open file (`file/`: its write path
+//! and read path), which reads chunks through `fetch` and picks replicas with `replicas`.
 
 mod buffer;
+mod context;
 mod evidence;
 mod falloc;
-mod io;
+mod fetch;
+mod file;
+mod listing;
 mod locks;
 mod readahead;
+mod replicas;
 pub use readahead::{
     FILE_MAX_BYTES as READAHEAD_FILE_MAX_BYTES, MOUNT_BUDGET_BYTES as READAHEAD_BUDGET_BYTES,
 };
 pub mod reseal;
+#[cfg(test)]
+mod tests;
+
+pub use context::CoreConfig;
+pub use listing::{DOT_ENTRIES, FsStats, Listed};
 
 use crate::data::DataPlane;
-use crate::meta::MetaConn;
+use crate::meta::Metadata;
 use common::block::KeyRing;
 use common::types::*;
 use common::{FsError, FsResult, InodeId, SessionId};
+use context::IoContext;
+use file::OpenFile;
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Tunables of the core, from the mount configuration.
-#[derive(Clone, Debug)]
-pub struct CoreConfig {
-    pub rpc_timeout: Duration,
-    pub retry_window: Duration,
-    /// Dirty bytes per file before a background flush starts; twice this blocks writers.
-    pub flush_threshold: u64,
-    /// Deadline of one block write to one replica; a replica missing it is dropped from
-    /// that write.
-    pub write_timeout: Duration,
-    /// Shortest wait before a slow read is also sent to the next replica.
-    pub hedge_delay: Duration,
-}
 
 /// What an open file handle remembers.
 #[derive(Clone, Debug)]
@@ -59,29 +57,20 @@ pub struct Opened {
 }
 
 pub struct ClientCore {
-    meta: MetaConn,
-    data: Arc<dyn DataPlane>,
-    keys: KeyRing,
+    /// The handles every open file shares (the master and chunkserver connections too).
+    io: Arc<IoContext>,
     info: Mutex<MountInfo>,
-    config: CoreConfig,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Sequence of mutating requests: with the session it names each one, so that a retry
     /// after a lost reply is applied once by the master.
     next_op: AtomicU64,
     /// Files with at least one open handle in this mount.
-    open: Mutex<HashMap<InodeId, Arc<io::OpenFile>>>,
+    open: Mutex<HashMap<InodeId, Arc<OpenFile>>>,
     /// (mtime, size) last seen per inode, to decide whether the kernel may keep its cache.
     seen: Mutex<HashMap<InodeId, (Timespec, u64)>>,
     /// Lock owners that may hold locks through this mount (see `locks`).
     locks: locks::HeldLocks,
-    /// Read latency and failures per replica, for read order and hedging.
-    replica_stats: io::ReplicaStats,
-    /// Bytes and latencies of file operations, for the metrics endpoint.
-    metrics: crate::metrics::ClientMetrics,
-    /// Bytes the open files' readahead windows hold or have asked for (bounded by
-    /// `readahead::MOUNT_BUDGET_BYTES`).
-    readahead_held: Arc<AtomicU64>,
 }
 
 /// Validates a name the kernel hands us before it goes to the master.
@@ -95,18 +84,13 @@ fn name_arg(name: &[u8]) -> FsResult<ByteBuf> {
 impl ClientCore {
     /// Says hello to the master and checks that our key is the cluster's key.
     pub async fn connect(
-        meta: MetaConn,
+        meta: Arc<dyn Metadata>,
         data: Arc<dyn DataPlane>,
         keys: KeyRing,
         config: CoreConfig,
         client_name: String,
     ) -> FsResult<Arc<ClientCore>> {
-        let info = meta
-            .call("hello", |c, cx| {
-                let name = client_name.clone();
-                async move { c.hello(cx, name).await }
-            })
-            .await?;
+        let info = meta.hello(client_name).await?;
         if info.key_check.as_slice() != keys.key_check().as_slice() {
             return Err(FsError::WrongCluster(
                 "the data key does not match this cluster's key (key check value differs)".into(),
@@ -123,32 +107,43 @@ impl ClientCore {
                     ))
                 })?;
         }
-        Ok(Arc::new(ClientCore {
+        let io = Arc::new(IoContext {
             meta,
             data,
             keys,
-            info: Mutex::new(info),
+            chunk_size: info.chunk_size,
             config,
+            replicas: replicas::ReplicaStats::default(),
+            metrics: crate::metrics::ClientMetrics::new(),
+            readahead_held: Arc::new(AtomicU64::new(0)),
+        });
+        Ok(Arc::new(ClientCore {
+            io,
+            info: Mutex::new(info),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             next_op: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             locks: locks::HeldLocks::default(),
-            replica_stats: io::ReplicaStats::default(),
-            metrics: crate::metrics::ClientMetrics::new(),
-            readahead_held: Arc::new(AtomicU64::new(0)),
         }))
     }
 
     /// The mount's operation metrics (served by `--metrics-addr`).
     pub fn metrics(&self) -> &crate::metrics::ClientMetrics {
-        &self.metrics
+        &self.io.metrics
+    }
+
+    /// The master.
+    fn meta(&self) -> &dyn Metadata {
+        &*self.io.meta
     }
 
     /// Records `op`'s latency since `started` and its outcome.
     fn measured<T>(&self, op: &str, started: std::time::Instant, result: &FsResult<T>) {
-        self.metrics.observe(op, started.elapsed(), result.is_ok());
+        self.io
+            .metrics
+            .observe(op, started.elapsed(), result.is_ok());
     }
 
     pub fn mount_info(&self) -> MountInfo {
@@ -171,21 +166,10 @@ impl ClientCore {
     /// master's database was restored) a new one is made and open files are re-registered.
     pub async fn keepalive(&self) -> FsResult<()> {
         let session = self.session();
-        match self
-            .meta
-            .call("keepalive", |c, cx| async move {
-                c.keepalive(cx, session).await
-            })
-            .await
-        {
+        match self.meta().keepalive(session).await {
             Ok(()) => Ok(()),
             Err(FsError::NotFound) => {
-                let info = self
-                    .meta
-                    .call("hello", |c, cx| async move {
-                        c.hello(cx, "re-hello".into()).await
-                    })
-                    .await?;
+                let info = self.meta().hello("re-hello".into()).await?;
                 let session = info.session;
                 *self.info.lock() = info;
                 let open: Vec<(InodeId, u32)> = self
@@ -197,9 +181,7 @@ impl ClientCore {
                 for (ino, count) in open {
                     for _ in 0..count {
                         let op = self.op();
-                        self.meta
-                            .call("open", |c, cx| async move { c.open(cx, op, ino).await })
-                            .await?;
+                        self.meta().open(op, ino).await?;
                     }
                 }
                 tracing::warn!(?session, "session had expired; re-registered open files");
@@ -212,14 +194,7 @@ impl ClientCore {
     /// Ends the session (unmount).
     pub async fn goodbye(&self) {
         let session = self.session();
-        if let Err(e) = self
-            .meta
-            .call(
-                "goodbye",
-                |c, cx| async move { c.goodbye(cx, session).await },
-            )
-            .await
-        {
+        if let Err(e) = self.meta().goodbye(session).await {
             tracing::warn!(error = %e, "could not end the session cleanly");
         }
     }
@@ -238,21 +213,12 @@ impl ClientCore {
 
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
         let name = name_arg(name)?;
-        let attr = self
-            .meta
-            .call("lookup", |c, cx| {
-                let name = name.clone();
-                async move { c.lookup(cx, parent, name).await }
-            })
-            .await?;
+        let attr = self.meta().lookup(parent, name).await?;
         Ok(self.local_view(attr))
     }
 
     pub async fn getattr(&self, ino: InodeId) -> FsResult<Attr> {
-        let attr = self
-            .meta
-            .call("getattr", |c, cx| async move { c.getattr(cx, ino).await })
-            .await?;
+        let attr = self.meta().getattr(ino).await?;
         Ok(self.local_view(attr))
     }
 
@@ -267,18 +233,13 @@ impl ClientCore {
         if (set.size.is_some() || set.mtime.is_some())
             && let Some(file) = &file
         {
-            file.flush(self, false).await?;
+            file.flush(false).await?;
         }
         let op = self.op();
-        let attr = self
-            .meta
-            .call("setattr", |c, cx| {
-                let (set, caller) = (set.clone(), caller.clone());
-                async move { c.setattr(cx, op, ino, set, caller).await }
-            })
-            .await?;
+        let size_changed = set.size.is_some();
+        let attr = self.meta().setattr(op, ino, set, caller).await?;
         if let Some(file) = &file {
-            file.after_setattr(&attr, set.size.is_some());
+            file.after_setattr(&attr, size_changed);
         }
         Ok(self.local_view(attr))
     }
@@ -286,12 +247,7 @@ impl ClientCore {
     async fn create_node(&self, parent: InodeId, name: &[u8], node: NewNode) -> FsResult<Attr> {
         let name = name_arg(name)?;
         let op = self.op();
-        self.meta
-            .call("create", |c, cx| {
-                let (name, node) = (name.clone(), node.clone());
-                async move { c.create(cx, op, parent, name, node).await }
-            })
-            .await
+        self.meta().create(op, parent, name, node).await
     }
 
     /// mknod/mkdir: any kind of node but a symlink (see [`ClientCore::symlink`]).
@@ -342,36 +298,20 @@ impl ClientCore {
         // is never visible unopened to an unlink that would free it.
         let name = name_arg(name)?;
         let op = self.op();
-        let attr = self
-            .meta
-            .call("create_open", |c, cx| {
-                let (name, node) = (name.clone(), node.clone());
-                async move { c.create_open(cx, op, parent, name, node).await }
-            })
-            .await?;
+        let attr = self.meta().create_open(op, parent, name, node).await?;
         Ok(self.opened(attr, flags))
     }
 
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
         let name = name_arg(name)?;
         let op = self.op();
-        self.meta
-            .call("unlink", |c, cx| {
-                let name = name.clone();
-                async move { c.unlink(cx, op, parent, name).await }
-            })
-            .await
+        self.meta().unlink(op, parent, name).await
     }
 
     pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> FsResult<()> {
         let name = name_arg(name)?;
         let op = self.op();
-        self.meta
-            .call("rmdir", |c, cx| {
-                let name = name.clone();
-                async move { c.rmdir(cx, op, parent, name).await }
-            })
-            .await
+        self.meta().rmdir(op, parent, name).await
     }
 
     pub async fn rename(
@@ -384,45 +324,28 @@ impl ClientCore {
     ) -> FsResult<()> {
         let (name, new_name) = (name_arg(name)?, name_arg(new_name)?);
         let op = self.op();
-        self.meta
-            .call("rename", |c, cx| {
-                let (name, new_name) = (name.clone(), new_name.clone());
-                async move {
-                    c.rename(cx, op, parent, name, new_parent, new_name, flags)
-                        .await
-                }
-            })
+        self.meta()
+            .rename(op, parent, name, new_parent, new_name, flags)
             .await
     }
 
     pub async fn link(&self, ino: InodeId, new_parent: InodeId, new_name: &[u8]) -> FsResult<Attr> {
         let new_name = name_arg(new_name)?;
         let op = self.op();
-        let attr = self
-            .meta
-            .call("link", |c, cx| {
-                let new_name = new_name.clone();
-                async move { c.link(cx, op, ino, new_parent, new_name).await }
-            })
-            .await?;
+        let attr = self.meta().link(op, ino, new_parent, new_name).await?;
         Ok(self.local_view(attr))
     }
 
     pub async fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>> {
-        let target = self
-            .meta
-            .call("readlink", |c, cx| async move { c.readlink(cx, ino).await })
-            .await?;
+        let target = self.meta().readlink(ino).await?;
         Ok(target.into_vec())
     }
 
     /// One page of a directory after `after` (a cookie; 0 = from the start).
     pub async fn readdir(&self, ino: InodeId, after: u64, plus: bool) -> FsResult<DirPage> {
         let mut page = self
-            .meta
-            .call("readdir", |c, cx| async move {
-                c.readdir(cx, ino, after, READDIR_PAGE_MAX, plus).await
-            })
+            .meta()
+            .readdir(ino, after, READDIR_PAGE_MAX, plus)
             .await?;
         if plus {
             for entry in &mut page.entries {
@@ -435,27 +358,16 @@ impl ClientCore {
     }
 
     pub async fn statfs(&self) -> FsResult<StatFs> {
-        self.meta
-            .call("statfs", |c, cx| async move { c.statfs(cx).await })
-            .await
+        self.meta().statfs().await
     }
 
     pub async fn getxattr(&self, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
         if name == GOAL_XATTR {
-            let goal = self
-                .meta
-                .call("get_goal", |c, cx| async move { c.get_goal(cx, ino).await })
-                .await?;
+            let goal = self.meta().get_goal(ino).await?;
             return Ok(goal.to_string().into_bytes());
         }
         let name = ByteBuf::from(name.to_vec());
-        let value = self
-            .meta
-            .call("getxattr", |c, cx| {
-                let name = name.clone();
-                async move { c.getxattr(cx, ino, name).await }
-            })
-            .await?;
+        let value = self.meta().getxattr(ino, name).await?;
         Ok(value.into_vec())
     }
 
@@ -470,31 +382,16 @@ impl ClientCore {
             // The goal always exists, so XATTR_CREATE/XATTR_REPLACE do not apply to it.
             let goal = parse_goal(value)?;
             let op = self.op();
-            self.meta
-                .call("set_goal", |c, cx| async move {
-                    c.set_goal(cx, op, ino, goal).await
-                })
-                .await?;
+            self.meta().set_goal(op, ino, goal).await?;
             return Ok(());
         }
         let (name, value) = (ByteBuf::from(name.to_vec()), ByteBuf::from(value.to_vec()));
         let op = self.op();
-        self.meta
-            .call("setxattr", |c, cx| {
-                let (name, value) = (name.clone(), value.clone());
-                async move { c.setxattr(cx, op, ino, name, value, flags).await }
-            })
-            .await
+        self.meta().setxattr(op, ino, name, value, flags).await
     }
 
     pub async fn listxattr(&self, ino: InodeId) -> FsResult<Vec<Vec<u8>>> {
-        let names = self
-            .meta
-            .call(
-                "listxattr",
-                |c, cx| async move { c.listxattr(cx, ino).await },
-            )
-            .await?;
+        let names = self.meta().listxattr(ino).await?;
         Ok(names.into_iter().map(|n| n.into_vec()).collect())
     }
 
@@ -505,22 +402,14 @@ impl ClientCore {
         }
         let name = ByteBuf::from(name.to_vec());
         let op = self.op();
-        self.meta
-            .call("removexattr", |c, cx| {
-                let name = name.clone();
-                async move { c.removexattr(cx, op, ino, name).await }
-            })
-            .await
+        self.meta().removexattr(op, ino, name).await
     }
 
     /// Opens a file: registers the open with the master (so an unlink keeps the data) and
     /// revalidates attributes (close-to-open consistency).
     pub async fn open(&self, ino: InodeId, flags: i32) -> FsResult<Opened> {
         let op = self.op();
-        let attr = self
-            .meta
-            .call("open", |c, cx| async move { c.open(cx, op, ino).await })
-            .await?;
+        let attr = self.meta().open(op, ino).await?;
         Ok(self.opened(attr, flags))
     }
 
@@ -530,7 +419,7 @@ impl ClientCore {
         let file = {
             let mut open = self.open.lock();
             open.entry(ino)
-                .or_insert_with(|| Arc::new(io::OpenFile::new(attr.clone())))
+                .or_insert_with(|| Arc::new(OpenFile::new(attr.clone(), self.io.clone())))
                 .clone()
         };
         file.opened(&attr);
@@ -552,7 +441,7 @@ impl ClientCore {
         }
     }
 
-    fn handle(&self, fh: u64) -> FsResult<(Handle, Arc<io::OpenFile>)> {
+    fn handle(&self, fh: u64) -> FsResult<(Handle, Arc<OpenFile>)> {
         let handle = self
             .handles
             .lock()
@@ -582,10 +471,10 @@ impl ClientCore {
             Ok(pair) => pair,
             Err(e) => return Some(Err(e)),
         };
-        let result = file.try_buffer(self, handle.append, offset, data, caller_uid)?;
+        let result = file.try_buffer(handle.append, offset, data, caller_uid)?;
         self.measured("write", started, &result);
         if let Ok(n) = result {
-            self.metrics.wrote(n as usize);
+            self.io.metrics.wrote(n as usize);
         }
         Some(result)
     }
@@ -599,23 +488,21 @@ impl ClientCore {
     ) -> FsResult<u32> {
         let started = std::time::Instant::now();
         let (handle, file) = self.handle(fh)?;
-        let result = file
-            .write(self, handle.append, offset, data, caller_uid)
-            .await;
+        let result = file.write(handle.append, offset, data, caller_uid).await;
         self.measured("write", started, &result);
         if let Ok(n) = result {
-            self.metrics.wrote(n as usize);
+            self.io.metrics.wrote(n as usize);
         }
         result
     }
 
     pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let started = std::time::Instant::now();
-        let (handle, file) = self.handle(fh)?;
-        let result = file.read(self, handle.ino, offset, size).await;
+        let (_, file) = self.handle(fh)?;
+        let result = file.read(offset, size).await;
         self.measured("read", started, &result);
         if let Ok(bytes) = &result {
-            self.metrics.read(bytes.len());
+            self.io.metrics.read(bytes.len());
         }
         result
     }
@@ -625,7 +512,7 @@ impl ClientCore {
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let started = std::time::Instant::now();
         let (_, file) = self.handle(fh)?;
-        let result = file.flush(self, false).await;
+        let result = file.flush(false).await;
         self.measured("flush", started, &result);
         result
     }
@@ -634,7 +521,7 @@ impl ClientCore {
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let started = std::time::Instant::now();
         let (_, file) = self.handle(fh)?;
-        let result = file.flush(self, true).await;
+        let result = file.flush(true).await;
         self.measured("fsync", started, &result);
         result
     }
@@ -646,7 +533,7 @@ impl ClientCore {
         let file = self.open.lock().get(&ino).cloned();
         let mut result = Ok(());
         if let Some(file) = file {
-            result = file.flush(self, false).await;
+            result = file.flush(false).await;
             if file.closed() {
                 let mut open = self.open.lock();
                 // Another open may have raced in; only drop the state when still unused.
@@ -659,44 +546,16 @@ impl ClientCore {
             }
         }
         let op = self.op();
-        self.meta
-            .call(
-                "release",
-                |c, cx| async move { c.release(cx, op, ino).await },
-            )
-            .await?;
+        self.meta().release(op, ino).await?;
         result
-    }
-
-    pub(crate) fn data(&self) -> &Arc<dyn DataPlane> {
-        &self.data
-    }
-
-    pub(crate) fn meta(&self) -> &MetaConn {
-        &self.meta
-    }
-
-    pub(crate) fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
-    pub(crate) fn config(&self) -> &CoreConfig {
-        &self.config
-    }
-
-    pub(crate) fn readahead_held(&self) -> &Arc<AtomicU64> {
-        &self.readahead_held
     }
 
     /// Bytes held by the readahead of this mount's open files, at most
     /// [`READAHEAD_BUDGET_BYTES`].
     pub fn readahead_bytes(&self) -> u64 {
-        self.readahead_held
+        self.io
+            .readahead_held
             .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    pub(crate) fn replica_stats(&self) -> &io::ReplicaStats {
-        &self.replica_stats
     }
 }
 

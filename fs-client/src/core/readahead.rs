@@ -16,8 +16,8 @@
 //! per file (the window) and per mount (a byte budget); a random access pattern drops the
 //! window, and closing the file drops it too (pending fetches are aborted).
 
-use super::ClientCore;
-use super::io::read_chunk_blocks_bytes;
+use super::context::IoContext;
+use super::fetch::read_chunk_blocks_bytes;
 use bytes::Bytes;
 use common::block::BLOCK_SIZE;
 use common::types::ChunkLoc;
@@ -244,7 +244,7 @@ impl Readahead {
     /// not in it stops the window there (the reader's own read fetches its location).
     pub fn fill(
         &self,
-        core: &Arc<ClientCore>,
+        io: &Arc<IoContext>,
         end: u64,
         file_size: u64,
         chunk_size: u64,
@@ -267,14 +267,14 @@ impl Readahead {
                 st.issued_to = to;
                 continue;
             };
-            let Some(budget) = Budget::take(core.readahead_held(), (to - from) * block) else {
+            let Some(budget) = Budget::take(&io.readahead_held, (to - from) * block) else {
                 break;
             };
             let first_in_chunk = (from - index * blocks_per_chunk) as u32;
             let count = (to - from) as u32;
-            let (core2, loc2) = (core.clone(), loc.clone());
+            let (io, loc2) = (io.clone(), loc.clone());
             let task = tokio::spawn(async move {
-                read_chunk_blocks_bytes(&core2, &loc2, first_in_chunk, count)
+                read_chunk_blocks_bytes(&io, &loc2, first_in_chunk, count)
                     .await
                     .ok()
                     .map(Arc::new)

@@ -29,7 +29,8 @@
 //! without a grant: the master's versions order it like any other writer.
 
 use super::ClientCore;
-use super::io::{read_chunk_blocks, runs, send_with_retry};
+use super::fetch::{read_chunk_blocks, runs};
+use super::replicas::send_with_retry;
 use bytes::Bytes;
 use common::block::{BLOCK_SIZE, ChunkSealer};
 use common::rpc::MAX_BLOCKS_PER_REQUEST;
@@ -86,11 +87,7 @@ pub fn settle_time(config: &super::CoreConfig) -> Duration {
 impl ClientCore {
     /// Locations of the existing chunks of `ino` among `count` from index `first`.
     pub async fn chunk_map(&self, ino: InodeId, first: u64, count: u64) -> FsResult<Vec<ChunkLoc>> {
-        self.meta()
-            .call("chunk_map", |c, cx| async move {
-                c.chunk_map(cx, ino, first, count).await
-            })
-            .await
+        self.meta().chunk_map(ino, first, count).await
     }
 
     /// Re-encrypts chunk `loc` of file `ino` if any block it serves carries an older key
@@ -118,7 +115,7 @@ impl ClientCore {
     /// The served blocks sealed with an older key, read raw from the first replica that
     /// answers (every current replica holds the same sealed bytes).
     async fn scan_old_blocks(&self, loc: &ChunkLoc, blocks: u32) -> FsResult<Vec<u32>> {
-        let current = self.keys().current().id;
+        let current = self.io.keys.current().id;
         let mut last = FsError::Unavailable(format!("chunk {:?} has no replica", loc.chunk));
         'replicas: for replica in &loc.replicas {
             let mut old = Vec::new();
@@ -131,7 +128,7 @@ impl ClientCore {
                     first_block: first,
                     count,
                 };
-                match self.data().read_blocks(replica, req).await {
+                match self.io.data.read_blocks(replica, req).await {
                     Ok(answer) => old.extend(old_blocks(first, &answer.blocks, current)),
                     Err(e) => {
                         last = e;
@@ -154,18 +151,13 @@ impl ClientCore {
         }
         tracing::info!(?ino, index, version = ?first.version, base = ?first.base,
             "an older grant of this chunk is outstanding; waiting for it to settle");
-        tokio::time::sleep(settle_time(self.config())).await;
+        tokio::time::sleep(settle_time(&self.io.config)).await;
         let second = self.grant(ino, index).await?;
         Ok(grant_is_quiet(&second, Some(first.version)).then_some(second))
     }
 
     async fn grant(&self, ino: InodeId, index: u64) -> FsResult<WriteGrant> {
-        let mut grants = self
-            .meta()
-            .call("prepare_write", |c, cx| async move {
-                c.prepare_write(cx, ino, vec![index]).await
-            })
-            .await?;
+        let mut grants = self.meta().prepare_write(ino, vec![index]).await?;
         grants
             .pop()
             .ok_or_else(|| FsError::internal("prepare_write answered no grant"))
@@ -190,11 +182,11 @@ impl ClientCore {
             length: grant.length,
             replicas: grant.replicas.clone(),
         };
-        let sealer = ChunkSealer::new(self.keys().current(), grant.chunk);
+        let sealer = ChunkSealer::new(self.io.keys.current(), grant.chunk);
         let mut requests = Vec::new();
         let mut bytes = 0u64;
         for (first, count) in runs(blocks) {
-            let plain = read_chunk_blocks(self, &base, first, count).await?;
+            let plain = read_chunk_blocks(&self.io, &base, first, count).await?;
             // A hole or a block past the (possibly truncated) end stays as it is; runs
             // split around it.
             let mut sealed: Vec<(u32, Bytes)> = Vec::new();
@@ -226,15 +218,15 @@ impl ClientCore {
         if requests.is_empty() {
             return Ok(Some(0));
         }
-        let timeout = self.config().write_timeout;
+        let timeout = self.io.config.write_timeout;
         let results = join_all(grant.replicas.iter().map(|node| {
             let requests = requests.clone();
             async move {
                 for req in requests {
-                    send_with_retry(self.data(), timeout, node, req).await?;
+                    send_with_retry(&self.io.data, timeout, node, req).await?;
                 }
                 // Durable before the commit: the old copy may be dropped once it commits.
-                self.data().sync_chunks(node, vec![grant.chunk]).await?;
+                self.io.data.sync_chunks(node, vec![grant.chunk]).await?;
                 Ok::<_, FsError>(node.node)
             }
         }))
@@ -270,12 +262,7 @@ impl ClientCore {
             mtime: attr.mtime,
             clear_suid: false,
         };
-        self.meta()
-            .call("commit_write", |c, cx| {
-                let commit = commit.clone();
-                async move { c.commit_write(cx, commit).await }
-            })
-            .await?;
+        self.meta().commit_write(commit).await?;
         Ok(Some(bytes))
     }
 }
