@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod block;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod ids;
 pub mod join;
