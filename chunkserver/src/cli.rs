@@ -181,14 +181,11 @@ impl Signals {
     }
 }
 
-/// Writes `addr` to `path` atomically (temp file + rename), so a reader never sees a
-/// partial address.
+/// Writes `addr` to `path` atomically ([`common::durable::write_atomic`]), so a reader
+/// never sees a partial address.
 pub fn write_addr_file(path: &Path, addr: &str) -> anyhow::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, addr).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+    common::durable::write_atomic(path, addr.as_bytes(), common::durable::MODE_DEFAULT)
+        .with_context(|| format!("write address file {}", path.display()))
 }
 
 /// Parses a byte count: digits with an optional K, M, G or T suffix (powers of 1024).

@@ -6,10 +6,9 @@
 //! one line naming the directory, never silently re-registered.
 
 use anyhow::Context as _;
-use common::{ClusterId, NodeId};
+use common::{ClusterId, NodeId, durable};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::path::Path;
 
 pub const FILE_NAME: &str = "node.toml";
@@ -72,16 +71,9 @@ pub fn save(dir: &Path, id: &NodeIdentity) -> anyhow::Result<()> {
         })
         .context("encode node.toml")?
     );
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let path = dir.join(FILE_NAME);
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("write {}", path.display()))
+    durable::write_atomic(&path, text.as_bytes(), durable::MODE_DEFAULT)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// The identity after a registration: refuses a directory that belongs to another cluster.
@@ -116,7 +108,15 @@ mod tests {
         };
         save(dir.path(), &id).expect("save");
         assert_eq!(load(dir.path()).expect("load"), Some(id));
-        assert!(!dir.path().join("node.toml.tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(FILE_NAME)],
+            "no temp file left"
+        );
     }
 
     #[test]

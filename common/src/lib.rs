@@ -9,6 +9,7 @@ pub mod audit;
 pub mod block;
 pub mod config;
 pub mod dirlock;
+pub mod durable;
 pub mod error;
 pub mod ids;
 pub mod join;

@@ -27,11 +27,8 @@ pub fn record(state_dir: &Path, ring: &KeyRing) -> anyhow::Result<KeyStamp> {
         .context("the ring's current key is in the ring")?;
     let text = format!("{id} {}\n", hex(&check));
     let target = path(state_dir);
-    let tmp = state_dir.join(format!(".{CURRENT_KEY_FILE}.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    common::tls::write_new(&tmp, &text, 0o600)?;
-    std::fs::rename(&tmp, &target).with_context(|| format!("replace {}", target.display()))?;
-    crate::sync_dir(state_dir)?;
+    common::durable::write_atomic(&target, text.as_bytes(), common::durable::MODE_PRIVATE)
+        .with_context(|| format!("replace {}", target.display()))?;
     Ok(KeyStamp {
         id,
         check: ByteBuf::from(check.to_vec()),

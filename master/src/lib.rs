@@ -27,6 +27,7 @@ use anyhow::Context as _;
 use common::ClusterId;
 use common::block::{BLOCK_SIZE, DataKey, KeyRing};
 use common::config::MasterConfig;
+use common::durable;
 use common::rpc::Master as _;
 use common::types::Timespec;
 use service::MasterService;
@@ -157,23 +158,8 @@ pub fn init_cluster_with_keys(
 pub fn rotate_key_file(path: &Path) -> anyhow::Result<u32> {
     let mut keys = KeyRing::load(path)?;
     let id = keys.rotate();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("key file {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.rotate.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    common::tls::write_new(&tmp, &keys.to_file_text(), 0o600)?;
-    std::fs::rename(&tmp, path)
+    durable::write_atomic(path, keys.to_file_text().as_bytes(), durable::MODE_PRIVATE)
         .with_context(|| format!("replace {} with the rotated ring", path.display()))?;
-    sync_dir(dir)?;
     Ok(id)
 }
 
@@ -478,29 +464,11 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()>) -> an
     Ok(())
 }
 
-/// Writes `addr` to `path` atomically (temp file + rename), so a reader never sees a
+/// Writes `addr` to `path` atomically ([`durable::write_atomic`]), so a reader never sees a
 /// partial address: scripts and tests poll this file as the readiness signal.
 pub fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("address file {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    file.write_all(addr.to_string().as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    durable::write_atomic(path, addr.to_string().as_bytes(), durable::MODE_DEFAULT)
+        .with_context(|| format!("write address file {}", path.display()))
 }
 
 #[cfg(test)]

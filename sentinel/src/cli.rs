@@ -402,14 +402,10 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Writes `text` to `path` through a temp file and a rename, so a reader never sees a
-/// half-written file.
+/// Writes `text` to `path` atomically ([`common::durable::write_atomic`]), so a reader
+/// never sees a half-written file.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    common::durable::write_atomic(path, text.as_bytes(), common::durable::MODE_DEFAULT)
 }
 
 /// Resolves at SIGINT or SIGTERM.

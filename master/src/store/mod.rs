@@ -102,7 +102,7 @@ pub trait MetaStore: Send + Sync + 'static {
     fn free_orphans(&self) -> FsResult<Freed>;
     fn open(&self, session: SessionId, ino: InodeId) -> FsResult<Attr>;
     /// The session's descriptor of `ino` closed. Committed without a disk flush of its own
-    /// (see `sqlite.rs`, "Durability"): a crash may forget it, which only keeps the file
+    /// (see `sqlite/mod.rs`, "Durability"): a crash may forget it, which only keeps the file
     /// counted as open until the session ends, never frees anything early.
     fn release(&self, session: SessionId, ino: InodeId) -> FsResult<()>;
 
