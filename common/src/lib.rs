@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod block;
+pub mod clean_eof;
 pub mod config;
 pub mod dirlock;
 pub mod durable;

@@ -482,7 +482,7 @@ macro_rules! serve_connection {
         use $crate::rpc::__private::futures::StreamExt as _;
         use $crate::rpc::__private::tarpc::server::Channel as _;
         $crate::rpc::__private::tarpc::server::BaseChannel::with_defaults($crate::rpc::transport(
-            $stream,
+            $crate::clean_eof::CleanEof::new($stream),
         ))
         .execute($crate::rpc::RoleGuard {
             inner: $serve,
