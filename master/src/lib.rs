@@ -7,13 +7,13 @@
 //! [`start`] opens it and serves until [`RunningMaster::shutdown`]; [`run`] wraps both for a
 //! daemon with a shutdown future. Tests call these in-process.
 
+pub mod blocking;
+pub mod cluster;
 pub mod locks;
 pub mod metrics;
 pub mod pki;
-pub mod placement;
-pub mod rebalance;
+pub mod plan;
 pub mod registry;
-pub mod repair;
 pub mod service;
 pub mod sessions;
 pub mod store;
@@ -305,7 +305,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     let policy = config.policy();
     tracing::info!(%addr, n = policy.n, w = policy.w, r = policy.r, "master listening");
 
-    let metrics = metrics::MasterMetrics::new(service.repair_metrics());
+    let metrics = metrics::MasterMetrics::new(service.cluster().repair_metrics());
     let rpc_metrics = metrics.rpc.clone();
     let metrics_server = match config.metrics_addr {
         Some(metrics_addr) => {
@@ -318,9 +318,9 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     };
 
     let (stop, stop_rx) = watch::channel(false);
-    let repairer = tokio::spawn(repair::repair_loop(
-        service.clone(),
-        repair::connector(tls.clone()),
+    let repairer = tokio::spawn(cluster::worker::repair_loop(
+        service.cluster(),
+        cluster::worker::connector(tls.clone()),
         stop_rx.clone(),
     ));
     let server = {

@@ -1,10 +1,11 @@
 //! Replica placement: which nodes receive a new chunk. A pure function of the node views,
 //! table-tested; it never looks at the clock or the database.
 //!
-//! Rule: online, not draining, at least `min_free` bytes free, not excluded; most free space
-//! first so that nodes fill evenly; ties broken by node id so the choice is deterministic.
+//! Rule: the node takes chunks (`super::takes_chunks`: online, up, no stop announced), has
+//! at least `min_free` bytes free and is not excluded; most free space first so that nodes
+//! fill evenly; ties broken by node id so the choice is deterministic.
 
-use crate::registry::NodeView;
+use super::{NodeView, takes_chunks};
 use common::{FsError, NodeId};
 
 pub fn choose_replicas(
@@ -15,12 +16,7 @@ pub fn choose_replicas(
 ) -> Vec<NodeId> {
     let mut candidates: Vec<&NodeView> = nodes
         .iter()
-        .filter(|n| {
-            n.online
-                && !n.status.draining
-                && n.free_bytes() >= min_free
-                && !exclude.contains(&n.node)
-        })
+        .filter(|n| takes_chunks(n) && n.free_bytes() >= min_free && !exclude.contains(&n.node))
         .collect();
     candidates.sort_by(|a, b| {
         b.free_bytes()
@@ -30,13 +26,10 @@ pub fn choose_replicas(
     candidates.into_iter().take(count).map(|n| n.node).collect()
 }
 
-/// Why fewer than `needed` nodes could be chosen: `NoSpace` when enough nodes are up but
-/// too full (the application sees ENOSPC), else `Unavailable` (EIO, retryable).
+/// Why fewer than `needed` nodes could be chosen: `NoSpace` when enough nodes take chunks
+/// but are too full (the application sees ENOSPC), else `Unavailable` (EIO, retryable).
 pub fn shortfall(nodes: &[NodeView], needed: usize, chosen: usize) -> FsError {
-    let up = nodes
-        .iter()
-        .filter(|n| n.online && !n.status.draining)
-        .count();
+    let up = nodes.iter().filter(|n| takes_chunks(n)).count();
     if up >= needed {
         FsError::NoSpace
     } else {
@@ -49,7 +42,7 @@ pub fn shortfall(nodes: &[NodeView], needed: usize, chosen: usize) -> FsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::types::NodeStatus;
+    use common::types::{NodeCondition, NodeStatus};
 
     fn node(id: u64, online: bool, free: u64, draining: bool) -> NodeView {
         NodeView {
@@ -63,7 +56,13 @@ mod tests {
                 draining,
                 ..NodeStatus::default()
             },
+            condition: NodeCondition::Up,
         }
+    }
+
+    fn with_condition(mut view: NodeView, condition: NodeCondition) -> NodeView {
+        view.condition = condition;
+        view
     }
 
     #[test]
@@ -113,6 +112,20 @@ mod tests {
                 min_free: 100,
                 want: vec![4],
             },
+            // A node that is not up takes no new chunks, even while it still heartbeats.
+            Case {
+                nodes: vec![
+                    with_condition(node(1, true, 900, false), NodeCondition::Dead),
+                    with_condition(node(2, true, 800, false), NodeCondition::Maintenance),
+                    with_condition(node(3, true, 700, false), NodeCondition::Draining),
+                    with_condition(node(4, true, 600, false), NodeCondition::Decommissioned),
+                    node(5, true, 100, false),
+                ],
+                count: 3,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![5],
+            },
             // Excluded nodes are skipped.
             Case {
                 nodes: vec![
@@ -159,5 +172,11 @@ mod tests {
         assert_eq!(shortfall(&full, 3, 0), FsError::NoSpace);
         let down = [node(1, true, 900, false), node(2, false, 900, false)];
         assert!(matches!(shortfall(&down, 2, 1), FsError::Unavailable(_)));
+        // A dead node that still answers is not "up" for placement: not ENOSPC but EIO.
+        let dead = [
+            node(1, true, 0, false),
+            with_condition(node(2, true, 900, false), NodeCondition::Dead),
+        ];
+        assert!(matches!(shortfall(&dead, 2, 0), FsError::Unavailable(_)));
     }
 }
