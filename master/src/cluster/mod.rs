@@ -281,3 +281,97 @@ impl ClusterControl {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ClusterRecord, SqliteStore};
+    use common::ClusterId;
+
+    /// A cluster control over a fresh store in `dir` with one registered node, quorum 2.
+    fn control(dir: &std::path::Path) -> (ClusterControl, NodeId) {
+        let path = dir.join("meta.db");
+        let record = ClusterRecord {
+            id: ClusterId([7; 16]),
+            chunk_size: 1 << 20,
+            key_check: vec![9; 32],
+        };
+        let now = Timespec { sec: 1, nsec: 0 };
+        SqliteStore::create(&path, &record, now).expect("create");
+        let store: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path, false).expect("open"));
+        let node = store
+            .register_node(None, "127.0.0.1:1", now)
+            .expect("register");
+        let mut config = MasterConfig::for_tests(dir.to_path_buf());
+        config.dead_quorum = 2;
+        (ClusterControl::new(store, &config).expect("control"), node)
+    }
+
+    #[tokio::test]
+    async fn votes_drains_and_reports_change_conditions_durably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (control, node) = control(dir.path());
+        let recorded = |c: &ClusterControl| c.store.node_conditions().expect("conditions");
+        // Unknown nodes are refused.
+        assert_eq!(
+            control.report_health(NodeId(99), "s1".into(), false).await,
+            Err(FsError::NotFound)
+        );
+        // (sentinel, alive, expected condition afterwards)
+        let steps = [
+            ("s1", false, NodeCondition::Up),
+            // The same sentinel twice is one vote.
+            ("s1", false, NodeCondition::Up),
+            ("s2", false, NodeCondition::Dead),
+            ("s1", true, NodeCondition::Up),
+            // s1 withdrew its vote by reporting alive: s2's alone is no quorum.
+            ("s2", false, NodeCondition::Up),
+        ];
+        for (sentinel, alive, want) in steps {
+            let got = control
+                .report_health(node, sentinel.into(), alive)
+                .await
+                .expect("report");
+            assert_eq!(got, want, "{sentinel} alive={alive}");
+        }
+        assert!(
+            recorded(&control).is_empty(),
+            "up is recorded as no condition"
+        );
+        assert_eq!(
+            control.set_drain(node, true).await,
+            Ok(NodeCondition::Draining)
+        );
+        assert_eq!(recorded(&control)[0].1, NodeCondition::Draining);
+        assert_eq!(control.views()[0].condition, NodeCondition::Draining);
+        assert!(!control.write_views()[0].online);
+        assert_eq!(control.set_drain(node, false).await, Ok(NodeCondition::Up));
+        // A graceful stop announced by the node itself, then its return.
+        let stopping = NodeStatus {
+            draining: true,
+            ..NodeStatus::default()
+        };
+        control
+            .registered(node, "127.0.0.1:1".into(), stopping.clone())
+            .await;
+        assert_eq!(control.condition_of(node), NodeCondition::Maintenance);
+        assert!(control.heartbeat(node, NodeStatus::default()).await);
+        assert_eq!(control.condition_of(node), NodeCondition::Up);
+        assert!(!control.heartbeat(NodeId(99), NodeStatus::default()).await);
+        // Dead nodes cannot be drained.
+        control
+            .report_health(node, "s1".into(), false)
+            .await
+            .expect("vote");
+        control
+            .report_health(node, "s3".into(), false)
+            .await
+            .expect("vote");
+        assert_eq!(control.condition_of(node), NodeCondition::Dead);
+        assert!(matches!(
+            control.set_drain(node, true).await,
+            Err(FsError::Invalid(_))
+        ));
+        assert_eq!(recorded(&control)[0].1, NodeCondition::Dead);
+    }
+}
