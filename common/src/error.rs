@@ -135,6 +135,11 @@ impl FsError {
     }
 }
 
+/// How a role refusal's detail text starts: the server's role check (`rpc::RoleGuard`)
+/// writes it, and the client maps it to [`FsError::NotPermitted`]. Kept here, beside the
+/// mapping, so that this module does not depend on `rpc`.
+pub const ROLE_REFUSAL: &str = "refused by role: ";
+
 impl From<tarpc::client::RpcError> for FsError {
     fn from(err: tarpc::client::RpcError) -> Self {
         match err {
@@ -143,9 +148,7 @@ impl From<tarpc::client::RpcError> for FsError {
             // elsewhere cannot help, unlike an unreachable peer.
             // Matched on the text: tarpc's wire form of `io::ErrorKind` does not keep
             // PermissionDenied.
-            tarpc::client::RpcError::Server(e)
-                if e.detail.starts_with(crate::rpc::ROLE_REFUSAL) =>
-            {
+            tarpc::client::RpcError::Server(e) if e.detail.starts_with(ROLE_REFUSAL) => {
                 FsError::NotPermitted
             }
             other => FsError::Unavailable(other.to_string()),

@@ -15,7 +15,7 @@
 //! This module never stores a token's secret and never writes a private key anywhere but the
 //! credential directory it is given.
 
-use crate::tls::{IssuedCredential, Role};
+use crate::tls::{CERT_FILE, IssuedCredential, Role, TlsArgs};
 use crate::{FsError, FsResult};
 use anyhow::Context as _;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -360,6 +360,50 @@ pub async fn redeem_into(
     issued.write_to(dir)?;
     tracing::info!(identity = %tls.identity(), dir = %dir.display(), "joined the cluster with a one-time token");
     Ok(())
+}
+
+/// How long a join (connect, handshake, signing) may take on a loaded machine.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The join half of the TLS flags: lives here, beside the redemption it drives, so that
+/// `tls` does not depend on `join` (which depends on `tls`).
+impl TlsArgs {
+    /// Redeems --join-token (or --join-token-file) into --credentials DIR when DIR holds no
+    /// certificate yet; does nothing without a token. A process restarted with the same
+    /// flags finds its certificate and does not try the (spent) token again.
+    pub async fn join_if_asked(&self, role: Role) -> anyhow::Result<()> {
+        let token = match (&self.join_token, &self.join_token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("read join token file {}", file.display()))?,
+            (None, None) => return Ok(()),
+        };
+        let dir = self.credentials.as_ref().context(
+            "--join-token needs --credentials DIR: the directory the new credential is written to",
+        )?;
+        if dir.join(CERT_FILE).exists() {
+            tracing::info!(dir = %dir.display(), "credential present: join token not used");
+            return Ok(());
+        }
+        let addr = self
+            .join
+            .as_deref()
+            .context("--join-token needs --join ADDR (the master's join_listen address)")?;
+        redeem_into(addr, &token, dir, role, JOIN_TIMEOUT).await
+    }
+
+    /// [`Self::join_if_asked`] for a process without a runtime yet (the mount, which forks
+    /// later): builds a one-thread runtime only when there is a token, and drops it again.
+    pub fn join_if_asked_blocking(&self, role: Role) -> anyhow::Result<()> {
+        if self.join_token.is_none() && self.join_token_file.is_none() {
+            return Ok(());
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start a runtime for the join")?
+            .block_on(self.join_if_asked(role))
+    }
 }
 
 #[cfg(test)]

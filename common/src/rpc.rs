@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::audit::{Audit, Event as AuditEvent, Peer as AuditPeer};
+use crate::error::ROLE_REFUSAL;
 use crate::tls::{Identity, Revoked, Role, Tls};
 use std::sync::Arc;
 
@@ -388,9 +389,6 @@ pub async fn serve_audited<F, Fut>(
     }
     connections.abort_all();
 }
-
-/// How a role refusal's detail text starts; the client maps it to [`FsError::NotPermitted`].
-pub const ROLE_REFUSAL: &str = "refused by role: ";
 
 /// Wraps a tarpc service so that each request is first checked against the caller's role
 /// ([`crate::tls::allowed`]). A refused call is answered with a server error whose text

@@ -346,47 +346,9 @@ pub struct TlsArgs {
     pub join: Option<String>,
 }
 
-/// How long a join (connect, handshake, signing) may take on a loaded machine.
-const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
+/// The join flags are acted on in `crate::join` (`TlsArgs::join_if_asked`), which depends
+/// on this module, not the other way round.
 impl TlsArgs {
-    /// Redeems --join-token (or --join-token-file) into --credentials DIR when DIR holds no
-    /// certificate yet; does nothing without a token. A process restarted with the same
-    /// flags finds its certificate and does not try the (spent) token again.
-    pub async fn join_if_asked(&self, role: Role) -> anyhow::Result<()> {
-        let token = match (&self.join_token, &self.join_token_file) {
-            (Some(token), _) => token.clone(),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .with_context(|| format!("read join token file {}", file.display()))?,
-            (None, None) => return Ok(()),
-        };
-        let dir = self.credentials.as_ref().context(
-            "--join-token needs --credentials DIR: the directory the new credential is written to",
-        )?;
-        if dir.join(CERT_FILE).exists() {
-            tracing::info!(dir = %dir.display(), "credential present: join token not used");
-            return Ok(());
-        }
-        let addr = self
-            .join
-            .as_deref()
-            .context("--join-token needs --join ADDR (the master's join_listen address)")?;
-        crate::join::redeem_into(addr, &token, dir, role, JOIN_TIMEOUT).await
-    }
-
-    /// [`Self::join_if_asked`] for a process without a runtime yet (the mount, which forks
-    /// later): builds a one-thread runtime only when there is a token, and drops it again.
-    pub fn join_if_asked_blocking(&self, role: Role) -> anyhow::Result<()> {
-        if self.join_token.is_none() && self.join_token_file.is_none() {
-            return Ok(());
-        }
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("start a runtime for the join")?
-            .block_on(self.join_if_asked(role))
-    }
-
     /// Writes the flags over a config's three `tls_*_file` fields.
     pub fn apply(
         &self,

@@ -681,11 +681,17 @@ impl NodeCondition {
         }
     }
 
-    /// Whether a node in this condition may be a target of new chunks and repair copies.
+    /// Whether a node in this condition may take new chunks (a new file chunk's replica, a
+    /// repair copy, a rebalancing move): only when up. A node in maintenance announced a
+    /// stop, a draining one is being emptied. The master's whole rule (also online, no stop
+    /// announced) is `plan::takes_chunks`.
     pub fn takes_chunks(self) -> bool {
         match self {
-            NodeCondition::Up | NodeCondition::Maintenance => true,
-            NodeCondition::Dead | NodeCondition::Draining | NodeCondition::Decommissioned => false,
+            NodeCondition::Up => true,
+            NodeCondition::Maintenance
+            | NodeCondition::Dead
+            | NodeCondition::Draining
+            | NodeCondition::Decommissioned => false,
         }
     }
 

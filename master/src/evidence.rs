@@ -11,7 +11,7 @@
 //! `mark_bad_replica`, which never removes the last current copy. The same node check
 //! guards the admin's `clear_bad_replica`.
 
-use crate::repair::Connector;
+use crate::cluster::worker::Connector;
 use crate::service::MasterService;
 use crate::store::ReplicaRecord;
 use common::rpc::ctx;
@@ -194,7 +194,8 @@ async fn confirm(service: &MasterService, connect: &Connector, (chunk, node): Re
     {
         Ok(known) => {
             span.in_scope(|| tracing::warn!(known, %reason, "replica confirmed bad by its node"));
-            service.repair_wake().notify_one();
+            crate::cluster::worker::RepairHost::repair_wake(service.cluster().as_ref())
+                .notify_one();
             Outcome::Settled
         }
         Err(_) => Outcome::Retry,
@@ -272,7 +273,7 @@ pub async fn clear_bad(
             "bad mark cleared by an admin; the node vouched for the replica"
         )
     });
-    service.repair_wake().notify_one();
+    crate::cluster::worker::RepairHost::repair_wake(service.cluster().as_ref()).notify_one();
     Ok(cleared)
 }
 

@@ -8,15 +8,15 @@
 //! daemon with a shutdown future. Tests call these in-process.
 
 pub mod admission;
+pub mod blocking;
+pub mod cluster;
 pub mod evidence;
 pub mod keystate;
 pub mod locks;
 pub mod metrics;
 pub mod pki;
-pub mod placement;
-pub mod rebalance;
+pub mod plan;
 pub mod registry;
-pub mod repair;
 pub mod service;
 pub mod sessions;
 pub mod space;
@@ -303,7 +303,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             tls.identity().name
         );
     }
-    let service = service.with_connector(repair::connector(tls.clone()));
+    let service = service.with_connector(cluster::worker::connector(tls.clone()));
     let revoked = service.revoked().clone();
     let state_dir = config.state_dir.clone();
     reload_revoked(&state_dir, &revoked).await?;
@@ -314,7 +314,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     let policy = config.policy();
     tracing::info!(%addr, n = policy.n, w = policy.w, r = policy.r, "master listening");
 
-    let metrics = metrics::MasterMetrics::new(service.repair_metrics());
+    let metrics = metrics::MasterMetrics::new(service.cluster().repair_metrics());
     let rpc_metrics = metrics.rpc.clone();
     let metrics_server = match config.metrics_addr {
         Some(metrics_addr) => {
@@ -327,14 +327,14 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
     };
 
     let (stop, stop_rx) = watch::channel(false);
-    let repairer = tokio::spawn(repair::repair_loop(
-        service.clone(),
-        repair::connector(tls.clone()),
+    let repairer = tokio::spawn(cluster::worker::repair_loop(
+        service.cluster(),
+        cluster::worker::connector(tls.clone()),
         stop_rx.clone(),
     ));
     let confirmer = tokio::spawn(evidence::confirm_loop(
         service.clone(),
-        repair::connector(tls.clone()),
+        cluster::worker::connector(tls.clone()),
         stop_rx.clone(),
     ));
     let server = {

@@ -1,32 +1,14 @@
 //! The node registry: every chunkserver the master knows, when it was last heard from and
 //! its latest self-reported status. Pure bookkeeping over an injected `now: Instant`, so
 //! the online/offline rule is table-tested without sleeping. It never does I/O: the
-//! service persists node ids and addresses through the store and mirrors them here.
+//! cluster control (`crate::cluster`) owns it, persists node ids and addresses through the
+//! store and mirrors them here, and adds each node's condition to the views.
 
+use crate::plan::NodeView;
 use common::NodeId;
-use common::types::NodeStatus;
-use std::collections::BTreeMap;
+use common::types::{NodeCondition, NodeStatus};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-
-/// What decisions (placement, read ordering, summaries) see of one node at one instant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeView {
-    pub node: NodeId,
-    pub addr: String,
-    /// Heard from within the offline window.
-    pub online: bool,
-    /// Time since the last heartbeat; `None` if never heard since the master started.
-    pub last_seen: Option<Duration>,
-    pub status: NodeStatus,
-}
-
-impl NodeView {
-    pub fn free_bytes(&self) -> u64 {
-        self.status
-            .capacity_bytes
-            .saturating_sub(self.status.used_bytes)
-    }
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -108,9 +90,14 @@ impl Registry {
             .is_some_and(|t| now.saturating_duration_since(t) < self.offline_after)
     }
 
-    /// Every known node as seen at `now`, ordered by id; `used_bytes` includes what was
-    /// reserved since the node's last report.
-    pub fn views(&self, now: Instant) -> Vec<NodeView> {
+    /// Every known node as seen at `now`, ordered by id, with its condition from
+    /// `conditions` (absent: up); `used_bytes` includes what was reserved since the node's
+    /// last report.
+    pub fn views(
+        &self,
+        now: Instant,
+        conditions: &HashMap<NodeId, NodeCondition>,
+    ) -> Vec<NodeView> {
         self.nodes
             .iter()
             .map(|(&node, entry)| NodeView {
@@ -122,6 +109,7 @@ impl Registry {
                     used_bytes: entry.status.used_bytes.saturating_add(entry.reserved),
                     ..entry.status.clone()
                 },
+                condition: conditions.get(&node).copied().unwrap_or_default(),
             })
             .collect()
     }
@@ -160,7 +148,7 @@ mod tests {
             if let Some(h) = heard {
                 assert!(reg.heartbeat(NodeId(1), status(0), t0 + Duration::from_millis(h)));
             }
-            let views = reg.views(t0 + Duration::from_millis(at));
+            let views = reg.views(t0 + Duration::from_millis(at), &HashMap::new());
             assert_eq!(views[0].online, want, "heard {heard:?} viewed {at}");
             assert_eq!(views[0].last_seen.is_some(), heard.is_some());
         }
@@ -175,13 +163,13 @@ mod tests {
         reg.registered(NodeId(9), "h:9".into(), status(10), t0);
         assert!(reg.knows(NodeId(9)));
         assert!(reg.heartbeat(NodeId(9), status(40), t0 + Duration::from_secs(1)));
-        let view = &reg.views(t0 + Duration::from_secs(2))[0];
+        let view = &reg.views(t0 + Duration::from_secs(2), &HashMap::new())[0];
         assert_eq!(view.addr, "h:9");
         assert_eq!(view.free_bytes(), 60);
         assert_eq!(view.last_seen, Some(Duration::from_secs(1)));
         // Loading from the database never clobbers a live entry.
         reg.load(NodeId(9), "stale:1".into());
-        assert_eq!(reg.views(t0)[0].addr, "h:9");
+        assert_eq!(reg.views(t0, &HashMap::new())[0].addr, "h:9");
     }
 
     #[test]
@@ -203,13 +191,13 @@ mod tests {
                 assert!(reg.heartbeat(NodeId(1), status(used), t0));
             }
             assert_eq!(
-                reg.views(t0)[0].free_bytes(),
+                reg.views(t0, &HashMap::new())[0].free_bytes(),
                 free,
                 "reserve {reserve} beat {beat:?}"
             );
         }
         // Unknown nodes are ignored.
         reg.reserve(NodeId(7), 1);
-        assert_eq!(reg.views(t0).len(), 1);
+        assert_eq!(reg.views(t0, &HashMap::new()).len(), 1);
     }
 }

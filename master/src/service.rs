@@ -1,12 +1,14 @@
-//! The master's tarpc service: a thin layer over the metadata store. Each request gets one
-//! tracing span with its ids, runs its store call on a blocking thread (SQLite blocks; only
-//! single-row reads, which never wait for a writer, run in place: `read_now`), and
-//! answers only after the store's transaction committed. No filesystem rule lives here:
-//! validation and semantics are in `store` (and its engine-independent `rules`); node
-//! liveness in `registry`; session leases in `sessions`.
+//! The master's tarpc service: handlers only. Each request gets one tracing span with its
+//! ids, runs its store call on a blocking thread (SQLite blocks; only single-row reads,
+//! which never wait for a writer, run in place: `read_now`), and answers only after the
+//! store's transaction committed. No rule lives here: filesystem validation and semantics
+//! are in `store` (and its engine-independent `rules`); node liveness, conditions, votes,
+//! drains and repair in `cluster`; placement in `plan`; session leases in `sessions`;
+//! advisory locks in `locks`. A handler translates a request and delegates.
 
+use crate::cluster::ClusterControl;
 use crate::locks::LockTable;
-use crate::registry::{NodeView, Registry};
+use crate::plan::NodeView;
 use crate::sessions::Leases;
 use crate::store::{Freed, GC_BATCH, MetaStore};
 use common::audit::{Audit, Event, Mutation};
@@ -22,7 +24,7 @@ use common::types::{LockInfo, LockRequest, OpId};
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::context::Context;
@@ -37,7 +39,8 @@ const REASON_MAX: usize = 256;
 
 struct Inner {
     store: Arc<dyn MetaStore>,
-    registry: Mutex<Registry>,
+    /// Nodes, their conditions and votes, drains and the repair state.
+    cluster: Arc<ClusterControl>,
     leases: Mutex<Leases>,
     /// Advisory locks of every session, served from memory and persisted with every change
     /// (see `locks`). Held across the store write, so the database sees changes in order.
@@ -48,24 +51,6 @@ struct Inner {
     /// Serials of revoked certificates, kept current from `STATE/pki/revoked` by the
     /// master's poller; sent to chunkservers with every heartbeat reply.
     revoked: common::tls::Revoked,
-    /// Repair counters the metrics endpoint exports; the repair worker increments them.
-    repair_metrics: crate::metrics::RepairMetrics,
-    /// Node conditions (a mirror of the store's, which is the truth after a restart) and
-    /// since when, on this master's clock.
-    conditions: Mutex<HashMap<NodeId, (NodeCondition, Instant)>>,
-    /// Dead votes per node: sentinel name -> when it last voted.
-    votes: Mutex<HashMap<NodeId, HashMap<String, Instant>>>,
-    dead_quorum: usize,
-    dead_vote_window: Duration,
-    maintenance_window: Duration,
-    repair_limits: crate::repair::Limits,
-    repair_bytes_per_sec: u64,
-    /// The repair worker's running copies and progress counters.
-    repair: Mutex<crate::repair::RepairState>,
-    /// Wakes the repair worker before its next tick (a node declared dead, a copy done).
-    repair_wake: Arc<tokio::sync::Notify>,
-    /// `rebalance_threshold_percent` (0: the rebalancer is off).
-    rebalance_threshold: u32,
     /// Reported replicas waiting for their node's verdict (see `evidence`), and the wake-up
     /// of the worker that asks.
     suspects: Mutex<crate::evidence::Suspects>,
@@ -84,7 +69,7 @@ pub struct MasterService {
     /// The certificate holder of the connection this copy serves ([`Self::for_peer`]).
     peer: Option<Arc<Identity>>,
     /// Dials chunkservers for the admin's `clear_bad_replica` ([`Self::with_connector`]).
-    connect: Option<crate::repair::Connector>,
+    connect: Option<crate::cluster::worker::Connector>,
 }
 
 /// What a mutation touched, for its audit record.
@@ -108,10 +93,7 @@ impl MasterService {
     /// before a master restart keep their open files). Blocking: reads the store.
     pub fn new(store: Arc<dyn MetaStore>, config: &MasterConfig) -> FsResult<MasterService> {
         let now = Instant::now();
-        let mut registry = Registry::new(Duration::from_millis(config.node_offline_ms));
-        for (node, addr) in store.list_nodes()? {
-            registry.load(node, addr);
-        }
+        let cluster = Arc::new(ClusterControl::new(Arc::clone(&store), config)?);
         let mut leases = Leases::new(Duration::from_millis(config.session_ttl_ms));
         for session in store.list_sessions()? {
             leases.grant(session, now);
@@ -119,36 +101,16 @@ impl MasterService {
         // Locks of the sessions that were alive keep holding: clients reconnect to the same
         // session after a master restart and expect their locks to be there.
         let locks = LockTable::restore(&store.load_locks()?);
-        // A maintenance window restarts with the master: its clock is this process's.
-        let conditions = store
-            .node_conditions()?
-            .into_iter()
-            .map(|(node, condition, _)| (node, (condition, now)))
-            .collect();
         Ok(MasterService {
             inner: Arc::new(Inner {
                 store,
-                registry: Mutex::new(registry),
+                cluster,
                 leases: Mutex::new(leases),
                 locks: Mutex::new(locks),
                 policy: config.policy(),
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 revoked: common::tls::Revoked::default(),
-                repair_metrics: crate::metrics::RepairMetrics::default(),
-                conditions: Mutex::new(conditions),
-                votes: Mutex::new(HashMap::new()),
-                dead_quorum: config.dead_quorum.max(1) as usize,
-                dead_vote_window: Duration::from_millis(config.dead_vote_window_ms),
-                maintenance_window: Duration::from_millis(config.maintenance_window_ms),
-                repair_limits: crate::repair::Limits {
-                    max_copies: config.repair_max_copies.max(1) as usize,
-                    max_per_node: config.repair_max_copies_per_node.max(1) as usize,
-                },
-                repair_bytes_per_sec: config.repair_bytes_per_sec,
-                repair: Mutex::new(crate::repair::RepairState::default()),
-                repair_wake: Arc::new(tokio::sync::Notify::new()),
-                rebalance_threshold: config.rebalance_threshold_percent,
                 suspects: Mutex::new(crate::evidence::Suspects::default()),
                 suspects_wake: Arc::new(tokio::sync::Notify::new()),
                 state_dir: config.state_dir.clone(),
@@ -168,7 +130,7 @@ impl MasterService {
 
     /// This service dialing chunkservers through `connect` (the admin's clear of a bad
     /// mark asks the node first).
-    pub fn with_connector(mut self, connect: crate::repair::Connector) -> MasterService {
+    pub fn with_connector(mut self, connect: crate::cluster::worker::Connector) -> MasterService {
         self.connect = Some(connect);
         self
     }
@@ -184,10 +146,9 @@ impl MasterService {
     }
 
     pub(crate) fn node_addr(&self, node: NodeId) -> Option<String> {
-        let now = Instant::now();
-        let registry = self.inner.registry.lock();
-        registry
-            .views(now)
+        self.inner
+            .cluster
+            .views()
             .into_iter()
             .find(|v| v.node == node)
             .map(|v| v.addr)
@@ -259,19 +220,7 @@ impl MasterService {
         span: Span,
         f: impl FnOnce(&dyn MetaStore) -> FsResult<T> + Send + 'static,
     ) -> FsResult<T> {
-        let store = Arc::clone(&self.inner.store);
-        let inner_span = span.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _entered = inner_span.enter();
-            f(&*store)
-        })
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|e| Err(FsError::internal(format!("store task failed: {e}"))));
-        if let Err(err @ (FsError::Io(_) | FsError::Internal(_))) = &result {
-            span.in_scope(|| tracing::error!(error = %err, "metadata store failure"));
-        }
-        result
+        crate::blocking::blocking(&self.inner.store, span, f).await
     }
 
     /// Runs a short read-only store call (one or two indexed rows) right here on the async
@@ -312,10 +261,9 @@ impl MasterService {
         &self.inner.revoked
     }
 
-    /// The repair counters (exported as `mosaic_master_repair_*`): the repair worker calls
-    /// `copied`/`failed` on them.
-    pub fn repair_metrics(&self) -> &crate::metrics::RepairMetrics {
-        &self.inner.repair_metrics
+    /// The cluster control: the repair worker and the metrics endpoint share it.
+    pub fn cluster(&self) -> Arc<ClusterControl> {
+        Arc::clone(&self.inner.cluster)
     }
 
     /// Records a placement refused for lack of space; logs the first of a burst with the
@@ -324,7 +272,7 @@ impl MasterService {
         let now = Instant::now();
         let detail = crate::space::describe(
             self.inner.policy.w as usize,
-            crate::placement::NEW_CHUNK_FOOTPRINT,
+            crate::plan::placement::NEW_CHUNK_FOOTPRINT,
             views,
         );
         let mut space = self.inner.space.lock();
@@ -337,29 +285,17 @@ impl MasterService {
         space.refused(now, detail);
     }
 
-    fn views(&self) -> Vec<NodeView> {
-        self.inner.registry.lock().views(Instant::now())
-    }
-
     /// Every known node with its condition and liveness, for `admission`.
     fn members(&self) -> Vec<crate::admission::Member> {
-        let conditions = self.conditions();
-        self.views()
+        self.inner
+            .cluster
+            .views()
             .into_iter()
             .map(|v| crate::admission::Member {
                 node: v.node,
-                condition: conditions.get(&v.node).copied().unwrap_or_default(),
+                condition: v.condition,
                 online: v.online,
             })
-            .collect()
-    }
-
-    fn conditions(&self) -> HashMap<NodeId, NodeCondition> {
-        self.inner
-            .conditions
-            .lock()
-            .iter()
-            .map(|(n, (c, _))| (*n, *c))
             .collect()
     }
 
@@ -369,312 +305,6 @@ impl MasterService {
         self.peer
             .as_ref()
             .map_or_else(|| "in-process".to_string(), |p| p.name.clone())
-    }
-
-    fn condition_of(&self, node: NodeId) -> NodeCondition {
-        self.inner
-            .conditions
-            .lock()
-            .get(&node)
-            .map_or(NodeCondition::Up, |(c, _)| *c)
-    }
-
-    /// Records a node's condition durably, then in memory; logs the change.
-    async fn set_condition(
-        &self,
-        node: NodeId,
-        condition: NodeCondition,
-        why: &str,
-    ) -> FsResult<()> {
-        if self.condition_of(node) == condition {
-            return Ok(());
-        }
-        let span = info_span!("node_condition", %node, condition = condition.as_str());
-        self.blocking(span.clone(), move |s| {
-            s.set_node_condition(node, condition, Timespec::now())
-        })
-        .await?;
-        let previous = {
-            let mut conditions = self.inner.conditions.lock();
-            let previous = conditions.get(&node).map_or(NodeCondition::Up, |(c, _)| *c);
-            if condition == NodeCondition::Up {
-                conditions.remove(&node);
-            } else {
-                conditions.insert(node, (condition, Instant::now()));
-            }
-            previous
-        };
-        span.in_scope(|| {
-            tracing::warn!(
-                from = previous.as_str(),
-                to = condition.as_str(),
-                why,
-                "node condition changed"
-            )
-        });
-        if matches!(condition, NodeCondition::Dead | NodeCondition::Draining) {
-            self.inner.repair_wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// This round's rebalancing copies (see `crate::rebalance`): none while repairs are
-    /// queued or any copy runs, so that repair always comes first and every move is planned
-    /// on records that include the previous ones.
-    pub async fn plan_rebalance(&self) -> Vec<crate::repair::CopyOrder> {
-        let threshold = self.inner.rebalance_threshold;
-        if threshold == 0 {
-            return Vec::new();
-        }
-        {
-            let state = self.inner.repair.lock();
-            if state.progress.queued_chunks > 0 || state.running.total() > 0 {
-                return Vec::new();
-            }
-        }
-        let span = tracing::debug_span!("plan_rebalance");
-        let Ok(used) = self.blocking(span.clone(), |s| s.replica_bytes()).await else {
-            return Vec::new();
-        };
-        let views = self.views();
-        let conditions = self.conditions();
-        let usage = crate::rebalance::eligible(&views, &conditions, &used);
-        let Some(mv) = crate::rebalance::pick_move(&usage, threshold) else {
-            return Vec::new();
-        };
-        let goal = self.inner.policy.n;
-        let Ok(chunks) = self
-            .blocking(span, move |s| {
-                s.movable_chunks(mv.from, mv.to, goal, crate::repair::REPAIR_SCAN)
-            })
-            .await
-        else {
-            return Vec::new();
-        };
-        let state = self.inner.repair.lock();
-        let orders = crate::rebalance::plan_moves(
-            &chunks,
-            &mv,
-            &views,
-            &conditions,
-            &state.running,
-            &self.inner.repair_limits,
-        );
-        if !orders.is_empty() {
-            tracing::info!(from = %mv.from, to = %mv.to, bytes = mv.bytes,
-                chunks = orders.len(), "rebalancing");
-        }
-        orders
-    }
-
-    /// A rebalancing copy was recorded: removes the source's replica, which the store only
-    /// does while the chunk keeps its goal on other counting nodes.
-    pub async fn finish_move(&self, order: &crate::repair::CopyOrder) {
-        let goal = self.inner.policy.n;
-        let (chunk, node) = (order.chunk, order.source);
-        let span = info_span!("finish_move", %chunk, from = %node, to = %order.target);
-        if let Ok(trimmed) = self
-            .blocking(span.clone(), move |s| s.trim_replica(chunk, node, goal))
-            .await
-        {
-            span.in_scope(|| tracing::info!(trimmed, "chunk moved"));
-        }
-    }
-
-    /// A rebalancing copy ended (its trim done): frees its slot and wakes the worker.
-    pub fn move_finished(&self, order: &crate::repair::CopyOrder) {
-        self.inner.repair.lock().running.finish(order);
-        self.inner.repair_wake.notify_one();
-    }
-
-    /// Marks every draining node that no committed chunk needs any more decommissioned
-    /// (see `crate::repair::drains_complete`). Called by the repair worker each round.
-    pub async fn complete_drains(&self) {
-        let conditions = self.conditions();
-        let draining: Vec<NodeId> = conditions
-            .iter()
-            .filter(|(_, c)| **c == NodeCondition::Draining)
-            .map(|(n, _)| *n)
-            .collect();
-        if draining.is_empty() {
-            return;
-        }
-        let goal = self.inner.policy.n;
-        let mut remaining = HashMap::new();
-        for node in draining {
-            let span = tracing::debug_span!("drain_remaining", %node);
-            // A failure is logged by `blocking`; the node then waits for the next round.
-            if let Ok(n) = self
-                .blocking(span, move |s| s.drain_remaining(node, goal))
-                .await
-            {
-                remaining.insert(node, n);
-            }
-        }
-        let done = {
-            let state = self.inner.repair.lock();
-            crate::repair::drains_complete(&conditions, &remaining, &state.running)
-        };
-        for node in done {
-            let _ = self
-                .set_condition(
-                    node,
-                    NodeCondition::Decommissioned,
-                    "drained: every chunk it held has its goal on other nodes; it may be stopped",
-                )
-                .await;
-        }
-    }
-
-    /// Turns every maintenance window that ran out into a dead node. Called by the repair
-    /// worker each round.
-    pub async fn expire_maintenance(&self) {
-        let window = self.inner.maintenance_window;
-        let expired: Vec<NodeId> = self
-            .inner
-            .conditions
-            .lock()
-            .iter()
-            .filter(|(_, (c, since))| *c == NodeCondition::Maintenance && since.elapsed() >= window)
-            .map(|(n, _)| *n)
-            .collect();
-        for node in expired {
-            // A failure is logged by `blocking`; the next round tries again.
-            let _ = self
-                .set_condition(node, NodeCondition::Dead, "maintenance window ran out")
-                .await;
-        }
-    }
-
-    /// The worker's wake-up signal.
-    pub fn repair_wake(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.inner.repair_wake)
-    }
-
-    /// Copy limits and the bandwidth limit (bytes per second, 0 unlimited).
-    pub fn repair_limits(&self) -> (crate::repair::Limits, u64) {
-        (
-            self.inner.repair_limits.clone(),
-            self.inner.repair_bytes_per_sec,
-        )
-    }
-
-    /// The repair orders for this round (see `crate::repair::plan`), within the copy limits
-    /// given what is running. Also refreshes the queued counts of the progress report.
-    pub async fn plan_repairs(&self) -> FsResult<Vec<crate::repair::CopyOrder>> {
-        let goal = self.inner.policy.n;
-        let span = tracing::debug_span!("plan_repairs");
-        let (chunks, (queued, queued_bytes)) = self
-            .blocking(span, move |s| {
-                Ok((
-                    s.under_goal_chunks(goal, crate::repair::REPAIR_SCAN)?,
-                    s.under_goal_totals(goal)?,
-                ))
-            })
-            .await?;
-        let mut state = self.inner.repair.lock();
-        state.progress.queued_chunks = queued;
-        state.progress.queued_bytes = queued_bytes;
-        if chunks.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(crate::repair::plan(
-            &chunks,
-            &self.views(),
-            &self.conditions(),
-            &state.running,
-            &self.inner.repair_limits,
-        ))
-    }
-
-    /// A copy is about to start.
-    pub fn repair_started(&self, order: &crate::repair::CopyOrder) {
-        self.inner.repair.lock().running.start(order);
-    }
-
-    /// A copy ended (`ok`: done and recorded). Wakes the worker to plan the next ones.
-    pub fn repair_finished(&self, order: &crate::repair::CopyOrder, ok: bool) {
-        {
-            let mut state = self.inner.repair.lock();
-            state.running.finish(order);
-            if ok {
-                state.progress.done_chunks += 1;
-                state.progress.done_bytes += order.length;
-                state.meter.record(Instant::now(), order.length);
-            } else {
-                state.progress.failed += 1;
-            }
-        }
-        if ok {
-            self.inner.repair_metrics.copied(order.length);
-        } else {
-            self.inner.repair_metrics.failed();
-        }
-        self.inner.repair_wake.notify_one();
-    }
-
-    /// Removes surplus replicas (see `crate::repair::plan_trims`): each is re-checked in its
-    /// own transaction so that no chunk ever drops below its goal.
-    pub async fn trim_surplus(&self) {
-        let goal = self.inner.policy.n;
-        let span = tracing::debug_span!("trim_surplus");
-        let Ok(chunks) = self
-            .blocking(span, move |s| {
-                s.over_goal_chunks(goal, crate::repair::REPAIR_SCAN)
-            })
-            .await
-        else {
-            return;
-        };
-        if chunks.is_empty() {
-            return;
-        }
-        let trims = {
-            let state = self.inner.repair.lock();
-            crate::repair::plan_trims(&chunks, &self.views(), &self.conditions(), &state.running)
-        };
-        for trim in trims {
-            let span = info_span!("trim_replica", chunk = %trim.chunk, node = %trim.node);
-            if let Ok(true) = self
-                .blocking(span.clone(), move |s| {
-                    s.trim_replica(trim.chunk, trim.node, goal)
-                })
-                .await
-            {
-                self.inner.repair.lock().progress.trimmed += 1;
-                span.in_scope(|| tracing::info!("surplus replica removed"));
-            }
-        }
-    }
-
-    /// Records a finished repair copy.
-    pub async fn record_copy(
-        &self,
-        chunk: ChunkId,
-        node: NodeId,
-        version: common::Version,
-    ) -> FsResult<bool> {
-        let span = info_span!("record_copy", %chunk, %node);
-        self.blocking(span, move |s| s.record_copy(chunk, node, version))
-            .await
-    }
-
-    /// A node's own report: `draining` (a graceful stop) starts its maintenance window; a
-    /// node that reports in without it after a maintenance stop is back.
-    async fn note_planned_stop(&self, node: NodeId, draining: bool) {
-        let result = match (self.condition_of(node), draining) {
-            (NodeCondition::Up, true) => {
-                self.set_condition(node, NodeCondition::Maintenance, "graceful stop announced")
-                    .await
-            }
-            (NodeCondition::Maintenance, false) => {
-                self.set_condition(node, NodeCondition::Up, "back from maintenance")
-                    .await
-            }
-            _ => Ok(()),
-        };
-        // A store failure is logged by `blocking`; the next heartbeat tries again.
-        let _ = result;
     }
 
     /// Ends every session whose lease ran out: releases its open files and frees inodes
@@ -901,7 +531,7 @@ impl Master for MasterService {
 
     async fn statfs(self, _: Context) -> FsResult<StatFs> {
         let span = info_span!("statfs");
-        let views = self.views();
+        let views = self.inner.cluster.views();
         let files = self.blocking(span, |s| s.inode_count()).await?;
         let online = views.iter().filter(|v| v.online);
         let (total_bytes, free_bytes) = online.fold((0u64, 0u64), |(t, f), v| {
@@ -993,7 +623,7 @@ impl Master for MasterService {
         count: u64,
     ) -> FsResult<Vec<ChunkLoc>> {
         let span = info_span!("chunk_map", %ino, first, count);
-        let views = self.views();
+        let views = self.inner.cluster.views();
         self.blocking(span, move |s| s.chunk_map(ino, first, count, &views))
             .await
     }
@@ -1005,18 +635,9 @@ impl Master for MasterService {
         indexes: Vec<u64>,
     ) -> FsResult<Vec<WriteGrant>> {
         let span = info_span!("prepare_write", %ino, chunks = indexes.len());
-        // A node declared dead or stopped for maintenance takes no writes and no new chunks,
-        // even while the registry still counts it online (its last heartbeat is recent).
-        let conditions = self.conditions();
-        let mut views = self.views();
-        for v in &mut views {
-            if conditions
-                .get(&v.node)
-                .is_some_and(|c| *c != NodeCondition::Up)
-            {
-                v.online = false;
-            }
-        }
+        // A node that is not up takes no writes and no new chunks, even while the registry
+        // still counts it online (its last heartbeat is recent).
+        let views = self.inner.cluster.write_views();
         let policy = self.inner.policy;
         let refused_views = views.clone();
         let grants = self
@@ -1030,10 +651,10 @@ impl Master for MasterService {
         let grants = grants?;
         // A never-committed chunk is new on its replicas: count its footprint as used there
         // until their next heartbeats, so that the placements in between see the space going.
-        let mut registry = self.inner.registry.lock();
+        let mut registry = self.inner.cluster.registry();
         for grant in grants.iter().filter(|g| g.base == Version(0)) {
             for replica in &grant.replicas {
-                registry.reserve(replica.node, crate::placement::NEW_CHUNK_FOOTPRINT);
+                registry.reserve(replica.node, crate::plan::placement::NEW_CHUNK_FOOTPRINT);
             }
         }
         drop(registry);
@@ -1103,13 +724,12 @@ impl Master for MasterService {
                 s.register_node(requested, &addr, Timespec::now())
             })
             .await?;
-        let draining = req.status.draining;
-        self.inner
-            .registry
-            .lock()
-            .registered(node, req.addr, req.status, Instant::now());
         span.in_scope(|| tracing::info!(%node, "chunkserver registered"));
-        self.note_planned_stop(node, draining).await;
+        self.inner
+            .cluster
+            .registered(node, req.addr, req.status)
+            .instrument(span)
+            .await;
         Ok(Registered {
             node,
             cluster,
@@ -1124,16 +744,7 @@ impl Master for MasterService {
         node: NodeId,
         status: NodeStatus,
     ) -> FsResult<HeartbeatReply> {
-        let draining = status.draining;
-        let known = self
-            .inner
-            .registry
-            .lock()
-            .heartbeat(node, status, Instant::now());
-        if known {
-            self.note_planned_stop(node, draining).await;
-        }
-        if !known {
+        if !self.inner.cluster.heartbeat(node, status).await {
             return Ok(HeartbeatReply {
                 delete: Vec::new(),
                 reregister: true,
@@ -1160,7 +771,7 @@ impl Master for MasterService {
         node: NodeId,
         held: Vec<HeldChunk>,
     ) -> FsResult<HeartbeatReply> {
-        if !self.inner.registry.lock().knows(node) {
+        if !self.inner.cluster.knows(node) {
             return Ok(HeartbeatReply {
                 delete: Vec::new(),
                 reregister: true,
@@ -1181,15 +792,13 @@ impl Master for MasterService {
 
     async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
         let span = info_span!("cluster_summary");
-        let views = self.views();
-        let conditions = self.conditions();
-        let condition = |n: &NodeId| conditions.get(n).copied().unwrap_or_default();
+        let views = self.inner.cluster.views();
         // Replicas count where the node is up and not declared dead: a draining node's
         // replicas are present and serve reads (its chunks are never below goal while they
         // are copied elsewhere).
         let online: HashSet<NodeId> = views
             .iter()
-            .filter(|v| v.online && condition(&v.node).serves())
+            .filter(|v| v.online && v.condition.serves())
             .map(|v| v.node)
             .collect();
         let goal = self.inner.policy.n;
@@ -1208,10 +817,10 @@ impl Master for MasterService {
                 }),
                 online: v.online,
                 status: v.status,
-                condition: condition(&v.node),
+                condition: v.condition,
             })
             .collect();
-        let repair = self.inner.repair.lock().snapshot(Instant::now());
+        let repair = self.inner.cluster.repair_progress();
         let (writes_refused_no_space, notices) = {
             let space = self.inner.space.lock();
             (
@@ -1347,60 +956,11 @@ impl Master for MasterService {
     ) -> FsResult<NodeCondition> {
         let voter = self.peer_name();
         let span = info_span!("report_node_health", %node, alive, sentinel = %voter);
-        if !self.inner.registry.lock().knows(node) {
-            return Err(FsError::NotFound);
-        }
-        let now = Instant::now();
-        if alive {
-            let had_vote = self
-                .inner
-                .votes
-                .lock()
-                .get_mut(&node)
-                .is_some_and(|v| v.remove(&voter).is_some());
-            if had_vote {
-                span.in_scope(|| tracing::info!("dead vote withdrawn"));
-            }
-            // Any sentinel reaching the node proves it alive: it serves again, and its
-            // current replicas count again (surplus copies are trimmed).
-            if self.condition_of(node) == NodeCondition::Dead {
-                self.set_condition(node, NodeCondition::Up, "a sentinel reaches it again")
-                    .instrument(span)
-                    .await?;
-            }
-            return Ok(self.condition_of(node));
-        }
-        let voters = {
-            let mut votes = self.inner.votes.lock();
-            let for_node = votes.entry(node).or_default();
-            for_node.insert(voter, now);
-            let window = self.inner.dead_vote_window;
-            for_node.retain(|_, at| now.saturating_duration_since(*at) < window);
-            for_node.len()
-        };
-        match self.condition_of(node) {
-            // A planned stop: nothing is re-replicated until its window runs out. A draining
-            // node's replicas count for nothing already (its chunks are being copied), and a
-            // decommissioned one is expected to go away.
-            NodeCondition::Maintenance
-            | NodeCondition::Dead
-            | NodeCondition::Draining
-            | NodeCondition::Decommissioned => {}
-            NodeCondition::Up if voters >= self.inner.dead_quorum => {
-                let why = format!("{voters} sentinel(s) voted it dead");
-                self.set_condition(node, NodeCondition::Dead, &why)
-                    .instrument(span)
-                    .await?;
-            }
-            NodeCondition::Up => span.in_scope(|| {
-                tracing::info!(
-                    voters,
-                    quorum = self.inner.dead_quorum,
-                    "dead vote recorded, no quorum yet"
-                )
-            }),
-        }
-        Ok(self.condition_of(node))
+        self.inner
+            .cluster
+            .report_health(node, voter, alive)
+            .instrument(span)
+            .await
     }
 
     async fn set_node_drain(
@@ -1411,12 +971,12 @@ impl Master for MasterService {
     ) -> FsResult<NodeCondition> {
         let admin = self.peer_name();
         let span = info_span!("set_node_drain", %node, drain, admin = %admin);
-        if !self.inner.registry.lock().knows(node) {
+        let cluster = &self.inner.cluster;
+        if !cluster.knows(node) {
             return Err(FsError::NotFound);
         }
-        let current = self.condition_of(node);
-        let next = next_drain_condition(current, drain)?;
-        if next == NodeCondition::Draining && current != NodeCondition::Draining {
+        let current = cluster.condition_of(node);
+        if drain && matches!(current, NodeCondition::Up | NodeCondition::Maintenance) {
             let default_goal = self.inner.policy.n;
             let goal = self
                 .blocking(span.clone(), move |s| s.drain_goal(node, default_goal))
@@ -1426,15 +986,7 @@ impl Master for MasterService {
                 return Err(e);
             }
         }
-        if next != current {
-            let why = if drain {
-                "drain requested"
-            } else {
-                "drain cancelled"
-            };
-            self.set_condition(node, next, why).instrument(span).await?;
-        }
-        Ok(self.condition_of(node))
+        cluster.set_drain(node, drain).instrument(span).await
     }
 
     // Bad-replica evidence (issue 12)
@@ -1467,50 +1019,5 @@ impl Master for MasterService {
             .await;
         // The same record as a create: the open is not a namespace mutation.
         self.audited(&format!("create_{op_name}"), target, result)
-    }
-}
-
-/// The condition a drain (`drain`) or undrain request moves a node in `current` to. Pure.
-/// A node declared dead cannot be drained (its replicas already count for nothing and are
-/// re-replicated); undraining a node that is not draining or decommissioned changes nothing.
-fn next_drain_condition(current: NodeCondition, drain: bool) -> FsResult<NodeCondition> {
-    use NodeCondition::*;
-    match (current, drain) {
-        (Up | Maintenance, true) => Ok(Draining),
-        (Draining | Decommissioned, true) => Ok(current),
-        (Dead, true) => Err(FsError::Invalid(
-            "the node is declared dead: its chunks are re-replicated already".to_string(),
-        )),
-        (Draining | Decommissioned, false) => Ok(Up),
-        (Up | Maintenance | Dead, false) => Ok(current),
-    }
-}
-
-#[cfg(test)]
-mod drain_tests {
-    use super::*;
-
-    #[test]
-    fn drain_transitions() {
-        use NodeCondition::*;
-        let table = [
-            (Up, true, Some(Draining)),
-            (Maintenance, true, Some(Draining)),
-            (Draining, true, Some(Draining)),
-            (Decommissioned, true, Some(Decommissioned)),
-            (Dead, true, None),
-            (Draining, false, Some(Up)),
-            (Decommissioned, false, Some(Up)),
-            (Up, false, Some(Up)),
-            (Maintenance, false, Some(Maintenance)),
-            (Dead, false, Some(Dead)),
-        ];
-        for (from, drain, want) in table {
-            assert_eq!(
-                next_drain_condition(from, drain).ok(),
-                want,
-                "{from:?} drain={drain}"
-            );
-        }
     }
 }

@@ -4,7 +4,7 @@
 //! over an injected clock, table-tested; it never decides placement (`placement.rs` does)
 //! and never does I/O.
 
-use crate::registry::NodeView;
+use crate::plan::NodeView;
 use common::types::ClusterNotice;
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,7 @@ mod tests {
             addr: String::new(),
             online,
             last_seen: None,
+            condition: common::types::NodeCondition::Up,
             status: NodeStatus {
                 capacity_bytes: 256 << 20,
                 used_bytes: used,

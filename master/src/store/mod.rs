@@ -20,7 +20,7 @@ pub use sqlite::SqliteStore;
 #[cfg(test)]
 mod tests;
 
-use crate::registry::NodeView;
+use crate::plan::NodeView;
 use common::types::{
     Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeCondition, NodeReplica,
     RenameFlags, ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
@@ -194,7 +194,7 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>>;
     /// Records a finished copy: `node` holds `chunk` at `version`. When the chunk was freed
     /// meanwhile, queues the copy for deletion instead and returns false.
     fn record_copy(&self, chunk: ChunkId, node: NodeId, version: Version) -> FsResult<bool>;
@@ -238,7 +238,7 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>>;
     /// Removes `node`'s current replica of `chunk` as surplus (queued for deletion), only if
     /// the chunk keeps at least `goal` counting current replicas on other nodes; returns
     /// whether it was removed.
@@ -287,7 +287,7 @@ pub trait MetaStore: Send + Sync + 'static {
         to: NodeId,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>>;
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>>;
 
     /// [`Self::create`] of a regular file and [`Self::open`] of it by `session`, in one
     /// transaction (O_CREAT): one commit instead of two.

@@ -3,7 +3,7 @@
 //! second engine can run the same suite by swapping the fixture.
 
 use super::*;
-use crate::registry::NodeView;
+use crate::plan::NodeView;
 use common::types::{
     Caller, ChunkCommit, FileKind, MAX_FILE_SIZE, NAME_MAX, NodeStatus, READDIR_PAGE_MAX,
     SYMLINK_MAX, TimeSet, XATTR_SIZE_MAX,
@@ -101,6 +101,7 @@ fn view(id: u64, online: bool, load: u64) -> NodeView {
             in_flight: load,
             ..NodeStatus::default()
         },
+        condition: NodeCondition::Up,
     }
 }
 

@@ -6,8 +6,8 @@
 
 use super::rows::{CHUNK_COLS, ChunkRow, chunk_by_id, chunk_row, get_attr, inode_goal, write_attr};
 use super::{R, SqliteStore};
-use crate::placement;
-use crate::registry::NodeView;
+use crate::plan::NodeView;
+use crate::plan::placement;
 use crate::store::MAX_CHUNKS_PER_REQUEST;
 use crate::store::rules::{self};
 use common::types::{

@@ -24,7 +24,7 @@
 //! [`MetaStore`] to those rooms; it must never grow SQL or rules of its own.
 
 use super::{ClusterRecord, Freed, LockRecord, MetaStore, ReplicaRecord, SummaryCounts};
-use crate::registry::NodeView;
+use crate::plan::NodeView;
 use common::types::{
     Attr, ChunkLoc, CommitWrite, DirPage, HeldChunk, NewNode, NodeCondition, NodeReplica,
     RenameFlags, ReplicationPolicy, SetAttr, Timespec, WriteGrant, XattrFlags,
@@ -277,7 +277,7 @@ impl MetaStore for SqliteStore {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         SqliteStore::under_goal_chunks(self, goal, max)
     }
 
@@ -289,7 +289,7 @@ impl MetaStore for SqliteStore {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         SqliteStore::over_goal_chunks(self, goal, max)
     }
 
@@ -384,7 +384,7 @@ impl MetaStore for SqliteStore {
         to: NodeId,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         SqliteStore::movable_chunks(self, from, to, goal, max)
     }
 

@@ -31,20 +31,20 @@ pub(super) const COUNTING: &str = "(SELECT count(*) FROM replicas r
 pub(super) fn chunk_replica_rows(
     c: &Connection,
     ids: Vec<(ChunkId, u64, u64, u32)>,
-) -> R<Vec<crate::repair::ChunkReplicas>> {
+) -> R<Vec<crate::plan::repair::ChunkReplicas>> {
     let mut out = Vec::with_capacity(ids.len());
     for (chunk, confirmed, length, goal) in ids {
         let mut stmt = c.prepare_cached(
             "SELECT node, version, bad FROM replicas WHERE chunk = ?1 ORDER BY node",
         )?;
         let rows = stmt.query_map([chunk.0 as i64], |r| {
-            Ok(crate::repair::ReplicaRow {
+            Ok(crate::plan::repair::ReplicaRow {
                 node: NodeId(r.get::<_, i64>(0)? as u64),
                 version: Version(r.get::<_, i64>(1)? as u64),
                 bad: r.get(2)?,
             })
         })?;
-        out.push(crate::repair::ChunkReplicas {
+        out.push(crate::plan::repair::ChunkReplicas {
             chunk,
             confirmed: Version(confirmed),
             length,
@@ -160,7 +160,7 @@ impl SqliteStore {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         self.read(|c| {
             // A scan of the chunk table: fine for the tables this master holds today; a
             // queue of chunks to look at (filled by reports and commits) replaces it when
@@ -197,7 +197,7 @@ impl SqliteStore {
         &self,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         self.read(|c| {
             let ids = {
                 let mut stmt = c.prepare_cached(&format!(
@@ -516,7 +516,7 @@ impl SqliteStore {
         to: NodeId,
         goal: u32,
         max: usize,
-    ) -> FsResult<Vec<crate::repair::ChunkReplicas>> {
+    ) -> FsResult<Vec<crate::plan::repair::ChunkReplicas>> {
         self.read(|c| {
             let ids = {
                 let mut stmt = c.prepare_cached(

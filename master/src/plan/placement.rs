@@ -1,11 +1,12 @@
 //! Replica placement: which nodes receive a new chunk. A pure function of the node views,
 //! table-tested; it never looks at the clock or the database.
 //!
-//! Rule: online, not draining, at least `min_free` bytes free (a new chunk's footprint,
-//! [`NEW_CHUNK_FOOTPRINT`]), not excluded; most free space
-//! first so that nodes fill evenly; ties broken by node id so the choice is deterministic.
+//! Rule: the node takes chunks (`super::takes_chunks`: online, up, no stop announced), has
+//! at least `min_free` bytes free (a new chunk's footprint, [`NEW_CHUNK_FOOTPRINT`]) and is
+//! not excluded; most free space first so that nodes fill evenly; ties broken by node id so
+//! the choice is deterministic.
 
-use crate::registry::NodeView;
+use super::{NodeView, takes_chunks};
 use common::{FsError, NodeId};
 
 /// What a new chunk is counted as taking on each replica from its placement until the
@@ -25,12 +26,7 @@ pub fn choose_replicas(
 ) -> Vec<NodeId> {
     let mut candidates: Vec<&NodeView> = nodes
         .iter()
-        .filter(|n| {
-            n.online
-                && !n.status.draining
-                && n.free_bytes() >= min_free
-                && !exclude.contains(&n.node)
-        })
+        .filter(|n| takes_chunks(n) && n.free_bytes() >= min_free && !exclude.contains(&n.node))
         .collect();
     candidates.sort_by(|a, b| {
         b.free_bytes()
@@ -40,13 +36,10 @@ pub fn choose_replicas(
     candidates.into_iter().take(count).map(|n| n.node).collect()
 }
 
-/// Why fewer than `needed` nodes could be chosen: `NoSpace` when enough nodes are up but
-/// too full (the application sees ENOSPC), else `Unavailable` (EIO, retryable).
+/// Why fewer than `needed` nodes could be chosen: `NoSpace` when enough nodes take chunks
+/// but are too full (the application sees ENOSPC), else `Unavailable` (EIO, retryable).
 pub fn shortfall(nodes: &[NodeView], needed: usize, chosen: usize) -> FsError {
-    let up = nodes
-        .iter()
-        .filter(|n| n.online && !n.status.draining)
-        .count();
+    let up = nodes.iter().filter(|n| takes_chunks(n)).count();
     if up >= needed {
         FsError::NoSpace
     } else {
@@ -59,7 +52,7 @@ pub fn shortfall(nodes: &[NodeView], needed: usize, chosen: usize) -> FsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::types::NodeStatus;
+    use common::types::{NodeCondition, NodeStatus};
 
     fn node(id: u64, online: bool, free: u64, draining: bool) -> NodeView {
         NodeView {
@@ -73,7 +66,13 @@ mod tests {
                 draining,
                 ..NodeStatus::default()
             },
+            condition: NodeCondition::Up,
         }
+    }
+
+    fn with_condition(mut view: NodeView, condition: NodeCondition) -> NodeView {
+        view.condition = condition;
+        view
     }
 
     #[test]
@@ -123,6 +122,20 @@ mod tests {
                 min_free: 100,
                 want: vec![4],
             },
+            // A node that is not up takes no new chunks, even while it still heartbeats.
+            Case {
+                nodes: vec![
+                    with_condition(node(1, true, 900, false), NodeCondition::Dead),
+                    with_condition(node(2, true, 800, false), NodeCondition::Maintenance),
+                    with_condition(node(3, true, 700, false), NodeCondition::Draining),
+                    with_condition(node(4, true, 600, false), NodeCondition::Decommissioned),
+                    node(5, true, 100, false),
+                ],
+                count: 3,
+                exclude: vec![],
+                min_free: 0,
+                want: vec![5],
+            },
             // Excluded nodes are skipped.
             Case {
                 nodes: vec![
@@ -169,5 +182,11 @@ mod tests {
         assert_eq!(shortfall(&full, 3, 0), FsError::NoSpace);
         let down = [node(1, true, 900, false), node(2, false, 900, false)];
         assert!(matches!(shortfall(&down, 2, 1), FsError::Unavailable(_)));
+        // A dead node that still answers is not "up" for placement: not ENOSPC but EIO.
+        let dead = [
+            node(1, true, 0, false),
+            with_condition(node(2, true, 900, false), NodeCondition::Dead),
+        ];
+        assert!(matches!(shortfall(&dead, 2, 0), FsError::Unavailable(_)));
     }
 }

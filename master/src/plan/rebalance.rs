@@ -15,10 +15,9 @@
 //! only in rounds with no repair to do and no copy running. Never moves a chunk that is
 //! below its goal (that is repair's job) nor touches a node that is not up.
 
-use crate::registry::NodeView;
-use crate::repair::{ChunkReplicas, CopyOrder, InFlight, Limits};
+use super::repair::{ChunkReplicas, CopyOrder, InFlight, Limits};
+use super::{NodeView, takes_chunks};
 use common::NodeId;
-use common::types::NodeCondition;
 use std::collections::HashMap;
 
 /// One node's use as the rebalancer sees it.
@@ -44,20 +43,12 @@ pub struct Move {
     pub bytes: u64,
 }
 
-/// The nodes eligible for rebalancing: online, up (no condition recorded) and with a
-/// capacity.
-pub fn eligible(
-    nodes: &[NodeView],
-    conditions: &HashMap<NodeId, NodeCondition>,
-    used: &HashMap<NodeId, u64>,
-) -> Vec<NodeUse> {
+/// The nodes eligible for rebalancing, as the source or the target of a move: nodes that
+/// take chunks (`takes_chunks`) and report a capacity.
+pub fn eligible(nodes: &[NodeView], used: &HashMap<NodeId, u64>) -> Vec<NodeUse> {
     nodes
         .iter()
-        .filter(|v| {
-            v.online
-                && v.status.capacity_bytes > 0
-                && conditions.get(&v.node).copied().unwrap_or_default() == NodeCondition::Up
-        })
+        .filter(|v| takes_chunks(v) && v.status.capacity_bytes > 0)
         .map(|v| NodeUse {
             node: v.node,
             used: used.get(&v.node).copied().unwrap_or(0),
@@ -109,7 +100,6 @@ pub fn plan_moves(
     chunks: &[ChunkReplicas],
     mv: &Move,
     nodes: &[NodeView],
-    conditions: &HashMap<NodeId, NodeCondition>,
     running: &InFlight,
     limits: &Limits,
 ) -> Vec<CopyOrder> {
@@ -141,11 +131,7 @@ pub fn plan_moves(
             .filter(|r| {
                 r.version == c.confirmed
                     && !r.bad
-                    && conditions
-                        .get(&r.node)
-                        .copied()
-                        .unwrap_or_default()
-                        .counts()
+                    && views.get(&r.node).is_none_or(|v| v.condition.counts())
             })
             .count();
         if !current_on_from || any_on_to || counting < c.goal {
@@ -170,8 +156,8 @@ pub fn plan_moves(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repair::ReplicaRow;
-    use common::types::NodeStatus;
+    use crate::plan::repair::ReplicaRow;
+    use common::types::{NodeCondition, NodeStatus};
     use common::{ChunkId, Version};
 
     fn u(node: u64, used: u64, capacity: u64) -> NodeUse {
@@ -229,6 +215,7 @@ mod tests {
                 capacity_bytes: 1000,
                 ..NodeStatus::default()
             },
+            condition: NodeCondition::Up,
         }
     }
 
@@ -275,10 +262,10 @@ mod tests {
             // Movable, but the byte budget (25: two chunks of 10) is spent.
             chunk(6, &[(1, 2), (2, 2)]),
         ];
-        let dead3: HashMap<NodeId, NodeCondition> =
-            [(NodeId(3), NodeCondition::Dead)].into_iter().collect();
+        let mut dead3 = nodes.clone();
+        dead3[2].condition = NodeCondition::Dead;
         let ids = |orders: &[CopyOrder]| -> Vec<u64> { orders.iter().map(|o| o.chunk.0).collect() };
-        let got = plan_moves(&chunks, &mv, &nodes, &dead3, &InFlight::default(), &open);
+        let got = plan_moves(&chunks, &mv, &dead3, &InFlight::default(), &open);
         assert_eq!(
             ids(&got),
             vec![1, 6],
@@ -288,58 +275,36 @@ mod tests {
             got.iter()
                 .all(|o| o.source == NodeId(1) && o.target == NodeId(4))
         );
-        let got = plan_moves(
-            &chunks,
-            &mv,
-            &nodes,
-            &HashMap::new(),
-            &InFlight::default(),
-            &open,
-        );
+        let got = plan_moves(&chunks, &mv, &nodes, &InFlight::default(), &open);
         assert_eq!(ids(&got), vec![1, 2]);
         // Limits: one copy per node at a time, and a running copy of chunk 1.
         let one = Limits {
             max_copies: 100,
             max_per_node: 1,
         };
-        let got = plan_moves(
-            &chunks,
-            &mv,
-            &nodes,
-            &HashMap::new(),
-            &InFlight::default(),
-            &one,
-        );
+        let got = plan_moves(&chunks, &mv, &nodes, &InFlight::default(), &one);
         assert_eq!(ids(&got), vec![1]);
         let mut running = InFlight::default();
         running.chunks.insert(ChunkId(1));
-        let got = plan_moves(&chunks, &mv, &nodes, &HashMap::new(), &running, &open);
+        let got = plan_moves(&chunks, &mv, &nodes, &running, &open);
         assert_eq!(ids(&got), vec![2, 5]);
         // An unknown target: nothing.
         let gone = Move {
             to: NodeId(9),
             ..mv
         };
-        assert!(
-            plan_moves(
-                &chunks,
-                &gone,
-                &nodes,
-                &HashMap::new(),
-                &InFlight::default(),
-                &open
-            )
-            .is_empty()
-        );
+        assert!(plan_moves(&chunks, &gone, &nodes, &InFlight::default(), &open).is_empty());
     }
 
     #[test]
     fn eligible_nodes_are_online_up_and_sized() {
         let mut nodes = vec![view(1, true), view(2, false), view(3, true), view(4, true)];
         nodes[3].status.capacity_bytes = 0;
-        let conditions: HashMap<NodeId, NodeCondition> =
-            [(NodeId(3), NodeCondition::Draining)].into_iter().collect();
+        nodes[2].condition = NodeCondition::Draining;
         let used: HashMap<NodeId, u64> = [(NodeId(1), 7)].into_iter().collect();
-        assert_eq!(eligible(&nodes, &conditions, &used), vec![u(1, 7, 1000)]);
+        assert_eq!(eligible(&nodes, &used), vec![u(1, 7, 1000)]);
+        // A node that announced a graceful stop is no target either.
+        nodes[0].status.draining = true;
+        assert!(eligible(&nodes, &used).is_empty());
     }
 }

@@ -1,48 +1,21 @@
-//! Repair and re-replication: the master notices chunks with fewer current replicas than
-//! their goal (a replica reported corrupt, one that missed a committed write, or every
-//! replica of a node the sentinels declared dead) and has a node copy the chunk from a
-//! healthy replica (`ChunkServer::copy_from`). Data flows chunkserver to chunkserver; the
-//! master only decides and records. It also trims surplus replicas (a node declared dead
-//! that came back holds copies that were re-made elsewhere meanwhile).
+//! The repair planner: which copies bring committed chunks back to their goal of current
+//! replicas ([`plan`]) and which surplus replicas may go ([`plan_trims`]), plus the plain
+//! types the store's replication queries return ([`ChunkReplicas`]) and the copy orders the
+//! repair worker runs ([`CopyOrder`]).
 //!
 //! Replicas on nodes that are merely unreachable still count here: only a node the
 //! sentinels declared dead (`NodeCondition::Dead`) stops counting, so a short pause never
 //! starts a copy. A node an admin drains (`NodeCondition::Draining`) stops counting too, so
 //! its chunks are copied elsewhere, but it stays a copy source and its replicas are never
-//! trimmed; [`drains_complete`] decides when it is no longer needed.
+//! trimmed. Copy targets are the nodes that take chunks (`super::takes_chunks`).
 //!
-//! [`plan`], [`plan_trims`], [`drains_complete`], [`Pacer`] and [`RateMeter`] are pure,
-//! table-tested; the worker [`repair_loop`] only runs them, dials nodes and records results.
-//! Nothing here ever deletes the last current copy of a chunk or takes a chunk below its
-//! goal.
+//! Pure and table-tested: never does I/O, never reads a clock, never plans a copy that
+//! deletes the last current copy of a chunk or a trim that takes a chunk below its goal.
 
-use crate::registry::NodeView;
-use crate::service::MasterService;
-use common::rpc::{ChunkServerClient, ctx};
-use common::types::{NodeCondition, RepairProgress};
-use common::{ChunkId, FsError, FsResult, NodeId, Version};
-use futures::future::BoxFuture;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-/// How often the master looks for chunks to repair when nothing wakes it earlier (a node
-/// declared dead or a finished copy replan at once).
-pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
-/// Chunks examined per round: bounds the query and the plan; the rest wait a round.
-pub const REPAIR_SCAN: usize = 256;
-/// Deadline of one copy: a 64 MiB chunk at a slow 10 MB/s, with room. A copy to a stalled
-/// node fails after this and is planned again.
-pub const COPY_DEADLINE: Duration = Duration::from_secs(120);
-/// Deadline of connecting to the copy's target.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The bandwidth limit lets copies start up to this far ahead of their byte budget, so a
-/// round can start several small copies at once instead of one per tick.
-pub const PACER_BURST: Duration = Duration::from_secs(1);
-/// The window the copy rate in `status` is measured over: long enough to smooth single
-/// chunks, short enough to show a stall within seconds.
-pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+use super::{NodeView, takes_chunks};
+use common::types::NodeCondition;
+use common::{ChunkId, NodeId, Version};
+use std::collections::{HashMap, HashSet};
 
 /// One replica row as the repair planner sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,21 +91,28 @@ impl InFlight {
         }
     }
 
-    fn load(&self, node: NodeId) -> usize {
+    /// Copies `node` takes part in now, as source or target.
+    pub fn load(&self, node: NodeId) -> usize {
         self.per_node.get(&node).copied().unwrap_or(0)
     }
 }
 
-fn condition(conditions: &HashMap<NodeId, NodeCondition>, node: NodeId) -> NodeCondition {
-    conditions.get(&node).copied().unwrap_or_default()
+/// Views by node id.
+fn view_map(nodes: &[NodeView]) -> HashMap<NodeId, &NodeView> {
+    nodes.iter().map(|v| (v.node, v)).collect()
+}
+
+/// A node's condition; a node the registry does not know is taken as up.
+fn condition(views: &HashMap<NodeId, &NodeView>, node: NodeId) -> NodeCondition {
+    views.get(&node).map_or(NodeCondition::Up, |v| v.condition)
 }
 
 /// Current replicas of `c` that count toward its goal: at the committed version, not bad,
 /// not on a node declared dead.
-fn counting(c: &ChunkReplicas, conditions: &HashMap<NodeId, NodeCondition>) -> Vec<NodeId> {
+fn counting(c: &ChunkReplicas, views: &HashMap<NodeId, &NodeView>) -> Vec<NodeId> {
     c.replicas
         .iter()
-        .filter(|r| r.version == c.confirmed && !r.bad && condition(conditions, r.node).counts())
+        .filter(|r| r.version == c.confirmed && !r.bad && condition(views, r.node).counts())
         .map(|r| r.node)
         .collect()
 }
@@ -141,23 +121,25 @@ fn counting(c: &ChunkReplicas, conditions: &HashMap<NodeId, NodeCondition>) -> V
 /// given what is `running`. Chunks are taken in the order given (the store lists the least
 /// replicated first, so a chunk down to one copy is served before one down to two).
 /// Sources: current replicas on online nodes that are up, least loaded first. Targets:
-/// online, up nodes without a current replica, those holding a stale one first (it is
+/// nodes that take chunks (`takes_chunks`) without a current replica, those holding a stale one first (it is
 /// overwritten), then nodes without the chunk by free space; never a node whose replica is
-/// marked bad (its deletion is pending and would race the copy) nor one declared dead.
+/// marked bad (its deletion is pending and would race the copy).
 pub fn plan(
     chunks: &[ChunkReplicas],
     nodes: &[NodeView],
-    conditions: &HashMap<NodeId, NodeCondition>,
     running: &InFlight,
     limits: &Limits,
 ) -> Vec<CopyOrder> {
-    let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
+    let views = view_map(nodes);
     // A source: online and not declared dead (a draining node is the usual source of its
-    // own chunks). A target: online and taking chunks (not dead, draining, decommissioned).
-    let usable =
-        |n: &NodeId| views.get(n).is_some_and(|v| v.online) && condition(conditions, *n).serves();
-    let target_ok = |n: &NodeId| usable(n) && condition(conditions, *n).takes_chunks();
-    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| target_ok(&v.node)).collect();
+    // own chunks). A target: a node that takes chunks (`takes_chunks`).
+    let usable = |n: &NodeId| {
+        views
+            .get(n)
+            .is_some_and(|v| v.online && v.condition.serves())
+    };
+    let target_ok = |n: &NodeId| views.get(n).is_some_and(|v| takes_chunks(v));
+    let mut by_space: Vec<&NodeView> = nodes.iter().filter(|v| takes_chunks(v)).collect();
     by_space.sort_by(|a, b| {
         b.free_bytes()
             .cmp(&a.free_bytes())
@@ -172,7 +154,7 @@ pub fn plan(
         if load.chunks.contains(&c.chunk) || c.confirmed.0 == 0 {
             continue;
         }
-        let current = counting(c, conditions);
+        let current = counting(c, &views);
         if current.len() >= c.goal {
             continue;
         }
@@ -242,25 +224,6 @@ pub fn plan(
     out
 }
 
-/// The draining nodes whose drain is complete: no committed chunk needs them any more
-/// (`remaining`, from the store: chunks with a replica on the node below their goal counting
-/// only other nodes, is 0) and no copy involving them is still running. Nodes in any other
-/// condition are never returned. Pure.
-pub fn drains_complete(
-    conditions: &HashMap<NodeId, NodeCondition>,
-    remaining: &HashMap<NodeId, u64>,
-    running: &InFlight,
-) -> Vec<NodeId> {
-    let mut done: Vec<NodeId> = conditions
-        .iter()
-        .filter(|(_, c)| **c == NodeCondition::Draining)
-        .map(|(n, _)| *n)
-        .filter(|n| remaining.get(n) == Some(&0) && running.load(*n) == 0)
-        .collect();
-    done.sort();
-    done
-}
-
 /// Remove `node`'s replica of `chunk`: it is surplus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrimOrder {
@@ -275,16 +238,15 @@ pub struct TrimOrder {
 pub fn plan_trims(
     chunks: &[ChunkReplicas],
     nodes: &[NodeView],
-    conditions: &HashMap<NodeId, NodeCondition>,
     running: &InFlight,
 ) -> Vec<TrimOrder> {
-    let views: HashMap<NodeId, &NodeView> = nodes.iter().map(|v| (v.node, v)).collect();
+    let views = view_map(nodes);
     let mut out = Vec::new();
     for c in chunks {
         if running.chunks.contains(&c.chunk) || c.goal == 0 {
             continue;
         }
-        let current = counting(c, conditions);
+        let current = counting(c, &views);
         if current.len() <= c.goal {
             continue;
         }
@@ -299,193 +261,13 @@ pub fn plan_trims(
                 .cmp(&views[b].free_bytes())
                 .then(b.cmp(a))
         });
-        let surplus = counting(c, conditions).len() - c.goal;
+        let surplus = counting(c, &views).len() - c.goal;
         out.extend(removable.into_iter().take(surplus).map(|node| TrimOrder {
             chunk: c.chunk,
             node,
         }));
     }
     out
-}
-
-/// The bandwidth limit: copies may start while the bytes already started are within
-/// [`PACER_BURST`] of what `bytes_per_sec` allows. Pure over the `now` it is given.
-#[derive(Clone, Debug)]
-pub struct Pacer {
-    bytes_per_sec: u64,
-    /// When the bytes admitted so far will have been "paid" at the limit.
-    paid_until: Option<Instant>,
-}
-
-impl Pacer {
-    /// `bytes_per_sec` 0 means unlimited.
-    pub fn new(bytes_per_sec: u64) -> Pacer {
-        Pacer {
-            bytes_per_sec,
-            paid_until: None,
-        }
-    }
-
-    /// Whether a copy of `bytes` may start at `now`; if so, it is charged.
-    pub fn admit(&mut self, now: Instant, bytes: u64) -> bool {
-        if self.bytes_per_sec == 0 {
-            return true;
-        }
-        let paid = self.paid_until.map_or(now, |t| t.max(now));
-        if paid > now + PACER_BURST {
-            return false;
-        }
-        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
-        self.paid_until = Some(paid + cost);
-        true
-    }
-}
-
-/// Bytes per second over the last [`RATE_WINDOW`].
-#[derive(Clone, Debug, Default)]
-pub struct RateMeter {
-    done: VecDeque<(Instant, u64)>,
-}
-
-impl RateMeter {
-    pub fn record(&mut self, at: Instant, bytes: u64) {
-        self.done.push_back((at, bytes));
-    }
-
-    pub fn rate(&mut self, now: Instant) -> u64 {
-        while self
-            .done
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW)
-        {
-            self.done.pop_front();
-        }
-        let bytes: u64 = self.done.iter().map(|(_, b)| b).sum();
-        (bytes as f64 / RATE_WINDOW.as_secs_f64()) as u64
-    }
-}
-
-/// The worker's shared bookkeeping: copies running and progress counters.
-#[derive(Debug, Default)]
-pub struct RepairState {
-    pub running: InFlight,
-    pub progress: RepairProgress,
-    pub meter: RateMeter,
-}
-
-impl RepairState {
-    /// Progress with the rate as of `now`.
-    pub fn snapshot(&mut self, now: Instant) -> RepairProgress {
-        let mut p = self.progress;
-        p.in_flight = self.running.total() as u64;
-        p.bytes_per_sec = self.meter.rate(now);
-        p
-    }
-}
-
-/// Dials a chunkserver (over the master's TLS credential).
-pub type Connector =
-    Arc<dyn Fn(String) -> BoxFuture<'static, FsResult<ChunkServerClient>> + Send + Sync>;
-
-/// The connector the master uses for repairs.
-pub fn connector(tls: common::tls::Tls) -> Connector {
-    Arc::new(move |addr: String| {
-        let tls = tls.clone();
-        Box::pin(
-            async move { common::rpc::connect_chunkserver(&addr, &tls, CONNECT_TIMEOUT).await },
-        )
-    })
-}
-
-/// Plans and runs repairs every [`REPAIR_INTERVAL`], or at once when the service wakes it
-/// (a node declared dead, a copy finished), until `stop` changes.
-pub async fn repair_loop(
-    service: MasterService,
-    connect: Connector,
-    mut stop: watch::Receiver<bool>,
-) {
-    let wake = service.repair_wake();
-    let mut pacer = Pacer::new(service.repair_limits().1);
-    let mut tick = tokio::time::interval(REPAIR_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-            _ = wake.notified() => {}
-        }
-        service.expire_maintenance().await;
-        let orders = match service.plan_repairs().await {
-            Ok(orders) => orders,
-            // Logged by the service's store wrapper.
-            Err(_) => continue,
-        };
-        let repairing = !orders.is_empty();
-        for order in orders {
-            if !pacer.admit(Instant::now(), order.length) {
-                // Over the bandwidth budget: the rest waits for a later round.
-                break;
-            }
-            service.repair_started(&order);
-            let (service, connect) = (service.clone(), connect.clone());
-            tokio::spawn(async move {
-                let ok = run_copy(&service, &connect, &order).await;
-                service.repair_finished(&order, ok);
-            });
-        }
-        service.trim_surplus().await;
-        service.complete_drains().await;
-        if repairing {
-            continue;
-        }
-        // Rebalancing moves share the limits and the bandwidth budget, after repairs.
-        for order in service.plan_rebalance().await {
-            if !pacer.admit(Instant::now(), order.length) {
-                break;
-            }
-            service.repair_started(&order);
-            let (service, connect) = (service.clone(), connect.clone());
-            tokio::spawn(async move {
-                if run_copy(&service, &connect, &order).await {
-                    service.finish_move(&order).await;
-                }
-                service.move_finished(&order);
-            });
-        }
-    }
-}
-
-async fn run_copy(service: &MasterService, connect: &Connector, order: &CopyOrder) -> bool {
-    let started = std::time::Instant::now();
-    let copied = async {
-        let client = connect(order.target_addr.clone()).await?;
-        client
-            .copy_from(
-                ctx(COPY_DEADLINE),
-                order.chunk,
-                order.source_addr.clone(),
-                order.version,
-            )
-            .await
-            .map_err(FsError::from)?
-    }
-    .await;
-    match copied {
-        Ok(()) => {
-            let recorded = service
-                .record_copy(order.chunk, order.target, order.version)
-                .await;
-            tracing::info!(chunk = %order.chunk, source = %order.source, target = %order.target,
-                version = ?order.version, seconds = started.elapsed().as_secs_f64(),
-                recorded = ?recorded, "replica repaired");
-            recorded.is_ok()
-        }
-        Err(e) => {
-            tracing::warn!(chunk = %order.chunk, source = %order.source,
-                target = %order.target, error = %e, "replica repair failed; planned again later");
-            false
-        }
-    }
 }
 
 #[cfg(test)]
@@ -504,7 +286,38 @@ mod tests {
                 in_flight,
                 ..NodeStatus::default()
             },
+            condition: NodeCondition::Up,
         }
+    }
+
+    /// `nodes` with the given conditions recorded.
+    fn marked(nodes: &[NodeView], conditions: &HashMap<NodeId, NodeCondition>) -> Vec<NodeView> {
+        nodes
+            .iter()
+            .map(|v| NodeView {
+                condition: conditions.get(&v.node).copied().unwrap_or_default(),
+                ..v.clone()
+            })
+            .collect()
+    }
+
+    fn plan_with(
+        chunks: &[ChunkReplicas],
+        nodes: &[NodeView],
+        conditions: &HashMap<NodeId, NodeCondition>,
+        running: &InFlight,
+        limits: &Limits,
+    ) -> Vec<CopyOrder> {
+        plan(chunks, &marked(nodes, conditions), running, limits)
+    }
+
+    fn trims_with(
+        chunks: &[ChunkReplicas],
+        nodes: &[NodeView],
+        conditions: &HashMap<NodeId, NodeCondition>,
+        running: &InFlight,
+    ) -> Vec<TrimOrder> {
+        plan_trims(chunks, &marked(nodes, conditions), running)
     }
 
     fn row(node: u64, version: u64, bad: bool) -> ReplicaRow {
@@ -642,7 +455,7 @@ mod tests {
             ),
         ];
         for (name, c, dead_nodes, want) in cases {
-            let got = plan(
+            let got = plan_with(
                 &[c],
                 &nodes,
                 &dead(&dead_nodes),
@@ -660,7 +473,7 @@ mod tests {
         two.goal = 2;
         let mut four = chunk(2, 4, vec![row(1, 4, false), row(2, 4, false)]);
         four.goal = 4;
-        let got = plan(
+        let got = plan_with(
             &[two, four],
             &nodes,
             &HashMap::new(),
@@ -730,7 +543,7 @@ mod tests {
                     target_addr: String::new(),
                 });
             }
-            let got = plan(&chunks, &nodes, &conditions, &running, &limits);
+            let got = plan_with(&chunks, &nodes, &conditions, &running, &limits);
             assert_eq!(got.len(), want, "{name}: {:?}", pairs(&got));
             assert!(
                 got.iter().all(|o| !running.chunks.contains(&o.chunk)),
@@ -759,7 +572,7 @@ mod tests {
             max_copies: 1,
             max_per_node: 100,
         };
-        let got = plan(
+        let got = plan_with(
             &[one, two],
             &nodes,
             &HashMap::new(),
@@ -862,8 +675,9 @@ mod tests {
         ];
         for (name, mut c, dead_nodes, goal, want) in table {
             c.goal = goal;
-            let before = counting(&c, &dead(&dead_nodes)).len();
-            let got = plan_trims(
+            let marked_nodes = marked(&nodes, &dead(&dead_nodes));
+            let before = counting(&c, &view_map(&marked_nodes)).len();
+            let got = trims_with(
                 std::slice::from_ref(&c),
                 &nodes,
                 &dead(&dead_nodes),
@@ -879,7 +693,7 @@ mod tests {
         // A chunk being copied is not trimmed.
         let mut running = InFlight::default();
         running.chunks.insert(ChunkId(2));
-        assert!(plan_trims(&[chunk(2, 4, four())], &nodes, &HashMap::new(), &running).is_empty());
+        assert!(trims_with(&[chunk(2, 4, four())], &nodes, &HashMap::new(), &running).is_empty());
     }
 
     fn with(pairs: &[(u64, NodeCondition)]) -> HashMap<NodeId, NodeCondition> {
@@ -953,7 +767,7 @@ mod tests {
             ),
         ];
         for (name, c, conds, want) in table {
-            let got = plan(&[c], &nodes, &with(&conds), &InFlight::default(), &open());
+            let got = plan_with(&[c], &nodes, &with(&conds), &InFlight::default(), &open());
             assert_eq!(pairs(&got), want, "{name}");
         }
     }
@@ -973,87 +787,7 @@ mod tests {
                 row(5, 4, false),
             ],
         );
-        let got = plan_trims(&[c], &nodes, &with(&[(5, Draining)]), &InFlight::default());
+        let got = trims_with(&[c], &nodes, &with(&[(5, Draining)]), &InFlight::default());
         assert!(got.is_empty(), "{got:?}");
-    }
-
-    #[test]
-    fn drain_complete_table() {
-        use NodeCondition::{Dead, Decommissioned, Draining, Maintenance};
-        let conds = with(&[
-            (1, Draining),
-            (2, Draining),
-            (3, Draining),
-            (4, Dead),
-            (5, Maintenance),
-            (6, Decommissioned),
-        ]);
-        let remaining: HashMap<NodeId, u64> = [(1, 0), (2, 3), (3, 0), (4, 0), (5, 0), (6, 0)]
-            .into_iter()
-            .map(|(n, r)| (NodeId(n), r))
-            .collect();
-        // Node 3's last copy is still running (it is the source).
-        let mut running = InFlight::default();
-        running.start(&CopyOrder {
-            chunk: ChunkId(9),
-            version: Version(1),
-            length: 1,
-            source: NodeId(3),
-            source_addr: "n3".into(),
-            target: NodeId(7),
-            target_addr: "n7".into(),
-        });
-        assert_eq!(
-            drains_complete(&conds, &remaining, &running),
-            vec![NodeId(1)]
-        );
-        // Unknown remaining count (the query failed): not complete.
-        let mut partial = remaining.clone();
-        partial.remove(&NodeId(1));
-        assert_eq!(
-            drains_complete(&conds, &partial, &InFlight::default()),
-            vec![NodeId(3)]
-        );
-        running.finish(&CopyOrder {
-            chunk: ChunkId(9),
-            version: Version(1),
-            length: 1,
-            source: NodeId(3),
-            source_addr: "n3".into(),
-            target: NodeId(7),
-            target_addr: "n7".into(),
-        });
-        assert_eq!(
-            drains_complete(&conds, &remaining, &running),
-            vec![NodeId(1), NodeId(3)]
-        );
-    }
-
-    #[test]
-    fn pacer_limits_bandwidth() {
-        let t0 = Instant::now();
-        let mib = 1 << 20;
-        // 1 MiB/s with a 1 s burst: two 1 MiB copies at once, a third must wait.
-        let mut p = Pacer::new(mib);
-        assert!(p.admit(t0, mib));
-        assert!(p.admit(t0, mib));
-        assert!(!p.admit(t0, mib));
-        assert!(!p.admit(t0 + Duration::from_millis(900), mib));
-        assert!(p.admit(t0 + Duration::from_millis(1_000), mib));
-        // Unlimited.
-        let mut free = Pacer::new(0);
-        assert!((0..1000).all(|_| free.admit(t0, u64::MAX)));
-    }
-
-    #[test]
-    fn rate_is_over_the_window() {
-        let t0 = Instant::now();
-        let mut m = RateMeter::default();
-        m.record(t0, 10 << 20);
-        m.record(t0 + Duration::from_secs(1), 5 << 20);
-        assert_eq!(m.rate(t0 + Duration::from_secs(2)), 3 << 20);
-        // The first record leaves the window.
-        assert_eq!(m.rate(t0 + Duration::from_secs(6)), 1 << 20);
-        assert_eq!(m.rate(t0 + Duration::from_secs(60)), 0);
     }
 }
