@@ -442,6 +442,9 @@ impl OpenFile {
     ) -> FsResult<Vec<NodeId>> {
         let needed = grant.quorum as usize;
         let mut ok = Vec::new();
+        // A replica out of space makes the write fail with ENOSPC rather than EIO when the
+        // quorum is missed: the application can act on "disk full".
+        let mut out_of_space = false;
         while ok.len() < needed {
             let Some(joined) = running.next().await else {
                 break;
@@ -452,9 +455,15 @@ impl OpenFile {
                 Ok(()) => ok.push(node),
                 Err(e @ FsError::StaleVersion { .. }) => return Err(e),
                 Err(e) => {
+                    out_of_space |= e == FsError::NoSpace;
                     tracing::warn!(ino = ?self.ino, chunk = ?grant.chunk, ?node, error = %e, "replica failed a write; dropping it from this write");
                 }
             }
+        }
+        if ok.len() < needed && out_of_space {
+            tracing::warn!(ino = ?self.ino, chunk = ?grant.chunk, acknowledged = ok.len(), needed,
+                "write refused: replicas out of space");
+            return Err(FsError::NoSpace);
         }
         if ok.len() < needed {
             return Err(FsError::Unavailable(format!(
