@@ -8,9 +8,15 @@
 //! second directory, alternating the two, and prints ratios. It only reports: a missed
 //! target is not a failure; a failed operation is (the exit status is 1 with the error).
 //!
-//! Module map: `mix` and `stats` are pure; `workloads` do the I/O; `procs` reads `/proc`;
-//! `report` renders; `plot` draws SVG.
+//! With `--compare` pointing at another filesystem (`scripts/bench.sh --peer moosefs`) and
+//! `--compare-pids` naming its processes, it is a side-by-side benchmark: the identical code
+//! path on both, runs alternating, the ratio of every run pair, each side's CPU seconds, and
+//! the machine's state (load, steal, free memory, a flush probe) recorded with every run.
+//!
+//! Module map: `mix` and `stats` are pure; `workloads` do the I/O; `procs` and `machine`
+//! read `/proc`; `report` renders; `plot` draws SVG.
 
+pub mod machine;
 pub mod mix;
 pub mod plot;
 pub mod procs;
@@ -109,6 +115,22 @@ pub struct Cli {
     /// named mosaic-* (which includes other clusters running on the machine).
     #[arg(long, value_delimiter = ',')]
     pub pids: Vec<u32>,
+    /// Pids of the filesystem behind --compare (its daemons and mount helper,
+    /// comma-separated): their CPU seconds are reported for each run on the comparison.
+    /// Without it, that column shows the MosaicFS processes' background CPU instead.
+    #[arg(long, value_delimiter = ',', requires = "compare")]
+    pub compare_pids: Vec<u32>,
+    /// What DIR is, in the table's words. Default "target".
+    #[arg(long, default_value = "target")]
+    pub name: String,
+    /// What the --compare directory is, in the table's words (e.g. MooseFS). Default
+    /// "compare".
+    #[arg(long, default_value = "compare")]
+    pub compare_name: String,
+    /// Where the 4 KiB write + fdatasync probe runs before each run (a directory on the
+    /// machine's disk, outside the measured directories). Default: the temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub probe_dir: Option<PathBuf>,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -128,6 +150,7 @@ Examples:
   mosaic-bench --quick ./mnt
   mosaic-bench --master 127.0.0.1:9420 --compare /var/tmp/bench --plot charts ./mnt
   mosaic-bench --workloads seq,meta --runs 5 --seq-size 4GiB ./mnt
+  mosaic-bench --compare /mnt/moosefs --compare-name MooseFS --compare-pids 101,102 ./mnt
 
 Cold reads drop the page cache (/proc/sys/vm/drop_caches, needs root); when that is not
 possible the output says so. The benchmark only reports: it never fails on a slow figure.";
@@ -322,14 +345,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         .prefix("mosaic-bench-")
         .tempdir()
         .context("create a scratch directory")?;
-    let tarball = if families.contains(&Family::Tree) {
+    let (tarball, tarball_info) = if families.contains(&Family::Tree) {
         let path = scratch.path().join("tree.tar");
-        workloads::tree::make_tarball(&config.tree_source, config.tree_max_files, &path)
+        let info = workloads::tree::make_tarball(&config.tree_source, config.tree_max_files, &path)
             .with_context(|| format!("make a tarball of {}", config.tree_source.display()))?;
-        Some(path)
+        (Some(path), Some(info))
     } else {
-        None
+        (None, None)
     };
+    let probe_dir = cli.probe_dir.clone().unwrap_or_else(std::env::temp_dir);
 
     let accounted = if cli.pids.is_empty() {
         Accounted::ByName
@@ -337,6 +361,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Accounted::Pids(cli.pids.clone())
     };
     let client = accounted.client_for(&target);
+    let compare_accounted =
+        (!cli.compare_pids.is_empty()).then(|| Accounted::Pids(cli.compare_pids.clone()));
+    let mut machine = Vec::new();
 
     let sides = |f: Family| -> usize {
         if f.uses_dir() && compare.is_some() {
@@ -382,9 +409,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
                     credentials: cli.credentials.as_deref(),
                     tarball: tarball.as_deref(),
                 };
-                let cpu_before = accounted.cpu_seconds();
+                let side = if is_compare { "compare" } else { "target" };
+                let (state, ticks) = machine::before_run(family.name(), run, side, &probe_dir);
+                // Each side's own processes when both are known; else MosaicFS's.
+                let counted = match (&compare_accounted, is_compare) {
+                    (Some(c), true) => c,
+                    _ => &accounted,
+                };
+                let cpu_before = counted.cpu_seconds();
                 let outcome = workloads::run_family(family, &ctx, run);
-                let cpu = accounted.cpu_seconds() - cpu_before;
+                let cpu = counted.cpu_seconds() - cpu_before;
+                machine.push(state.finish(ticks));
                 let outcome = match outcome {
                     Ok(o) => o,
                     Err(e) => {
@@ -419,6 +454,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     let report = Report {
         target: target.display().to_string(),
         compare: compare.as_ref().map(|c| c.display().to_string()),
+        target_name: cli.name.clone(),
+        compare_name: cli.compare_name.clone(),
+        compare_cpu_own: compare_accounted.is_some(),
         runs,
         metrics,
         costs,
@@ -426,6 +464,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         client_peak_rss_bytes: client.and_then(procs::peak_rss),
         notes,
         config: serde_json::to_value(&config).unwrap_or(serde_json::Value::Null),
+        tarball: tarball_info,
+        machine,
     };
 
     if let Some(path) = &cli.json_file {

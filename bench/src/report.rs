@@ -2,7 +2,9 @@
 //! Markdown table with the issue's targets for `docs/BENCHMARKS.md`, and JSON for machines.
 //! Rendering is a pure function of [`Report`], tested against exact text.
 
+use crate::machine::RunState;
 use crate::stats::{Summary, ratio};
+use crate::workloads::tree::Tarball;
 use crate::workloads::{Better, Figure};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -21,6 +23,9 @@ pub struct MetricReport {
     pub compare_summary: Option<Summary>,
     /// Target median ÷ comparison median.
     pub ratio: Option<f64>,
+    /// Target ÷ comparison of each run pair (run i on both sides, measured back to back),
+    /// summarized: the median says where the two stand, min and max how much that moved.
+    pub pair_ratio: Option<Summary>,
 }
 
 /// What a workload cost the MosaicFS processes, per run.
@@ -29,7 +34,8 @@ pub struct WorkloadCost {
     pub workload: String,
     /// CPU seconds (user + system) of the MosaicFS processes during one run on the target.
     pub cpu_seconds: Option<Summary>,
-    /// The same while the comparison directory was measured (background activity).
+    /// During one run on the comparison: the comparison's own processes when they were
+    /// given (`--compare-pids`), else the MosaicFS processes (their background activity).
     pub compare_cpu_seconds: Option<Summary>,
     /// The client's peak resident set (VmHWM) after this workload's runs, bytes.
     pub client_peak_rss_bytes: Option<u64>,
@@ -39,6 +45,11 @@ pub struct WorkloadCost {
 pub struct Report {
     pub target: String,
     pub compare: Option<String>,
+    /// What the target and the comparison are, in words (`--name`, `--compare-name`).
+    pub target_name: String,
+    pub compare_name: String,
+    /// Whether `compare_cpu_seconds` are the comparison's own processes.
+    pub compare_cpu_own: bool,
     pub runs: usize,
     pub metrics: Vec<MetricReport>,
     pub costs: Vec<WorkloadCost>,
@@ -49,6 +60,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The sizes and durations used (the `Config`), for the record.
     pub config: serde_json::Value,
+    /// The tree workload's tarball, when it ran.
+    pub tarball: Option<Tarball>,
+    /// The machine's state before (and steal during) every run on every side.
+    pub machine: Vec<RunState>,
 }
 
 /// Accumulates the figures of every run in first-seen order.
@@ -80,6 +95,7 @@ impl Collector {
                         compare_samples: Vec::new(),
                         compare_summary: None,
                         ratio: None,
+                        pair_ratio: None,
                     });
                     self.metrics.len() - 1
                 }
@@ -121,6 +137,9 @@ impl Collector {
                     (Some(a), Some(b)) => ratio(a.median, b.median),
                     _ => None,
                 };
+                m.pair_ratio = pair_ratios(&m.samples, &m.compare_samples)
+                    .as_deref()
+                    .and_then(Summary::of);
                 m
             })
             .collect();
@@ -135,6 +154,27 @@ impl Collector {
             })
             .collect();
         (metrics, costs)
+    }
+}
+
+/// Target ÷ comparison of each run pair, in run order; `None` when the sides have a
+/// different number of runs (a pair would be guessed) or a ratio is unknown.
+pub fn pair_ratios(target: &[f64], compare: &[f64]) -> Option<Vec<f64>> {
+    if target.is_empty() || target.len() != compare.len() {
+        return None;
+    }
+    target
+        .iter()
+        .zip(compare)
+        .map(|(&a, &b)| ratio(a, b))
+        .collect()
+}
+
+/// Median with min and max over runs, in words, e.g. `0.51 (0.40-0.62)`.
+fn spread(s: Option<Summary>, fmt: fn(f64) -> String) -> String {
+    match s {
+        Some(s) => format!("{} ({}-{})", fmt(s.median), fmt(s.min), fmt(s.max)),
+        None => "-".into(),
     }
 }
 
@@ -164,6 +204,30 @@ fn mib(bytes: u64) -> String {
 }
 
 impl Report {
+    /// One line on the machine during the runs (median with min and max of the samples
+    /// taken before each run); the JSON has every sample.
+    fn machine_summary(&self) -> Option<String> {
+        if self.machine.is_empty() {
+            return None;
+        }
+        let of = |f: fn(&RunState) -> Option<f64>| {
+            let v: Vec<f64> = self.machine.iter().filter_map(f).collect();
+            Summary::of(&v)
+        };
+        Some(format!(
+            "machine over {} runs: load1 {}; steal % {}; available memory MiB {}; 4 KiB write + fdatasync µs p50 {}, p90 {}",
+            self.machine.len(),
+            spread(of(|m| m.load1), num),
+            spread(of(|m| m.steal_percent), num),
+            spread(
+                of(|m| m.mem_available_bytes.map(|b| b as f64 / (1024.0 * 1024.0))),
+                |v| format!("{v:.0}")
+            ),
+            spread(of(|m| m.fdatasync_p50_us), num),
+            spread(of(|m| m.fdatasync_p90_us), num),
+        ))
+    }
+
     fn cost(&self, workload: &str) -> Option<&WorkloadCost> {
         self.costs.iter().find(|c| c.workload == workload)
     }
@@ -177,7 +241,18 @@ impl Report {
         .map(String::from)
         .to_vec();
         if self.compare.is_some() {
-            header.extend(["compare".to_string(), "ratio".to_string()]);
+            header.extend(
+                [
+                    "compare",
+                    "cmp min",
+                    "cmp max",
+                    "cmp cpu s",
+                    "ratio",
+                    "ratio min",
+                    "ratio max",
+                ]
+                .map(String::from),
+            );
         }
         let mut rows = vec![header];
         let mut last_workload = "";
@@ -210,8 +285,20 @@ impl Report {
                 rss,
             ];
             if self.compare.is_some() {
-                row.push(m.compare_summary.map_or("-".into(), |s| num(s.median)));
-                row.push(m.ratio.map_or("-".into(), ratio_text));
+                let (cmedian, cmin, cmax) = match m.compare_summary {
+                    Some(s) => (num(s.median), num(s.min), num(s.max)),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                let ccpu = cost
+                    .and_then(|c| c.compare_cpu_seconds)
+                    .map_or(String::new(), |s| num(s.median));
+                // The ratio of run pairs when every run has its pair, else of the medians.
+                let (r, rmin, rmax) = match (m.pair_ratio, m.ratio) {
+                    (Some(p), _) => (ratio_text(p.median), ratio_text(p.min), ratio_text(p.max)),
+                    (None, Some(r)) => (ratio_text(r), "-".into(), "-".into()),
+                    (None, None) => ("-".into(), "-".into(), "-".into()),
+                };
+                row.extend([cmedian, cmin, cmax, ccpu, r, rmin, rmax]);
             }
             rows.push(row);
         }
@@ -220,16 +307,36 @@ impl Report {
 
     fn preamble(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "target: {}; every figure is the median of {} runs, with min and max",
-            self.target, self.runs
+            "{}: {}; every figure is the median of {} runs, with min and max",
+            self.target_name, self.target, self.runs
         )];
         if let Some(c) = &self.compare {
-            lines.push(format!("compare: {c}; ratio = target median / compare median (runs alternate between the two)"));
+            lines.push(format!(
+                "{}: {c}; runs alternate between the two; ratio = {} / {} of each run pair: median, min and max over the pairs",
+                self.compare_name, self.target_name, self.compare_name
+            ));
         }
         lines.push(
             "cpu s: CPU seconds (user + system) of the MosaicFS processes per run of the workload; rss MiB: the client's peak resident set (VmHWM) after it"
                 .to_string(),
         );
+        if self.compare.is_some() {
+            lines.push(if self.compare_cpu_own {
+                format!(
+                    "cmp cpu s: CPU seconds of {}'s processes per run of the workload on it",
+                    self.compare_name
+                )
+            } else {
+                "cmp cpu s: CPU seconds of the MosaicFS processes while the comparison ran (background work)".to_string()
+            });
+        }
+        if let Some(t) = self.tarball {
+            lines.push(format!(
+                "tree: a tarball of {} entries, {:.1} MB",
+                t.entries,
+                t.bytes as f64 / 1e6
+            ));
+        }
         lines
     }
 
@@ -243,6 +350,9 @@ impl Report {
             _ => {
                 lines.push("client peak RSS: no mosaic-mount process serves the target".to_string())
             }
+        }
+        if let Some(m) = self.machine_summary() {
+            lines.push(m);
         }
         for n in &self.notes {
             lines.push(format!("note: {n}"));
@@ -547,11 +657,12 @@ mod tests {
                         "sequential write",
                         "MB/s",
                         Better::Higher,
-                        w * 4.0,
+                        // Pairs: 100/400, 300/600, 200/1000.
+                        [400.0, 600.0, 1000.0][run],
                     )],
                     true,
                 );
-                c.add_cpu("seq", 0.0, true);
+                c.add_cpu("seq", 0.5, true);
             }
         }
         c.add(
@@ -571,6 +682,31 @@ mod tests {
             client_peak_rss_bytes: Some(64 * 1024 * 1024),
             notes: vec!["caches not dropped".into()],
             config: serde_json::Value::Null,
+            target_name: "target".into(),
+            compare_name: if compare { "MooseFS" } else { "compare" }.into(),
+            compare_cpu_own: compare,
+            tarball: compare.then_some(Tarball {
+                entries: 8857,
+                bytes: 122_000_000,
+            }),
+            machine: if compare {
+                [(0.5, 1.0, 100.0), (1.5, 3.0, 300.0), (1.0, 2.0, 200.0)]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(run, (load1, steal, probe))| RunState {
+                        workload: "seq".into(),
+                        run,
+                        side: "target",
+                        load1: Some(load1),
+                        mem_available_bytes: Some(1 << 30),
+                        fdatasync_p50_us: Some(probe),
+                        fdatasync_p90_us: Some(probe * 2.0),
+                        steal_percent: Some(steal),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -583,10 +719,17 @@ mod tests {
             w.summary.map(|s| (s.median, s.min, s.max)),
             Some((200.0, 100.0, 300.0))
         );
-        assert_eq!(w.compare_summary.map(|s| s.median), Some(800.0));
-        assert_eq!(w.ratio, Some(0.25));
+        assert_eq!(w.compare_summary.map(|s| s.median), Some(600.0));
+        assert_eq!(w.ratio, Some(200.0 / 600.0));
+        // Per run pair: 0.25, 0.5, 0.2.
+        assert_eq!(
+            w.pair_ratio.map(|s| (s.median, s.min, s.max)),
+            Some((0.25, 0.2, 0.5))
+        );
+        assert_eq!(r.metrics[1].pair_ratio, None, "no pairs");
         assert_eq!(r.metrics[1].ratio, None, "no comparison samples");
         assert_eq!(r.costs[0].cpu_seconds.map(|s| s.median), Some(2.5));
+        assert_eq!(r.costs[0].compare_cpu_seconds.map(|s| s.median), Some(0.5));
         assert_eq!(r.costs[0].client_peak_rss_bytes, Some(50 * 1024 * 1024));
         assert_eq!(r.costs[1].client_peak_rss_bytes, None);
     }
@@ -611,23 +754,35 @@ note: caches not dropped
     #[test]
     fn text_table_with_comparison() {
         let text = sample(true).render_text();
-        let lines: Vec<&str> = text.lines().collect();
+        let expected = "\
+target: /mnt; every figure is the median of 3 runs, with min and max
+MooseFS: /tmp/local; runs alternate between the two; ratio = target / MooseFS of each run pair: median, min and max over the pairs
+cpu s: CPU seconds (user + system) of the MosaicFS processes per run of the workload; rss MiB: the client's peak resident set (VmHWM) after it
+cmp cpu s: CPU seconds of MooseFS's processes per run of the workload on it
+tree: a tarball of 8857 entries, 122.0 MB
+
+workload  metric            unit   median    min    max  cpu s  rss MiB  compare  cmp min  cmp max  cmp cpu s  ratio  ratio min  ratio max
+seq       sequential write  MB/s      200    100    300   2.50     50.0      600      400     1000       0.50  0.25x      0.20x      0.50x
+          random read p99   µs       20.0   10.0   30.0                        -        -        -                 -          -          -
+meta      stat              ops/s   20000  20000  20000   0.25                 -        -        -                 -          -          -
+
+client peak RSS: 64.0 MiB (mosaic-mount pid 42, VmHWM)
+machine over 3 runs: load1 1.00 (0.50-1.50); steal % 2.00 (1.00-3.00); available memory MiB 1024 (1024-1024); 4 KiB write + fdatasync µs p50 200 (100-300), p90 400 (200-600)
+note: caches not dropped
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn pairs_need_a_partner_for_every_run() {
+        assert_eq!(pair_ratios(&[2.0, 3.0], &[1.0, 6.0]), Some(vec![2.0, 0.5]));
         assert_eq!(
-            lines[1],
-            "compare: /tmp/local; ratio = target median / compare median (runs alternate between the two)"
+            pair_ratios(&[2.0, 3.0], &[1.0]),
+            None,
+            "a run without its pair"
         );
-        assert_eq!(
-            lines[4],
-            "workload  metric            unit   median    min    max  cpu s  rss MiB  compare  ratio"
-        );
-        assert_eq!(
-            lines[5],
-            "seq       sequential write  MB/s      200    100    300   2.50     50.0      800  0.25x"
-        );
-        assert_eq!(
-            lines[6],
-            "          random read p99   µs       20.0   10.0   30.0                        -      -"
-        );
+        assert_eq!(pair_ratios(&[], &[]), None);
+        assert_eq!(pair_ratios(&[2.0], &[0.0]), None, "a ratio to nothing");
     }
 
     #[test]
@@ -661,9 +816,15 @@ note: caches not dropped
             serde_json::from_str(&sample(true).render_json()).expect("valid JSON");
         assert_eq!(v["metrics"][0]["name"], "seq_write");
         assert_eq!(v["metrics"][0]["summary"]["median"], 200.0);
-        assert_eq!(v["metrics"][0]["ratio"], 0.25);
+        assert_eq!(v["metrics"][0]["ratio"], 200.0 / 600.0);
+        assert_eq!(v["metrics"][0]["pair_ratio"]["median"], 0.25);
+        assert_eq!(v["metrics"][0]["compare_samples"][2], 1000.0);
         assert_eq!(v["metrics"][0]["better"], "higher");
         assert_eq!(v["client_peak_rss_bytes"], 64 * 1024 * 1024);
+        assert_eq!(v["tarball"]["entries"], 8857);
+        assert_eq!(v["machine"][1]["steal_percent"], 3.0);
+        assert_eq!(v["machine"][1]["side"], "target");
+        assert_eq!(v["compare_name"], "MooseFS");
     }
 
     #[test]

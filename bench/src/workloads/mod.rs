@@ -55,7 +55,7 @@ pub enum Family {
     Seq,
     /// Create, stat, unlink of many empty files.
     Meta,
-    /// Small files: write with fsync, cold read.
+    /// Small files: write then syncfs, cold read.
     Small,
     /// A real tree: extract, cp -a, find, du, rm -rf.
     Tree,
@@ -268,6 +268,19 @@ pub fn run_family(family: Family, ctx: &Context, run: usize) -> anyhow::Result<O
         result.with_context(|| format!("workload {} in {}", family.name(), ctx.dir.display()))?;
     cleanup?;
     Ok(outcome)
+}
+
+/// Flushes the whole filesystem holding `dir` (`syncfs(2)`, what `sync -f` does) and waits
+/// for it: the barrier after which everything written before is durable.
+pub fn syncfs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let d = std::fs::File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+    // SAFETY: the descriptor is open for the whole call (`d` lives past it).
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncfs {}", dir.display()));
+    }
+    Ok(())
 }
 
 /// Drops the kernel's page, dentry and inode caches so that the next reads come from the

@@ -1,6 +1,9 @@
-//! A real tree with ordinary tools: extract a tarball, `cp -a` the result, `find`, `du`,
-//! `rm -rf`, seconds each. The tools are the system's own (`tar`, `cp`, `find`, `du`, `rm`),
-//! as a user would run them; their output is discarded, their exit status checked.
+//! A real tree with ordinary tools: extract a tarball then `sync -f`, `cp -a` the result then
+//! `sync -f`, `find` with cold caches, `du -s`, `rm -rf`, seconds each. The tools are the
+//! system's own (`tar`, `cp`, `sync`, `find`, `du`, `rm`), as a user would run them; their
+//! output is discarded, their exit status checked. The `sync -f` belongs to the timed step:
+//! without it a filesystem that acknowledges writes before they are durable would look
+//! faster than one that does not.
 
 use super::{Better, Figure, Outcome};
 use anyhow::{Context as _, bail};
@@ -29,6 +32,20 @@ fn timed(what: &str, cmd: &mut Command) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
+/// `sync -f DIR`: flushes the filesystem holding `dir`, timed like the other tools.
+fn sync_f(dir: &Path) -> anyhow::Result<f64> {
+    timed("sync -f", Command::new("sync").arg("-f").arg(dir))
+}
+
+/// The tarball the tree workload extracts: made once per invocation, recorded with the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tarball {
+    /// Entries (directories, files, links) in it.
+    pub entries: usize,
+    /// Size of the tarball file.
+    pub bytes: u64,
+}
+
 pub fn run(work: &Path, tarball: &Path) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let a = work.join("a");
@@ -41,16 +58,26 @@ pub fn run(work: &Path, tarball: &Path) -> anyhow::Result<Outcome> {
             .arg(tarball)
             .arg("-C")
             .arg(&a),
-    )?;
-    let copy = timed("cp -a", Command::new("cp").arg("-a").arg(&a).arg(&b))?;
+    )? + sync_f(work)?;
+    let copy = timed("cp -a", Command::new("cp").arg("-a").arg(&a).arg(&b))? + sync_f(work)?;
+    // Cold: a `find` after a reboot or on another client, every entry from the filesystem.
+    super::cold(&mut out.notes);
     let find = timed("find", Command::new("find").arg(&b))?;
     let du = timed("du -s", Command::new("du").arg("-s").arg(&b))?;
     let rm = timed("rm -rf", Command::new("rm").arg("-rf").arg(&b))?;
     // The extracted copy goes untimed (the family's directory is removed afterwards).
     for (name, label, v) in [
-        ("tree_extract", "extract the tarball (tar -x)", extract),
-        ("tree_cp", "cp -a of the extracted tree", copy),
-        ("tree_find", "find over the copy", find),
+        (
+            "tree_extract",
+            "extract the tarball (tar -x, sync -f)",
+            extract,
+        ),
+        (
+            "tree_cp",
+            "cp -a of the extracted tree (then sync -f)",
+            copy,
+        ),
+        ("tree_find", "find over the copy (cold caches)", find),
         ("tree_du", "du -s of the copy", du),
         ("tree_rm", "rm -rf of the copy", rm),
     ] {
@@ -94,7 +121,7 @@ pub fn entries(source: &Path, max: usize) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Makes a tarball of `source` (at most `max` entries, 0: all) at `tar_path`, once per
 /// invocation, outside the measured directories.
-pub fn make_tarball(source: &Path, max: usize, tar_path: &Path) -> anyhow::Result<usize> {
+pub fn make_tarball(source: &Path, max: usize, tar_path: &Path) -> anyhow::Result<Tarball> {
     let list = entries(source, max)?;
     let parent = source.parent().unwrap_or(Path::new("/"));
     let list_file = tar_path.with_extension("list");
@@ -117,7 +144,13 @@ pub fn make_tarball(source: &Path, max: usize, tar_path: &Path) -> anyhow::Resul
             .arg("-T")
             .arg(&list_file),
     )?;
-    Ok(list.len())
+    let bytes = std::fs::metadata(tar_path)
+        .with_context(|| format!("stat {}", tar_path.display()))?
+        .len();
+    Ok(Tarball {
+        entries: list.len(),
+        bytes,
+    })
 }
 
 #[cfg(test)]
