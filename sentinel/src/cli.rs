@@ -223,7 +223,7 @@ fn clear_bad_command(args: ClearBadArgs) -> u8 {
     let result = runtime.block_on(async {
         // The node reads and checks the whole chunk before the master answers.
         let deadline = crate::STATUS_MASTER_DEADLINE + CLEAR_BAD_VERIFY_ALLOWANCE;
-        let client = common::rpc::connect_master(&target.master, &tls, deadline).await?;
+        let client = common::rpc::connect_master_admin(&target.master, &tls, deadline).await?;
         client
             .clear_bad_replica(common::rpc::ctx(deadline), chunk, node)
             .await
@@ -288,7 +288,7 @@ fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     let node = args.node;
     let result = runtime.block_on(async {
         let deadline = crate::STATUS_MASTER_DEADLINE;
-        let client = common::rpc::connect_master(&args.master, &tls, deadline).await?;
+        let client = common::rpc::connect_master_admin(&args.master, &tls, deadline).await?;
         client
             .set_node_drain(common::rpc::ctx(deadline), node, drain)
             .await

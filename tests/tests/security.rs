@@ -1,7 +1,7 @@
 //! Who gets in: mutual TLS with the cluster's own CA on every connection, roles, revocation,
 //! and bad bytes after a good handshake. Real daemons on loopback; every wait has a deadline.
 
-use common::rpc::{connect_chunkserver, connect_master, ctx};
+use common::rpc::{connect_chunkserver, connect_master_fs, connect_master_nodes, ctx};
 use common::tls::{Ca, CredentialPaths, Role, Tls};
 use mosaic_tests::bins::{self, bin};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
@@ -53,7 +53,7 @@ fn spawn_chunkserver(cluster: &TestCluster, data: &Path, credentials: &Path, log
 fn master_answers(cluster: &TestCluster, tls: &Tls) -> bool {
     let addr = cluster.master_addr();
     block_on(async move {
-        match connect_master(&addr, tls, RPC_DEADLINE).await {
+        match connect_master_fs(&addr, tls, RPC_DEADLINE).await {
             Ok(client) => matches!(client.statfs(ctx(RPC_DEADLINE)).await, Ok(Ok(_))),
             Err(_) => false,
         }
@@ -154,10 +154,11 @@ fn unknown_plaintext_and_wrong_role_peers_are_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("client certificate"), "{stderr}");
 
-    // A client credential cannot speak the node protocol (role check at the service).
+    // A client credential cannot speak the node protocol (role check at each method of the
+    // nodes' service).
     let client = cluster.client_tls();
     let refused = block_on(async {
-        let master = connect_master(&addr, &client, RPC_DEADLINE)
+        let master = connect_master_nodes(&addr, &client, RPC_DEADLINE)
             .await
             .expect("connect");
         master
