@@ -20,7 +20,7 @@ pub trait Cluster: Send + Sync {
     /// One `status()` probe of the chunkserver `node` at `addr`. Never hangs past the
     /// implementation's probe deadline.
     fn probe(&self, node: NodeId, addr: &str) -> impl Future<Output = ProbeOutcome> + Send;
-    /// Tells the master this sentinel's verdict on `node` (`Master::report_node_health`):
+    /// Tells the master this sentinel's verdict on `node` (`MasterAdmin::report_node_health`):
     /// a dead vote or "alive again". Answers the node's condition at the master.
     fn report(
         &self,

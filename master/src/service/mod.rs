@@ -1,12 +1,13 @@
 //! The master's tarpc services, split by caller: `fs` (filesystem clients), `nodes`
 //! (storage nodes) and `admin` (administrators and sentinels), one struct implementing the
-//! three traits; this module holds the state and helpers they share. Handlers only. Each request gets one tracing span with its
-//! ids, runs its store call on a blocking thread (SQLite blocks; only single-row reads,
-//! which never wait for a writer, run in place: `read_now`), and answers only after the
-//! store's transaction committed. No rule lives here: filesystem validation and semantics
-//! are in `store` (and its engine-independent `rules`); node liveness, conditions, votes,
-//! drains and repair in `cluster`; placement in `plan`; session leases in `sessions`;
-//! advisory locks in `locks`. A handler translates a request and delegates.
+//! three traits; this module holds the state and helpers they share. Handlers only. Each
+//! request gets one tracing span with its ids, runs its store call on a blocking thread
+//! (SQLite blocks; only single-row reads, which never wait for a writer, run in place:
+//! `read_now`), and answers only after the store's transaction committed. No rule lives
+//! here: filesystem validation and semantics are in `store` (and its engine-independent
+//! `rules`); node liveness, conditions, votes, drains and repair in `cluster`; placement in
+//! `plan`; session leases in `sessions`; advisory locks in `locks`; who may call what in
+//! `common::authz`. A handler translates a request and delegates.
 
 use crate::cluster::ClusterControl;
 use crate::locks::LockTable;
