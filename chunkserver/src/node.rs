@@ -8,7 +8,7 @@
 use crate::identity::{self, NodeIdentity};
 use crate::store::{BadReplica, Store};
 use anyhow::Context as _;
-use common::rpc::{MasterClient, ctx};
+use common::rpc::{MasterNodesClient, ctx};
 use common::types::{HeartbeatReply, RegisterNode, Registered};
 use common::{ChunkId, FsError, FsResult, NodeId};
 use parking_lot::Mutex;
@@ -42,7 +42,7 @@ const REPORT_ATTEMPTS: u32 = 3;
 pub(crate) struct MasterLink {
     addr: String,
     tls: common::tls::Tls,
-    client: tokio::sync::Mutex<Option<MasterClient>>,
+    client: tokio::sync::Mutex<Option<MasterNodesClient>>,
 }
 
 impl MasterLink {
@@ -58,7 +58,7 @@ impl MasterLink {
     /// failure drops the connection so the next call reconnects.
     async fn call<T, F, Fut>(&self, f: F) -> FsResult<T>
     where
-        F: FnOnce(MasterClient) -> Fut,
+        F: FnOnce(MasterNodesClient) -> Fut,
         Fut: Future<Output = Result<FsResult<T>, tarpc::client::RpcError>>,
     {
         let client = {
@@ -67,7 +67,8 @@ impl MasterLink {
                 Some(client) => client.clone(),
                 None => {
                     let client =
-                        common::rpc::connect_master(&self.addr, &self.tls, CONNECT_TIMEOUT).await?;
+                        common::rpc::connect_master_nodes(&self.addr, &self.tls, CONNECT_TIMEOUT)
+                            .await?;
                     *slot = Some(client.clone());
                     client
                 }

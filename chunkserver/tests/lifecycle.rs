@@ -7,12 +7,11 @@ use chunkserver::identity;
 use chunkserver::store::{ENTRY_LEN, HEADER_LEN, Store, StoreOptions};
 use common::block::{DataKey, seal};
 use common::config::ChunkserverConfig;
-use common::rpc::{Master, ctx};
+use common::rpc::{MasterNodes, ctx};
 use common::tls::{Ca, Role, Tls};
 use common::types::*;
-use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
+use common::{ChunkId, ClusterId, FsError, FsResult, NodeId, Version};
 use parking_lot::Mutex;
-use serde_bytes::ByteBuf;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -37,56 +36,7 @@ struct Book {
 #[derive(Clone)]
 struct FakeMaster(Arc<Mutex<Book>>);
 
-macro_rules! unsupported {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        $(async fn $name(self, _: Context, $($arg: $ty),*) -> FsResult<$ret> {
-            let _ = ($($arg,)*);
-            Err(FsError::NotSupported)
-        })*
-    };
-}
-
-impl Master for FakeMaster {
-    unsupported! {
-        hello(client_name: String) -> MountInfo;
-        keepalive(session: SessionId) -> ();
-        goodbye(session: SessionId) -> ();
-        lookup(parent: InodeId, name: ByteBuf) -> Attr;
-        getattr(ino: InodeId) -> Attr;
-        setattr(op: OpId, ino: InodeId, set: SetAttr, caller: Caller) -> Attr;
-        create(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
-        unlink(op: OpId, parent: InodeId, name: ByteBuf) -> ();
-        rmdir(op: OpId, parent: InodeId, name: ByteBuf) -> ();
-        rename(op: OpId, parent: InodeId, name: ByteBuf, new_parent: InodeId, new_name: ByteBuf,
-            flags: RenameFlags) -> ();
-        link(op: OpId, ino: InodeId, new_parent: InodeId, new_name: ByteBuf) -> Attr;
-        readlink(ino: InodeId) -> ByteBuf;
-        readdir(ino: InodeId, after: u64, limit: u32, plus: bool) -> DirPage;
-        statfs() -> StatFs;
-        getxattr(ino: InodeId, name: ByteBuf) -> ByteBuf;
-        setxattr(op: OpId, ino: InodeId, name: ByteBuf, value: ByteBuf, flags: XattrFlags) -> ();
-        listxattr(ino: InodeId) -> Vec<ByteBuf>;
-        removexattr(op: OpId, ino: InodeId, name: ByteBuf) -> ();
-        open(op: OpId, ino: InodeId) -> Attr;
-        release(op: OpId, ino: InodeId) -> ();
-        chunk_map(ino: InodeId, first: u64, count: u64) -> Vec<ChunkLoc>;
-        prepare_write(ino: InodeId, indexes: Vec<u64>) -> Vec<WriteGrant>;
-        commit_write(commit: CommitWrite) -> Attr;
-        cluster_summary() -> ClusterSummary;
-        node_contents(node: NodeId, after: ChunkId, limit: u32) -> Vec<NodeReplica>;
-        setlk(session: SessionId, ino: InodeId, req: LockRequest) -> ();
-        getlk(session: SessionId, ino: InodeId, req: LockRequest) -> Option<LockInfo>;
-        get_goal(ino: InodeId) -> u32;
-        set_goal(op: OpId, ino: InodeId, goal: u32) -> u64;
-        confirm_replicas(chunk: ChunkId, base: Version, version: Version, nodes: Vec<NodeId>)
-            -> Vec<NodeId>;
-        node_files(node: NodeId, after: ChunkId, limit: u32) -> Vec<common::types::NodeFileChunk>;
-        report_node_health(node: NodeId, alive: bool) -> NodeCondition;
-        set_node_drain(node: NodeId, drain: bool) -> NodeCondition;
-        create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
-        clear_bad_replica(chunk: ChunkId, node: NodeId) -> bool;
-    }
-
+impl MasterNodes for FakeMaster {
     async fn report_bad_replica(
         self,
         _: Context,

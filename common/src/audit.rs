@@ -111,7 +111,7 @@ pub enum Event {
         peer: Peer,
         reason: String,
     },
-    /// A call refused by the role table (`tls::allowed`).
+    /// A call refused by the authorization allowlist (`authz::allowed`).
     PermissionDenied { peer: Peer, method: String },
     /// A credential was signed: `via` is `admin` (`issue`) or `join-token`.
     CredentialIssued {

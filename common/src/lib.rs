@@ -6,6 +6,7 @@
 //! setup. This crate must never depend on `fuser` or `rusqlite`: it is linked into every process.
 
 pub mod audit;
+pub mod authz;
 pub mod block;
 pub mod clean_eof;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod join;
 pub mod metrics;
+pub mod preamble;
 pub mod rpc;
 pub mod telemetry;
 pub mod tls;

@@ -72,7 +72,7 @@ fn rpc_histogram() -> Histogram {
 }
 
 /// Per-method latency of the RPCs a server answers (`rpc_request_duration_seconds`, label
-/// `method` such as `Master.lookup`). Recorded once, in the serve path
+/// `method` such as `MasterFs.lookup`). Recorded once, in the serve path
 /// ([`crate::rpc::RoleGuard`]), for every method; cheap to clone.
 #[derive(Clone)]
 pub struct RpcMetrics {
@@ -328,8 +328,8 @@ mod tests {
     fn snapshot_and_rpc_metrics_encode_as_openmetrics() {
         let mut persistent = Registry::with_prefix("mosaic_test");
         let rpc = RpcMetrics::register(&mut persistent);
-        rpc.observe("Master.lookup", Duration::from_micros(70));
-        rpc.observe("Master.lookup", Duration::from_millis(3));
+        rpc.observe("MasterFs.lookup", Duration::from_micros(70));
+        rpc.observe("MasterFs.lookup", Duration::from_millis(3));
 
         let mut snap = Snapshot::new("mosaic_test");
         snap.gauge("chunks", "Chunks held", &[], 7.0);
@@ -351,10 +351,10 @@ mod tests {
         // The exact lines a scraper parses.
         for line in [
             "# TYPE mosaic_test_rpc_request_duration_seconds histogram",
-            "mosaic_test_rpc_request_duration_seconds_count{method=\"Master.lookup\"} 2",
-            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"0.00005\",method=\"Master.lookup\"} 0",
-            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"0.0001\",method=\"Master.lookup\"} 1",
-            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"+Inf\",method=\"Master.lookup\"} 2",
+            "mosaic_test_rpc_request_duration_seconds_count{method=\"MasterFs.lookup\"} 2",
+            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"0.00005\",method=\"MasterFs.lookup\"} 0",
+            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"0.0001\",method=\"MasterFs.lookup\"} 1",
+            "mosaic_test_rpc_request_duration_seconds_bucket{le=\"+Inf\",method=\"MasterFs.lookup\"} 2",
             "# TYPE mosaic_test_chunks gauge",
             "mosaic_test_chunks 7.0",
             "mosaic_test_node_used_bytes{node=\"n1\",addr=\"127.0.0.1:1\"} 1024.0",
@@ -384,7 +384,7 @@ mod tests {
             sample(
                 &text,
                 "mosaic_test_rpc_request_duration_seconds_count",
-                &[("method", "Master.lookup")]
+                &[("method", "MasterFs.lookup")]
             ),
             Some(2.0)
         );

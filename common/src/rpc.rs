@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::audit::{Audit, Event as AuditEvent, Peer as AuditPeer};
 use crate::error::ROLE_REFUSAL;
+use crate::preamble::{self, Service};
 use crate::tls::{Identity, Revoked, Role, Tls};
 use std::sync::Arc;
 
@@ -38,150 +39,193 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// a loaded machine, short enough that idle connections from a scanner do not pile up.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The master: namespace, chunk placement, versions and the node registry.
-#[tarpc::service]
-pub trait Master {
-    /// A client mounts: returns the cluster's parameters and a new session.
-    async fn hello(client_name: String) -> FsResult<MountInfo>;
-    /// Renews a session lease; `NotFound` when the session expired (the client re-hellos).
-    async fn keepalive(session: SessionId) -> FsResult<()>;
-    async fn goodbye(session: SessionId) -> FsResult<()>;
+/// Defines a tarpc service and, next to it, the list of its methods as tarpc names them
+/// (`Service.method`), so the authorization table test (`crate::authz`) covers every method
+/// of every service: a method added here without a rule fails that test.
+macro_rules! service {
+    (
+        $(#[$attr:meta])*
+        pub trait $name:ident (methods: $methods:ident) {
+            $(
+                $(#[$mattr:meta])*
+                async fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
+            )*
+        }
+    ) => {
+        $(#[$attr])*
+        #[tarpc::service]
+        pub trait $name {
+            $(
+                $(#[$mattr])*
+                async fn $method($($arg: $ty),*) -> $ret;
+            )*
+        }
 
-    async fn lookup(parent: InodeId, name: ByteBuf) -> FsResult<Attr>;
-    async fn getattr(ino: InodeId) -> FsResult<Attr>;
-    async fn setattr(op: OpId, ino: InodeId, set: SetAttr, caller: Caller) -> FsResult<Attr>;
-    /// Creates a file, directory, symlink, fifo, socket or device node.
-    async fn create(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> FsResult<Attr>;
-    async fn unlink(op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()>;
-    async fn rmdir(op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()>;
-    async fn rename(
-        op: OpId,
-        parent: InodeId,
-        name: ByteBuf,
-        new_parent: InodeId,
-        new_name: ByteBuf,
-        flags: RenameFlags,
-    ) -> FsResult<()>;
-    async fn link(op: OpId, ino: InodeId, new_parent: InodeId, new_name: ByteBuf)
-    -> FsResult<Attr>;
-    async fn readlink(ino: InodeId) -> FsResult<ByteBuf>;
-    /// Entries with cookie greater than `after`, in cookie order, at most `limit`.
-    async fn readdir(ino: InodeId, after: u64, limit: u32, plus: bool) -> FsResult<DirPage>;
-    async fn statfs() -> FsResult<StatFs>;
-
-    async fn getxattr(ino: InodeId, name: ByteBuf) -> FsResult<ByteBuf>;
-    async fn setxattr(
-        op: OpId,
-        ino: InodeId,
-        name: ByteBuf,
-        value: ByteBuf,
-        flags: XattrFlags,
-    ) -> FsResult<()>;
-    async fn listxattr(ino: InodeId) -> FsResult<Vec<ByteBuf>>;
-    async fn removexattr(op: OpId, ino: InodeId, name: ByteBuf) -> FsResult<()>;
-
-    /// Records that `session` holds `ino` open, so an unlinked file keeps its data.
-    async fn open(op: OpId, ino: InodeId) -> FsResult<Attr>;
-    /// The session's last descriptor of `ino` closed; frees an unlinked inode's data.
-    async fn release(op: OpId, ino: InodeId) -> FsResult<()>;
-
-    /// Current replicas of chunks `first..first+count` of a file (missing chunks are holes).
-    async fn chunk_map(ino: InodeId, first: u64, count: u64) -> FsResult<Vec<ChunkLoc>>;
-    /// Grants writes to chunks of a file at fresh versions, allocating chunks as needed.
-    async fn prepare_write(ino: InodeId, indexes: Vec<u64>) -> FsResult<Vec<WriteGrant>>;
-    /// Records written chunks, replicas that hold them, the new size and mtime.
-    async fn commit_write(commit: CommitWrite) -> FsResult<Attr>;
-    /// A replica failed a read (checksum, authentication or version): stop serving it.
-    async fn report_bad_replica(chunk: ChunkId, node: NodeId, reason: String) -> FsResult<()>;
-
-    async fn register_node(req: RegisterNode) -> FsResult<Registered>;
-    async fn heartbeat(node: NodeId, status: NodeStatus) -> FsResult<HeartbeatReply>;
-    /// A node's full inventory; the answer names replicas to delete (stale or unknown).
-    async fn report_chunks(node: NodeId, held: Vec<HeldChunk>) -> FsResult<HeartbeatReply>;
-
-    async fn cluster_summary() -> FsResult<ClusterSummary>;
-    /// Replicas the master records on `node` with chunk id greater than `after`, in chunk id
-    /// order, at most `limit` (capped by the master); a shorter page is the last.
-    async fn node_contents(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeReplica>>;
-
-    /// Places, converts or removes an advisory lock of `req.owner` in `session` on `ino`;
-    /// a conflicting lock of another owner is `WouldBlock` (the client retries to wait).
-    /// Locks live in the master's memory and end with their session.
-    async fn setlk(session: SessionId, ino: InodeId, req: LockRequest) -> FsResult<()>;
-    /// The lock that would block `req`, or `None` (F_GETLK).
-    async fn getlk(
-        session: SessionId,
-        ino: InodeId,
-        req: LockRequest,
-    ) -> FsResult<Option<LockInfo>>;
-
-    /// The replication goal of `ino`: its own, or the cluster's N when none was set.
-    async fn get_goal(ino: InodeId) -> FsResult<u32>;
-    /// Sets the replication goal of `ino` and, for a directory, of everything beneath it
-    /// (1..=`MAX_GOAL`, else `Invalid`); the master then re-replicates or trims replicas to
-    /// match. Returns how many inodes now carry the goal.
-    async fn set_goal(op: OpId, ino: InodeId, goal: u32) -> FsResult<u64>;
-    /// After a commit at `version`, `nodes` (replicas of the grant that were at `base` and
-    /// finished every write of it late) hold the committed data: each becomes current if the
-    /// chunk is still at `version` and its replica is still at `base`. Returns the nodes
-    /// accepted. Idempotent: a repeat finds them at `version`, not `base`, and changes nothing.
-    async fn confirm_replicas(
-        chunk: ChunkId,
-        base: Version,
-        version: Version,
-        nodes: Vec<NodeId>,
-    ) -> FsResult<Vec<NodeId>>;
-    /// [`Master::node_contents`] with the path of each replica's file (see
-    /// [`NodeFileChunk::path`]): which files and chunks `node` holds, paged the same way
-    /// (chunk id greater than `after`, at most `limit`, a shorter page is the last).
-    async fn node_files(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeFileChunk>>;
-    /// A sentinel's verdict on a chunkserver: `alive = false` is a vote that it is dead
-    /// (repeated every probe round while the sentinel holds it), `alive = true` that it
-    /// answers again. The master declares a node dead when `dead_quorum` distinct sentinels
-    /// voted so within `dead_vote_window_ms`, and alive again at the first alive report.
-    /// Answers the node's condition after the report. Sentinel role only.
-    async fn report_node_health(node: NodeId, alive: bool) -> FsResult<NodeCondition>;
-    /// An admin's drain (`drain = true`) or undrain of `node` (`mosaic-sentinel drain`): a
-    /// draining node takes no new chunks and its chunks are copied to other nodes while its
-    /// replicas keep serving; once no chunk needs it the master marks it `Decommissioned`.
-    /// Undrain returns a draining or decommissioned node to `Up`. Answers the condition
-    /// after the request; `Invalid` for a node declared dead. Sentinel role only.
-    async fn set_node_drain(node: NodeId, drain: bool) -> FsResult<NodeCondition>;
-    /// [`Master::create`] of a regular file (`node.kind` must be `File`, else `Invalid`)
-    /// and [`Master::open`] of it by `op.session`, in one transaction: O_CREAT in one
-    /// round trip and one commit.
-    async fn create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode)
-    -> FsResult<Attr>;
-
-    // Bad-replica evidence (issue 12)
-    /// An admin's decision after an investigation (`mosaic-sentinel clear-bad`): the replica
-    /// of `chunk` on `node` is no longer marked bad, so it counts and serves again, and its
-    /// pending deletion is cancelled. `NotFound` when the master records no such replica;
-    /// `Ok(false)` when it was not marked bad. Sentinel role only.
-    async fn clear_bad_replica(chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+        #[doc = concat!("Every method of [`", stringify!($name), "`], as tarpc names its requests.")]
+        pub const $methods: &[&str] = &[$(concat!(stringify!($name), ".", stringify!($method))),*];
+    };
 }
 
-/// A chunkserver: stores sealed blocks of chunks, verifies them on every read.
-#[tarpc::service]
-pub trait ChunkServer {
-    async fn write_blocks(req: WriteBlocks) -> FsResult<()>;
-    async fn read_blocks(req: ReadBlocks) -> FsResult<BlockData>;
-    /// fdatasync the named chunks (after unsynced writes).
-    async fn sync_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
-    async fn delete_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
-    async fn list_chunks() -> FsResult<Vec<HeldChunk>>;
-    async fn status() -> FsResult<NodeStatus>;
-    /// Makes this node's replica of `chunk` a copy of the one at `source` (another
-    /// chunkserver's address) at committed `version`: read there block by block, written
-    /// here to a new file that replaces any local replica only once complete and fsynced.
-    /// The master drives it to repair bad or stale replicas (and re-replication reuses it).
-    async fn copy_from(chunk: ChunkId, source: String, version: Version) -> FsResult<()>;
+service! {
+    /// The master as filesystem clients see it: sessions, the namespace, xattrs, the data
+    /// path (chunk maps, write grants, commits), advisory locks, replication goals, and
+    /// reports of replicas that failed a client's read.
+    pub trait MasterFs (methods: MASTER_FS_METHODS) {
+        /// A client mounts: returns the cluster's parameters and a new session.
+        async fn hello(client_name: String) -> FsResult<MountInfo>;
+        /// Renews a session lease; `NotFound` when the session expired (the client re-hellos).
+        async fn keepalive(session: SessionId) -> FsResult<()>;
+        async fn goodbye(session: SessionId) -> FsResult<()>;
 
-    // Bad-replica evidence (issue 12)
-    /// Reads every stored block of this node's replica of `chunk` and checks its BLAKE3
-    /// checksum (a corrupt file is quarantined as on any read), then checks the replica has
-    /// seen `version`. The master asks before it marks a replica bad. Master role only.
-    async fn verify_replica(chunk: ChunkId, version: Version) -> FsResult<ReplicaCheck>;
+        async fn lookup(parent: InodeId, name: ByteBuf) -> FsResult<Attr>;
+        async fn getattr(ino: InodeId) -> FsResult<Attr>;
+        async fn setattr(op: OpId, ino: InodeId, set: SetAttr, caller: Caller) -> FsResult<Attr>;
+        /// Creates a file, directory, symlink, fifo, socket or device node.
+        async fn create(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> FsResult<Attr>;
+        /// [`MasterFs::create`] of a regular file (`node.kind` must be `File`, else `Invalid`)
+        /// and [`MasterFs::open`] of it by `op.session`, in one transaction: O_CREAT in one
+        /// round trip and one commit.
+        async fn create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode)
+        -> FsResult<Attr>;
+        async fn unlink(op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()>;
+        async fn rmdir(op: OpId, parent: InodeId, name: ByteBuf) -> FsResult<()>;
+        async fn rename(
+            op: OpId,
+            parent: InodeId,
+            name: ByteBuf,
+            new_parent: InodeId,
+            new_name: ByteBuf,
+            flags: RenameFlags,
+        ) -> FsResult<()>;
+        async fn link(op: OpId, ino: InodeId, new_parent: InodeId, new_name: ByteBuf)
+        -> FsResult<Attr>;
+        async fn readlink(ino: InodeId) -> FsResult<ByteBuf>;
+        /// Entries with cookie greater than `after`, in cookie order, at most `limit`.
+        async fn readdir(ino: InodeId, after: u64, limit: u32, plus: bool) -> FsResult<DirPage>;
+        async fn statfs() -> FsResult<StatFs>;
+
+        async fn getxattr(ino: InodeId, name: ByteBuf) -> FsResult<ByteBuf>;
+        async fn setxattr(
+            op: OpId,
+            ino: InodeId,
+            name: ByteBuf,
+            value: ByteBuf,
+            flags: XattrFlags,
+        ) -> FsResult<()>;
+        async fn listxattr(ino: InodeId) -> FsResult<Vec<ByteBuf>>;
+        async fn removexattr(op: OpId, ino: InodeId, name: ByteBuf) -> FsResult<()>;
+
+        /// Records that `session` holds `ino` open, so an unlinked file keeps its data.
+        async fn open(op: OpId, ino: InodeId) -> FsResult<Attr>;
+        /// The session's last descriptor of `ino` closed; frees an unlinked inode's data.
+        async fn release(op: OpId, ino: InodeId) -> FsResult<()>;
+
+        /// Current replicas of chunks `first..first+count` of a file (missing chunks are holes).
+        async fn chunk_map(ino: InodeId, first: u64, count: u64) -> FsResult<Vec<ChunkLoc>>;
+        /// Grants writes to chunks of a file at fresh versions, allocating chunks as needed.
+        async fn prepare_write(ino: InodeId, indexes: Vec<u64>) -> FsResult<Vec<WriteGrant>>;
+        /// Records written chunks, replicas that hold them, the new size and mtime.
+        async fn commit_write(commit: CommitWrite) -> FsResult<Attr>;
+        /// After a commit at `version`, `nodes` (replicas of the grant that were at `base` and
+        /// finished every write of it late) hold the committed data: each becomes current if the
+        /// chunk is still at `version` and its replica is still at `base`. Returns the nodes
+        /// accepted. Idempotent: a repeat finds them at `version`, not `base`, and changes nothing.
+        async fn confirm_replicas(
+            chunk: ChunkId,
+            base: Version,
+            version: Version,
+            nodes: Vec<NodeId>,
+        ) -> FsResult<Vec<NodeId>>;
+        /// A replica failed a client's read (checksum, authentication or version): stop
+        /// serving it.
+        async fn report_bad_replica(chunk: ChunkId, node: NodeId, reason: String) -> FsResult<()>;
+
+        /// Places, converts or removes an advisory lock of `req.owner` in `session` on `ino`;
+        /// a conflicting lock of another owner is `WouldBlock` (the client retries to wait).
+        /// Locks live in the master's memory and end with their session.
+        async fn setlk(session: SessionId, ino: InodeId, req: LockRequest) -> FsResult<()>;
+        /// The lock that would block `req`, or `None` (F_GETLK).
+        async fn getlk(
+            session: SessionId,
+            ino: InodeId,
+            req: LockRequest,
+        ) -> FsResult<Option<LockInfo>>;
+
+        /// The replication goal of `ino`: its own, or the cluster's N when none was set.
+        async fn get_goal(ino: InodeId) -> FsResult<u32>;
+        /// Sets the replication goal of `ino` and, for a directory, of everything beneath it
+        /// (1..=`MAX_GOAL`, else `Invalid`); the master then re-replicates or trims replicas to
+        /// match. Returns how many inodes now carry the goal.
+        async fn set_goal(op: OpId, ino: InodeId, goal: u32) -> FsResult<u64>;
+    }
+}
+
+service! {
+    /// The master as storage nodes see it: registration, heartbeats, inventories, and
+    /// replicas the node itself found bad.
+    pub trait MasterNodes (methods: MASTER_NODES_METHODS) {
+        async fn register_node(req: RegisterNode) -> FsResult<Registered>;
+        async fn heartbeat(node: NodeId, status: NodeStatus) -> FsResult<HeartbeatReply>;
+        /// A node's full inventory; the answer names replicas to delete (stale or unknown).
+        async fn report_chunks(node: NodeId, held: Vec<HeldChunk>) -> FsResult<HeartbeatReply>;
+        /// A replica failed a read on the node that holds it (checksum, authentication or
+        /// version): stop serving it.
+        async fn report_bad_replica(chunk: ChunkId, node: NodeId, reason: String) -> FsResult<()>;
+    }
+}
+
+service! {
+    /// The master as administrators and sentinels see it: the cluster summary, what each
+    /// node holds, sentinels' health votes, drains and bad-mark clearing.
+    pub trait MasterAdmin (methods: MASTER_ADMIN_METHODS) {
+        async fn cluster_summary() -> FsResult<ClusterSummary>;
+        /// Replicas the master records on `node` with chunk id greater than `after`, in chunk id
+        /// order, at most `limit` (capped by the master); a shorter page is the last.
+        async fn node_contents(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeReplica>>;
+        /// [`MasterAdmin::node_contents`] with the path of each replica's file (see
+        /// [`NodeFileChunk::path`]): which files and chunks `node` holds, paged the same way
+        /// (chunk id greater than `after`, at most `limit`, a shorter page is the last).
+        async fn node_files(node: NodeId, after: ChunkId, limit: u32) -> FsResult<Vec<NodeFileChunk>>;
+        /// A sentinel's verdict on a chunkserver: `alive = false` is a vote that it is dead
+        /// (repeated every probe round while the sentinel holds it), `alive = true` that it
+        /// answers again. The master declares a node dead when `dead_quorum` distinct sentinels
+        /// voted so within `dead_vote_window_ms`, and alive again at the first alive report.
+        /// Answers the node's condition after the report. Sentinel role only.
+        async fn report_node_health(node: NodeId, alive: bool) -> FsResult<NodeCondition>;
+        /// An admin's drain (`drain = true`) or undrain of `node` (`mosaic-sentinel drain`): a
+        /// draining node takes no new chunks and its chunks are copied to other nodes while its
+        /// replicas keep serving; once no chunk needs it the master marks it `Decommissioned`.
+        /// Undrain returns a draining or decommissioned node to `Up`. Answers the condition
+        /// after the request; `Invalid` for a node declared dead. Sentinel role only.
+        async fn set_node_drain(node: NodeId, drain: bool) -> FsResult<NodeCondition>;
+        /// An admin's decision after an investigation (`mosaic-sentinel clear-bad`): the replica
+        /// of `chunk` on `node` is no longer marked bad, so it counts and serves again, and its
+        /// pending deletion is cancelled. `NotFound` when the master records no such replica;
+        /// `Ok(false)` when it was not marked bad. Sentinel role only.
+        async fn clear_bad_replica(chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+    }
+}
+
+service! {
+    /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.
+    pub trait ChunkServer (methods: CHUNK_SERVER_METHODS) {
+        async fn write_blocks(req: WriteBlocks) -> FsResult<()>;
+        async fn read_blocks(req: ReadBlocks) -> FsResult<BlockData>;
+        /// fdatasync the named chunks (after unsynced writes).
+        async fn sync_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
+        async fn delete_chunks(chunks: Vec<ChunkId>) -> FsResult<()>;
+        async fn list_chunks() -> FsResult<Vec<HeldChunk>>;
+        async fn status() -> FsResult<NodeStatus>;
+        /// Makes this node's replica of `chunk` a copy of the one at `source` (another
+        /// chunkserver's address) at committed `version`: read there block by block, written
+        /// here to a new file that replaces any local replica only once complete and fsynced.
+        /// The master drives it to repair bad or stale replicas (and re-replication reuses it).
+        async fn copy_from(chunk: ChunkId, source: String, version: Version) -> FsResult<()>;
+        /// Reads every stored block of this node's replica of `chunk` and checks its BLAKE3
+        /// checksum (a corrupt file is quarantined as on any read), then checks the replica has
+        /// seen `version`. The master asks before it marks a replica bad. Master role only.
+        async fn verify_replica(chunk: ChunkId, version: Version) -> FsResult<ReplicaCheck>;
+    }
 }
 
 /// The master's join endpoint (`join_listen`): the one service a peer without a certificate
@@ -246,11 +290,49 @@ async fn tls_connect(
         .map_err(|_| FsError::TimedOut(format!("TLS handshake with {addr}")))?
 }
 
-/// Connects to a master over mutual TLS. The returned client multiplexes requests over one
-/// connection.
-pub async fn connect_master(addr: &str, tls: &Tls, timeout: Duration) -> FsResult<MasterClient> {
-    let stream = tls_connect(addr, tls, Role::Master, timeout).await?;
-    Ok(MasterClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+/// Dials `addr`, runs the TLS handshake (the far end must hold a certificate of role
+/// `expect`) and the protocol preamble asking for `service`, each within `timeout`.
+async fn connect_service(
+    addr: &str,
+    tls: &Tls,
+    expect: Role,
+    service: Service,
+    timeout: Duration,
+) -> FsResult<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut stream = tls_connect(addr, tls, expect, timeout).await?;
+    preamble::offer(&mut stream, service, addr, timeout).await?;
+    Ok(stream)
+}
+
+/// Connects to a master's filesystem service over mutual TLS. The returned client
+/// multiplexes requests over one connection.
+pub async fn connect_master_fs(
+    addr: &str,
+    tls: &Tls,
+    timeout: Duration,
+) -> FsResult<MasterFsClient> {
+    let stream = connect_service(addr, tls, Role::Master, Service::MasterFs, timeout).await?;
+    Ok(MasterFsClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// Connects to a master's storage-node service over mutual TLS.
+pub async fn connect_master_nodes(
+    addr: &str,
+    tls: &Tls,
+    timeout: Duration,
+) -> FsResult<MasterNodesClient> {
+    let stream = connect_service(addr, tls, Role::Master, Service::MasterNodes, timeout).await?;
+    Ok(MasterNodesClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// Connects to a master's administration service over mutual TLS.
+pub async fn connect_master_admin(
+    addr: &str,
+    tls: &Tls,
+    timeout: Duration,
+) -> FsResult<MasterAdminClient> {
+    let stream = connect_service(addr, tls, Role::Master, Service::MasterAdmin, timeout).await?;
+    Ok(MasterAdminClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
 }
 
 /// Connects to a chunkserver over mutual TLS.
@@ -259,8 +341,66 @@ pub async fn connect_chunkserver(
     tls: &Tls,
     timeout: Duration,
 ) -> FsResult<ChunkServerClient> {
-    let stream = tls_connect(addr, tls, Role::Chunkserver, timeout).await?;
+    let stream =
+        connect_service(addr, tls, Role::Chunkserver, Service::ChunkServer, timeout).await?;
     Ok(ChunkServerClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// Which [`Service`] a tarpc request type belongs to, so a server of one service knows what
+/// to accept in the preamble.
+pub trait ServiceRequest {
+    const SERVICE: Service;
+}
+
+impl ServiceRequest for MasterFsRequest {
+    const SERVICE: Service = Service::MasterFs;
+}
+impl ServiceRequest for MasterNodesRequest {
+    const SERVICE: Service = Service::MasterNodes;
+}
+impl ServiceRequest for MasterAdminRequest {
+    const SERVICE: Service = Service::MasterAdmin;
+}
+impl ServiceRequest for ChunkServerRequest {
+    const SERVICE: Service = Service::ChunkServer;
+}
+
+/// The [`Service`] a tarpc server (`MyService.serve()`) serves.
+pub fn service_of<S>(_: &S) -> Service
+where
+    S: tarpc::server::Serve,
+    S::Req: ServiceRequest,
+{
+    S::Req::SERVICE
+}
+
+/// Runs the server side of the protocol preamble on an accepted connection: the service
+/// the peer asked for when it speaks this build's version and `served` lists the service;
+/// `None` (logged and audited, the peer told why) otherwise.
+pub async fn accept_preamble(
+    stream: &mut ServerStream,
+    peer: &Identity,
+    served: &[Service],
+    audit: &Audit,
+) -> Option<Service> {
+    match preamble::accept(stream, served, HANDSHAKE_TIMEOUT).await {
+        Ok(service) => Some(service),
+        Err(refusal) => {
+            let addr = stream
+                .get_ref()
+                .0
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::warn!(addr, %peer, %refusal, "connection refused: protocol preamble");
+            audit.record(AuditEvent::ConnectionRefused {
+                addr,
+                peer: Some(AuditPeer::from(peer)),
+                reason: crate::audit::clip(&format!("protocol preamble: {refusal}")),
+            });
+            None
+        }
+    }
 }
 
 /// Binds a listener; port 0 picks a free port (tests).
@@ -391,7 +531,7 @@ pub async fn serve_audited<F, Fut>(
 }
 
 /// Wraps a tarpc service so that each request is first checked against the caller's role
-/// ([`crate::tls::allowed`]). A refused call is answered with a server error whose text
+/// ([`crate::authz::allowed`]). A refused call is answered with a server error whose text
 /// starts with [`ROLE_REFUSAL`], which the caller sees as [`FsError::NotPermitted`], and is
 /// logged and audited.
 #[derive(Clone)]
@@ -417,7 +557,7 @@ where
     ) -> Result<Self::Resp, tarpc::ServerError> {
         use tarpc::RequestName as _;
         let method = req.name();
-        if !crate::tls::allowed(self.peer.role, method) {
+        if !crate::authz::allowed(self.peer.role, method) {
             tracing::warn!(peer = %self.peer, method, "call refused: not allowed for this role");
             self.audit.record(AuditEvent::PermissionDenied {
                 peer: AuditPeer::from(&*self.peer),
@@ -451,8 +591,10 @@ pub mod __private {
 }
 
 /// Serves one connection with a concrete tarpc service (`MyService.serve()`) for the peer
-/// `Identity` (calls its role may not make are refused), each request in its own task so
-/// that blocking disk or CPU work on one never stalls the others.
+/// `Identity`: first the protocol preamble (a peer of another version, or one asking for
+/// another service, is refused), then every request, each checked against the peer's role
+/// (`crate::authz`) and run in its own task so that blocking disk or CPU work on one never
+/// stalls the others. The stream must be a [`ServerStream`].
 /// With a fourth argument, an `Option<RpcMetrics>`, every answered call's latency is
 /// recorded per method; with a fifth (an [`Audit`]), refused calls are also audited.
 /// A macro because the service futures are only provably `Send` at the concrete type.
@@ -476,6 +618,28 @@ macro_rules! serve_connection {
             $crate::audit::Audit::disabled()
         )
     };
+    ($stream:expr, $peer:expr, $serve:expr, $metrics:expr, $audit:expr) => {{
+        let mut stream: $crate::rpc::ServerStream = $stream;
+        let peer: $crate::tls::Identity = $peer;
+        let serve = $serve;
+        let metrics = $metrics;
+        let audit: $crate::audit::Audit = $audit;
+        async move {
+            let service = $crate::rpc::service_of(&serve);
+            if $crate::rpc::accept_preamble(&mut stream, &peer, &[service], &audit)
+                .await
+                .is_some()
+            {
+                $crate::serve_accepted!(stream, peer, serve, metrics, audit).await
+            }
+        }
+    }};
+}
+
+/// [`serve_connection!`] after the preamble: for a listener that serves several services
+/// and chose one with [`accept_preamble`]. Arguments as [`serve_connection!`]'s five.
+#[macro_export]
+macro_rules! serve_accepted {
     ($stream:expr, $peer:expr, $serve:expr, $metrics:expr, $audit:expr) => {{
         use $crate::rpc::__private::futures::StreamExt as _;
         use $crate::rpc::__private::tarpc::server::Channel as _;
@@ -511,9 +675,13 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_frames_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode::<tarpc::ClientMessage<MasterRequest>>(&bytes);
+            let _ = decode::<tarpc::ClientMessage<MasterFsRequest>>(&bytes);
+            let _ = decode::<tarpc::ClientMessage<MasterNodesRequest>>(&bytes);
+            let _ = decode::<tarpc::ClientMessage<MasterAdminRequest>>(&bytes);
             let _ = decode::<tarpc::ClientMessage<ChunkServerRequest>>(&bytes);
-            let _ = decode::<tarpc::Response<MasterResponse>>(&bytes);
+            let _ = decode::<tarpc::Response<MasterFsResponse>>(&bytes);
+            let _ = decode::<tarpc::Response<MasterNodesResponse>>(&bytes);
+            let _ = decode::<tarpc::Response<MasterAdminResponse>>(&bytes);
             let _ = decode::<tarpc::Response<ChunkServerResponse>>(&bytes);
         }
     }
@@ -526,7 +694,9 @@ mod tests {
         let mut frame = vec![0u8; 4];
         frame.extend(u64::MAX.to_le_bytes());
         frame.extend((1u64 << 62).to_le_bytes());
-        assert!(!decode::<tarpc::ClientMessage<MasterRequest>>(&frame));
+        assert!(!decode::<tarpc::ClientMessage<MasterFsRequest>>(&frame));
+        assert!(!decode::<tarpc::ClientMessage<MasterNodesRequest>>(&frame));
+        assert!(!decode::<tarpc::ClientMessage<MasterAdminRequest>>(&frame));
         assert!(!decode::<tarpc::ClientMessage<ChunkServerRequest>>(&frame));
     }
 }

@@ -6,7 +6,7 @@
 //! DNS name is `ROLE.mosaic`, so a client that dials a chunkserver checks, through ordinary
 //! server-name verification, that the far end really is a chunkserver and not, say, a
 //! client certificate replayed by a rogue process. Which remote procedures each role may
-//! call is [`allowed`]; a revoked certificate is refused by serial number at accept time.
+//! call is `crate::authz`; a revoked certificate is refused by serial number at accept time.
 //!
 //! The crypto provider is `ring` (builds from crates.io with only a C compiler). This module
 //! never reads or writes a data key: TLS protects the links, the block format protects data.
@@ -152,77 +152,6 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Which remote procedures a role may call; `method` is tarpc's request name
-/// (`Master.hello`, `ChunkServer.read_blocks`). A pure table, tested below.
-///
-/// Methods that are not listed (added later) are open to clients and sentinels and closed
-/// to chunkservers: a chunkserver identity only ever needs the node protocol, so a stolen
-/// chunkserver key never reaches the namespace.
-pub fn allowed(role: Role, method: &str) -> bool {
-    const NODE_ONLY: &[&str] = &[
-        "Master.register_node",
-        "Master.heartbeat",
-        "Master.report_chunks",
-    ];
-    const CHUNKSERVER_MAY: &[&str] = &[
-        "Master.report_bad_replica",
-        "ChunkServer.read_blocks",
-        "ChunkServer.status",
-        "ChunkServer.list_chunks",
-    ];
-    // Everything a sentinel needs is a read; it never changes the namespace or data.
-    const MUTATIONS: &[&str] = &[
-        "Master.setattr",
-        "Master.create",
-        "Master.unlink",
-        "Master.rmdir",
-        "Master.rename",
-        "Master.link",
-        "Master.setxattr",
-        "Master.removexattr",
-        "Master.prepare_write",
-        "Master.commit_write",
-        "Master.open",
-        "Master.release",
-        "Master.setlk",
-        "Master.set_goal",
-        "Master.confirm_replicas",
-        "Master.create_open",
-        "ChunkServer.write_blocks",
-        "ChunkServer.sync_chunks",
-    ];
-    // Destroying or replacing a replica is the master's decision alone: a client (even a
-    // malicious one with a valid credential) may write blocks, never drop or overwrite a
-    // whole replica.
-    const MASTER_ONLY: &[&str] = &["ChunkServer.delete_chunks", "ChunkServer.copy_from"];
-    // Verdicts on nodes (which start re-replication) are the sentinels' alone.
-    // So are drains (admin commands run through `mosaic-sentinel`).
-    const SENTINEL_ONLY: &[&str] = &["Master.report_node_health", "Master.set_node_drain"];
-    // Bad-replica evidence (issue 12): only the master asks a node to verify its replica
-    // (the answer can drop it), and only an admin (through the sentinel's credential, as
-    // drains) clears a bad mark.
-    match method {
-        "ChunkServer.verify_replica" => return role == Role::Master,
-        "Master.clear_bad_replica" => return role == Role::Sentinel,
-        _ => {}
-    }
-    match role {
-        // The master calls chunkservers for deletes and repairs.
-        Role::Master => method.starts_with("ChunkServer."),
-        Role::Chunkserver => NODE_ONLY.contains(&method) || CHUNKSERVER_MAY.contains(&method),
-        Role::Client => {
-            !NODE_ONLY.contains(&method)
-                && !MASTER_ONLY.contains(&method)
-                && !SENTINEL_ONLY.contains(&method)
-        }
-        Role::Sentinel => {
-            !NODE_ONLY.contains(&method)
-                && !MUTATIONS.contains(&method)
-                && !MASTER_ONLY.contains(&method)
-        }
-    }
 }
 
 /// Where a process's credential lives: its certificate, its private key, the cluster CA.
@@ -787,44 +716,6 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn role_table() {
-        use Role::*;
-        let table: &[(&str, [bool; 4])] = &[
-            // method                       master chunkserver client sentinel
-            ("Master.hello", [false, false, true, true]),
-            ("Master.create", [false, false, true, false]),
-            ("Master.commit_write", [false, false, true, false]),
-            ("Master.register_node", [false, true, false, false]),
-            ("Master.heartbeat", [false, true, false, false]),
-            ("Master.report_chunks", [false, true, false, false]),
-            ("Master.report_bad_replica", [false, true, true, true]),
-            ("Master.cluster_summary", [false, false, true, true]),
-            ("ChunkServer.write_blocks", [true, false, true, false]),
-            ("ChunkServer.read_blocks", [true, true, true, true]),
-            ("ChunkServer.delete_chunks", [true, false, false, false]),
-            ("ChunkServer.copy_from", [true, false, false, false]),
-            ("ChunkServer.sync_chunks", [true, false, true, false]),
-            ("Master.setlk", [false, false, true, false]),
-            ("Master.release", [false, false, true, false]),
-            ("Master.set_goal", [false, false, true, false]),
-            ("Master.get_goal", [false, false, true, true]),
-            ("Master.confirm_replicas", [false, false, true, false]),
-            ("ChunkServer.status", [true, true, true, true]),
-            ("Master.report_node_health", [false, false, false, true]),
-            ("Master.set_node_drain", [false, false, false, true]),
-            ("Master.create_open", [false, false, true, false]),
-            // Bad-replica evidence (issue 12)
-            ("ChunkServer.verify_replica", [true, false, false, false]),
-            ("Master.clear_bad_replica", [false, false, false, true]),
-        ];
-        for (method, expect) in table {
-            for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {
-                assert_eq!(allowed(*role, method), *want, "{role} {method}");
-            }
-        }
-    }
 
     #[test]
     fn names_are_checked() {

@@ -627,7 +627,7 @@ impl ReplicationPolicy {
 }
 
 /// One replica on a node together with the file its chunk belongs to: the answer of
-/// `Master::node_files`, what the state-query client (`mosaic-sentinel status --node N
+/// `MasterAdmin::node_files`, what the state-query client (`mosaic-sentinel status --node N
 /// --files`) lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFileChunk {

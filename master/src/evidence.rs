@@ -1,9 +1,10 @@
-//! Bad-replica evidence: a report that a replica is bad (`Master::report_bad_replica`, from
-//! a client's read or a node's own quarantine) is only a suspicion. The master asks the
-//! node that holds the replica to verify it (`ChunkServer::verify_replica`: every stored
-//! block's BLAKE3 checksum, read on the node) and marks the replica bad only on the node's
-//! own verdict. So a client with an out-of-date key, a bug or a forged credential can never
-//! make the master drop a good replica (docs/SECURITY.md, "Bad replicas").
+//! Bad-replica evidence: a report that a replica is bad (`report_bad_replica` of `MasterFs`
+//! from a client's read, or of `MasterNodes` from a node's own quarantine) is only a
+//! suspicion. The master asks the node that holds the replica to verify it
+//! (`ChunkServer::verify_replica`: every stored block's BLAKE3 checksum, read on the node)
+//! and marks the replica bad only on the node's own verdict. So a client with an
+//! out-of-date key, a bug or a forged credential can never make the master drop a good
+//! replica (docs/SECURITY.md, "Bad replicas").
 //!
 //! [`Suspects`] (the bounded queue of reports, with an injected clock) and [`verdict`] are
 //! pure and table-tested; [`confirm_loop`] only dials nodes and records answers. Nothing
@@ -236,7 +237,7 @@ pub async fn confirm_loop(
     running.abort_all();
 }
 
-/// The admin's clear of a bad mark (`Master::clear_bad_replica`): only when the node now
+/// The admin's clear of a bad mark (`MasterAdmin::clear_bad_replica`): only when the node now
 /// vouches for its replica (every block's checksum verified there), so a clear can never
 /// put a damaged copy back into service. `Ok(false)` when it was not marked bad.
 pub async fn clear_bad(

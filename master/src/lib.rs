@@ -28,7 +28,7 @@ use common::ClusterId;
 use common::block::{BLOCK_SIZE, DataKey, KeyRing};
 use common::config::MasterConfig;
 use common::durable;
-use common::rpc::Master as _;
+use common::rpc::{MasterAdmin, MasterFs, MasterNodes};
 use common::types::Timespec;
 use service::MasterService;
 use std::fs::{DirBuilder, OpenOptions};
@@ -346,15 +346,39 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
             tls,
             revoked.clone(),
             audit.clone(),
-            move |stream, peer| {
+            move |mut stream, peer| {
                 let svc = svc.for_peer(&peer);
-                common::serve_connection!(
-                    stream,
-                    peer,
-                    svc.serve(),
-                    Some(rpc_metrics.clone()),
-                    audit.clone()
-                )
+                let metrics = Some(rpc_metrics.clone());
+                let audit = audit.clone();
+                // One listen address, three services: the caller's preamble names the one
+                // it wants; each method is then checked against its role (`common::authz`).
+                async move {
+                    use common::preamble::Service;
+                    let served = [
+                        Service::MasterFs,
+                        Service::MasterNodes,
+                        Service::MasterAdmin,
+                    ];
+                    let accepted =
+                        common::rpc::accept_preamble(&mut stream, &peer, &served, &audit).await;
+                    match accepted {
+                        Some(Service::MasterFs) => {
+                            let serve = MasterFs::serve(svc);
+                            common::serve_accepted!(stream, peer, serve, metrics, audit).await
+                        }
+                        Some(Service::MasterNodes) => {
+                            let serve = MasterNodes::serve(svc);
+                            common::serve_accepted!(stream, peer, serve, metrics, audit).await
+                        }
+                        Some(Service::MasterAdmin) => {
+                            let serve = MasterAdmin::serve(svc);
+                            common::serve_accepted!(stream, peer, serve, metrics, audit).await
+                        }
+                        // Refused (logged and audited), or a service this listener never
+                        // offered.
+                        Some(Service::ChunkServer) | None => {}
+                    }
+                }
             },
             stopped(stop_rx),
         ))

@@ -3,7 +3,10 @@
 
 use super::*;
 use common::block::{DataKey, KeyRing};
-use common::rpc::{MasterClient, connect_master, ctx};
+use common::rpc::{
+    MasterAdminClient, MasterFsClient, MasterNodesClient, connect_master_admin, connect_master_fs,
+    connect_master_nodes, ctx,
+};
 use common::types::{Caller, FileKind, NewNode, NodeStatus, OpId, RegisterNode};
 use common::{FsError, InodeId, NodeId, SessionId};
 use serde_bytes::ByteBuf;
@@ -200,9 +203,11 @@ struct Served {
     state: PathBuf,
     keys: KeyRing,
     master: RunningMaster,
-    client: MasterClient,
+    client: MasterFsClient,
+    /// The administration service, with the same client credential.
+    admin: MasterAdminClient,
     /// A connection with a chunkserver credential, for the node protocol.
-    node: MasterClient,
+    node: MasterNodesClient,
 }
 
 /// Loads a new credential for `role` issued by the cluster in `state`.
@@ -223,11 +228,14 @@ async fn serve(config: impl FnOnce(&mut MasterConfig)) -> Served {
     config(&mut cfg);
     let master = start(cfg).await.expect("start");
     let tls = credential(&state, common::tls::Role::Client, "client");
-    let client = connect_master(&master.addr.to_string(), &tls, DEADLINE)
+    let client = connect_master_fs(&master.addr.to_string(), &tls, DEADLINE)
+        .await
+        .expect("connect");
+    let admin = connect_master_admin(&master.addr.to_string(), &tls, DEADLINE)
         .await
         .expect("connect");
     let node_tls = credential(&state, common::tls::Role::Chunkserver, "node");
-    let node = connect_master(&master.addr.to_string(), &node_tls, DEADLINE)
+    let node = connect_master_nodes(&master.addr.to_string(), &node_tls, DEADLINE)
         .await
         .expect("connect");
     Served {
@@ -236,6 +244,7 @@ async fn serve(config: impl FnOnce(&mut MasterConfig)) -> Served {
         keys,
         master,
         client,
+        admin,
         node,
     }
 }
@@ -359,7 +368,9 @@ async fn rpc_node_registry_and_summary() {
     let Served {
         _dir,
         master,
+        state,
         client: fs_client,
+        admin,
         node: client,
         ..
     } = serve(|_| {}).await;
@@ -369,8 +380,12 @@ async fn rpc_node_registry_and_summary() {
         used_bytes: 1 << 20,
         ..NodeStatus::default()
     };
-    // Only chunkservers speak the node protocol: a client certificate is refused.
-    let refused = fs_client
+    // Only chunkservers speak the node protocol: a client certificate that asks for the
+    // nodes' service is refused at its first call.
+    let client_tls = credential(&state, common::tls::Role::Client, "client-nodes");
+    let refused = connect_master_nodes(&master.addr.to_string(), &client_tls, DEADLINE)
+        .await
+        .expect("connect")
         .register_node(
             c(),
             RegisterNode {
@@ -442,7 +457,7 @@ async fn rpc_node_registry_and_summary() {
         .expect("heartbeat");
     assert!(unknown.reregister);
 
-    let summary = fs_client
+    let summary = admin
         .cluster_summary(c())
         .await
         .expect("rpc")
@@ -511,7 +526,7 @@ async fn sessions_survive_a_restart_and_expire_without_keepalive() {
     cfg.session_ttl_ms = 300;
     let master = start(cfg).await.expect("restart");
     let tls = credential(&state, common::tls::Role::Client, "client-2");
-    let client = connect_master(&master.addr.to_string(), &tls, DEADLINE)
+    let client = connect_master_fs(&master.addr.to_string(), &tls, DEADLINE)
         .await
         .expect("connect");
     client

@@ -196,7 +196,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `clear-bad`: one `Master::clear_bad_replica` call (the master checks with the node).
+/// `clear-bad`: one `MasterAdmin::clear_bad_replica` call (the master checks with the node).
 fn clear_bad_command(args: ClearBadArgs) -> u8 {
     const FAILED: u8 = 2;
     let ClearBadArgs { chunk, target } = args;
@@ -223,7 +223,7 @@ fn clear_bad_command(args: ClearBadArgs) -> u8 {
     let result = runtime.block_on(async {
         // The node reads and checks the whole chunk before the master answers.
         let deadline = crate::STATUS_MASTER_DEADLINE + CLEAR_BAD_VERIFY_ALLOWANCE;
-        let client = common::rpc::connect_master(&target.master, &tls, deadline).await?;
+        let client = common::rpc::connect_master_admin(&target.master, &tls, deadline).await?;
         client
             .clear_bad_replica(common::rpc::ctx(deadline), chunk, node)
             .await
@@ -262,7 +262,7 @@ fn clear_bad_command(args: ClearBadArgs) -> u8 {
 /// busy disk), on top of the usual master deadline.
 const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 
-/// `drain` / `undrain`: one `Master::set_node_drain` call; prints the node's condition.
+/// `drain` / `undrain`: one `MasterAdmin::set_node_drain` call; prints the node's condition.
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     const FAILED: u8 = 2;
     let (mut cert, mut key, mut ca) = (None, None, None);
@@ -288,7 +288,7 @@ fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     let node = args.node;
     let result = runtime.block_on(async {
         let deadline = crate::STATUS_MASTER_DEADLINE;
-        let client = common::rpc::connect_master(&args.master, &tls, deadline).await?;
+        let client = common::rpc::connect_master_admin(&args.master, &tls, deadline).await?;
         client
             .set_node_drain(common::rpc::ctx(deadline), node, drain)
             .await

@@ -20,7 +20,7 @@ pub trait Cluster: Send + Sync {
     /// One `status()` probe of the chunkserver `node` at `addr`. Never hangs past the
     /// implementation's probe deadline.
     fn probe(&self, node: NodeId, addr: &str) -> impl Future<Output = ProbeOutcome> + Send;
-    /// Tells the master this sentinel's verdict on `node` (`Master::report_node_health`):
+    /// Tells the master this sentinel's verdict on `node` (`MasterAdmin::report_node_health`):
     /// a dead vote or "alive again". Answers the node's condition at the master.
     fn report(
         &self,
@@ -54,7 +54,7 @@ pub struct RpcCluster {
     tls: common::tls::Tls,
     master_timeout: Duration,
     probe_timeout: Duration,
-    master: tokio::sync::Mutex<Option<rpc::MasterClient>>,
+    master: tokio::sync::Mutex<Option<rpc::MasterAdminClient>>,
     nodes: Mutex<HashMap<NodeId, (String, rpc::ChunkServerClient)>>,
 }
 
@@ -161,7 +161,7 @@ impl RpcCluster {
     /// connection so the next call dials again.
     async fn master_call<T, F, Fut>(&self, call: F) -> FsResult<T>
     where
-        F: FnOnce(rpc::MasterClient) -> Fut,
+        F: FnOnce(rpc::MasterAdminClient) -> Fut,
         Fut: Future<Output = FsResult<T>>,
     {
         // Holding the async lock across the call is fine: master calls are made one at a
@@ -171,7 +171,8 @@ impl RpcCluster {
             Some(client) => client.clone(),
             None => {
                 let client =
-                    rpc::connect_master(&self.master_addr, &self.tls, self.master_timeout).await?;
+                    rpc::connect_master_admin(&self.master_addr, &self.tls, self.master_timeout)
+                        .await?;
                 *master = Some(client.clone());
                 client
             }

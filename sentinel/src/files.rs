@@ -165,7 +165,7 @@ pub async fn fetch(
     node: NodeId,
     deadline: Duration,
 ) -> Result<NodeFiles, FsError> {
-    let client = rpc::connect_master(master, tls, deadline).await?;
+    let client = rpc::connect_master_admin(master, tls, deadline).await?;
     let summary = client.cluster_summary(rpc::ctx(deadline)).await??;
     let Some(info) = summary.nodes.iter().find(|n| n.node == node) else {
         return Err(FsError::NotFound);

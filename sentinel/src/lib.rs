@@ -10,7 +10,7 @@
 //! - [`cli`]: flags and the two subcommands; `main.rs` only calls [`cli::main`].
 //!
 //! The sentinel never carries file data and never copies or deletes anything itself: it
-//! observes, reports, and votes. Its only influence is `Master::report_node_health` (a dead
+//! observes, reports, and votes. Its only influence is `MasterAdmin::report_node_health` (a dead
 //! vote, or "alive again"); the master decides, with a quorum of sentinels, to re-replicate.
 
 pub mod cli;

@@ -3,13 +3,12 @@
 //! master that answers `cluster_summary()`, a port nobody listens on, and a chunkserver that
 //! stops mid-way.
 
-use common::rpc::{self, ChunkServer, Master};
+use common::rpc::{self, ChunkServer, MasterAdmin};
 use common::tls::{Ca, Role, Tls};
 use common::types::*;
-use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
+use common::{ChunkId, ClusterId, FsError, FsResult, NodeId, Version};
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
-use serde_bytes::ByteBuf;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -226,130 +225,7 @@ fn refused<T>() -> FsResult<T> {
     Err(FsError::NotSupported)
 }
 
-impl Master for SummaryOnly {
-    async fn hello(self, _: Context, _: String) -> FsResult<MountInfo> {
-        refused()
-    }
-    async fn keepalive(self, _: Context, _: SessionId) -> FsResult<()> {
-        refused()
-    }
-    async fn goodbye(self, _: Context, _: SessionId) -> FsResult<()> {
-        refused()
-    }
-    async fn lookup(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
-        refused()
-    }
-    async fn getattr(self, _: Context, _: InodeId) -> FsResult<Attr> {
-        refused()
-    }
-    async fn setattr(
-        self,
-        _: Context,
-        _: OpId,
-        _: InodeId,
-        _: SetAttr,
-        _: Caller,
-    ) -> FsResult<Attr> {
-        refused()
-    }
-    async fn create(
-        self,
-        _: Context,
-        _: OpId,
-        _: InodeId,
-        _: ByteBuf,
-        _: NewNode,
-    ) -> FsResult<Attr> {
-        refused()
-    }
-    async fn unlink(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
-        refused()
-    }
-    async fn rmdir(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
-        refused()
-    }
-    async fn rename(
-        self,
-        _: Context,
-        _: OpId,
-        _: InodeId,
-        _: ByteBuf,
-        _: InodeId,
-        _: ByteBuf,
-        _: RenameFlags,
-    ) -> FsResult<()> {
-        refused()
-    }
-    async fn link(self, _: Context, _: OpId, _: InodeId, _: InodeId, _: ByteBuf) -> FsResult<Attr> {
-        refused()
-    }
-    async fn readlink(self, _: Context, _: InodeId) -> FsResult<ByteBuf> {
-        refused()
-    }
-    async fn readdir(self, _: Context, _: InodeId, _: u64, _: u32, _: bool) -> FsResult<DirPage> {
-        refused()
-    }
-    async fn statfs(self, _: Context) -> FsResult<StatFs> {
-        refused()
-    }
-    async fn getxattr(self, _: Context, _: InodeId, _: ByteBuf) -> FsResult<ByteBuf> {
-        refused()
-    }
-    async fn setxattr(
-        self,
-        _: Context,
-        _: OpId,
-        _: InodeId,
-        _: ByteBuf,
-        _: ByteBuf,
-        _: XattrFlags,
-    ) -> FsResult<()> {
-        refused()
-    }
-    async fn listxattr(self, _: Context, _: InodeId) -> FsResult<Vec<ByteBuf>> {
-        refused()
-    }
-    async fn removexattr(self, _: Context, _: OpId, _: InodeId, _: ByteBuf) -> FsResult<()> {
-        refused()
-    }
-    async fn open(self, _: Context, _: OpId, _: InodeId) -> FsResult<Attr> {
-        refused()
-    }
-    async fn release(self, _: Context, _: OpId, _: InodeId) -> FsResult<()> {
-        refused()
-    }
-    async fn chunk_map(self, _: Context, _: InodeId, _: u64, _: u64) -> FsResult<Vec<ChunkLoc>> {
-        refused()
-    }
-    async fn prepare_write(self, _: Context, _: InodeId, _: Vec<u64>) -> FsResult<Vec<WriteGrant>> {
-        refused()
-    }
-    async fn commit_write(self, _: Context, _: CommitWrite) -> FsResult<Attr> {
-        refused()
-    }
-    async fn report_bad_replica(
-        self,
-        _: Context,
-        _: ChunkId,
-        _: NodeId,
-        _: String,
-    ) -> FsResult<()> {
-        refused()
-    }
-    async fn register_node(self, _: Context, _: RegisterNode) -> FsResult<Registered> {
-        refused()
-    }
-    async fn heartbeat(self, _: Context, _: NodeId, _: NodeStatus) -> FsResult<HeartbeatReply> {
-        refused()
-    }
-    async fn report_chunks(
-        self,
-        _: Context,
-        _: NodeId,
-        _: Vec<HeldChunk>,
-    ) -> FsResult<HeartbeatReply> {
-        refused()
-    }
+impl MasterAdmin for SummaryOnly {
     async fn cluster_summary(self, _: Context) -> FsResult<ClusterSummary> {
         Ok(self.0.lock().expect("summary lock").clone())
     }
@@ -362,38 +238,6 @@ impl Master for SummaryOnly {
     ) -> FsResult<Vec<NodeReplica>> {
         refused()
     }
-    async fn setlk(self, _: Context, _: SessionId, _: InodeId, _: LockRequest) -> FsResult<()> {
-        refused()
-    }
-    async fn getlk(
-        self,
-        _: Context,
-        _: SessionId,
-        _: InodeId,
-        _: LockRequest,
-    ) -> FsResult<Option<LockInfo>> {
-        refused()
-    }
-
-    async fn get_goal(self, _: Context, _: InodeId) -> FsResult<u32> {
-        refused()
-    }
-
-    async fn set_goal(self, _: Context, _: OpId, _: InodeId, _: u32) -> FsResult<u64> {
-        refused()
-    }
-
-    async fn confirm_replicas(
-        self,
-        _: Context,
-        _: ChunkId,
-        _: Version,
-        _: Version,
-        _: Vec<NodeId>,
-    ) -> FsResult<Vec<NodeId>> {
-        refused()
-    }
-
     async fn node_files(
         self,
         _: Context,
@@ -403,7 +247,6 @@ impl Master for SummaryOnly {
     ) -> FsResult<Vec<common::types::NodeFileChunk>> {
         refused()
     }
-
     async fn report_node_health(
         self,
         _: Context,
@@ -412,23 +255,12 @@ impl Master for SummaryOnly {
     ) -> FsResult<common::types::NodeCondition> {
         refused()
     }
-
     async fn set_node_drain(
         self,
         _: Context,
         _: NodeId,
         _: bool,
     ) -> FsResult<common::types::NodeCondition> {
-        refused()
-    }
-    async fn create_open(
-        self,
-        _: Context,
-        _: OpId,
-        _: InodeId,
-        _: ByteBuf,
-        _: NewNode,
-    ) -> FsResult<Attr> {
         refused()
     }
     async fn clear_bad_replica(self, _: Context, _: ChunkId, _: NodeId) -> FsResult<bool> {

@@ -670,7 +670,7 @@ impl TestCluster {
         let addr = self.master_addr();
         let tls = self.client_tls();
         block_on(async move {
-            let client = common::rpc::connect_master(&addr, &tls, RPC_DEADLINE).await?;
+            let client = common::rpc::connect_master_admin(&addr, &tls, RPC_DEADLINE).await?;
             client
                 .cluster_summary(common::rpc::ctx(RPC_DEADLINE))
                 .await
@@ -737,7 +737,7 @@ impl TestCluster {
         let addr = self.master_addr();
         let tls = self.client_tls();
         block_on(async move {
-            let client = common::rpc::connect_master(&addr, &tls, RPC_DEADLINE).await?;
+            let client = common::rpc::connect_master_admin(&addr, &tls, RPC_DEADLINE).await?;
             let mut out: Vec<NodeReplica> = Vec::new();
             loop {
                 let after = out.last().map_or(ChunkId(0), |r| r.chunk);

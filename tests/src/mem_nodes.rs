@@ -6,7 +6,7 @@
 
 use common::block::KeyRing;
 use common::config::MasterConfig;
-use common::rpc::{connect_master, ctx};
+use common::rpc::{connect_master_nodes, ctx};
 use common::tls::{CredentialPaths, Role, Tls};
 use common::types::{NodeStatus, RegisterNode};
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub async fn register_mem_nodes(
     n: u32,
     rpc_timeout: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let admin = connect_master(addr, tls, rpc_timeout)
+    let admin = connect_master_nodes(addr, tls, rpc_timeout)
         .await
         .expect("connect");
     let status = NodeStatus {

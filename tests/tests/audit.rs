@@ -3,7 +3,7 @@
 //! (`STATE/audit.log`, JSON lines). Every wait has a deadline.
 
 use common::audit::{Event, Record};
-use common::rpc::{connect_chunkserver, connect_master, ctx};
+use common::rpc::{connect_chunkserver, connect_master_fs, connect_master_nodes, ctx};
 use common::tls::{Ca, CredentialPaths, Role};
 use common::types::{Caller, FileKind, NewNode, OpId};
 use common::{FsError, InodeId};
@@ -61,7 +61,7 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
     // test: the clients' connections live as long as the runtime that spawned them.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (master, chunkserver) = rt.block_on(async {
-        let master = connect_master(&addr, &doomed, RPC_DEADLINE)
+        let master = connect_master_fs(&addr, &doomed, RPC_DEADLINE)
             .await
             .expect("connect");
         let chunkserver = connect_chunkserver(&cs_addr, &doomed, RPC_DEADLINE)
@@ -99,7 +99,9 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
             .await
             .expect("rpc")
             .expect("mkdir");
-        let refused = master
+        let refused = connect_master_nodes(&addr, &doomed, RPC_DEADLINE)
+            .await
+            .expect("connect")
             .heartbeat(
                 ctx(RPC_DEADLINE),
                 common::NodeId(1),
@@ -124,7 +126,7 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
         .tls()
         .expect("credential");
     let foreign_refused = block_on(async {
-        match connect_master(&addr, &foreign, RPC_DEADLINE).await {
+        match connect_master_fs(&addr, &foreign, RPC_DEADLINE).await {
             Ok(client) => client.statfs(ctx(RPC_DEADLINE)).await.is_err(),
             Err(_) => true,
         }
@@ -157,7 +159,7 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
     });
     // A new connection of the revoked client is refused and audited as such.
     let again = block_on(async {
-        match connect_master(&addr, &doomed, RPC_DEADLINE).await {
+        match connect_master_fs(&addr, &doomed, RPC_DEADLINE).await {
             Ok(client) => client.statfs(ctx(RPC_DEADLINE)).await.is_err(),
             Err(_) => true,
         }
@@ -186,7 +188,7 @@ fn revocation_cuts_open_connections_and_security_events_are_audited() {
     });
     has("permission_denied", &|e| {
         matches!(e, Event::PermissionDenied { peer, method }
-            if is_doomed(peer) && method == "Master.heartbeat")
+            if is_doomed(peer) && method == "MasterNodes.heartbeat")
     });
     has("mkdir mutation with uid/gid", &|e| {
         matches!(e, Event::Mutation(m) if m.op.starts_with("create")

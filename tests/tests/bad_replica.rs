@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::rpc::{connect_master, ctx};
+use common::rpc::{connect_master_fs, ctx};
 use common::types::NodeReplica;
 use common::{ChunkId, FsError, NodeId};
 use mosaic_tests::bins::{self, bin};
@@ -214,7 +214,7 @@ fn forged_bad_replica_reports_cannot_drop_any_replica() {
     // credential, twice over.
     let (addr, tls) = (cluster.master_addr(), cluster.client_tls());
     let reports = block_on(async move {
-        let client = connect_master(&addr, &tls, RPC_DEADLINE).await?;
+        let client = connect_master_fs(&addr, &tls, RPC_DEADLINE).await?;
         let mut sent = 0;
         for _ in 0..2 {
             for &chunk in &chunks {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::rpc::{MasterClient, connect_master, ctx};
+use common::rpc::{MasterFsClient, connect_master_fs, ctx};
 use common::types::{Caller, FileKind, NewNode, OpId, RenameFlags};
 use common::{FsError, FsResult, InodeId, SessionId};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
@@ -87,7 +87,7 @@ fn cluster_starts_and_every_chunkserver_registers() {
 
 /// Creates `docs/`, `docs/readme`, a hard link `docs/readme2`, a symlink `link`, renames
 /// `docs/draft` to `docs/final` and removes `gone`: every kind of namespace mutation.
-async fn populate(client: &MasterClient) -> FsResult<()> {
+async fn populate(client: &MasterFsClient) -> FsResult<()> {
     let c = || ctx(RPC_DEADLINE);
     // Each mutation its own operation id (a repeated id would get the first answer).
     let op = |seq| OpId {
@@ -158,7 +158,7 @@ async fn populate(client: &MasterClient) -> FsResult<()> {
     Ok(())
 }
 
-async fn names(client: &MasterClient, dir: InodeId) -> FsResult<BTreeSet<String>> {
+async fn names(client: &MasterFsClient, dir: InodeId) -> FsResult<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     let mut after = 0;
     loop {
@@ -176,7 +176,7 @@ async fn names(client: &MasterClient, dir: InodeId) -> FsResult<BTreeSet<String>
 }
 
 /// Checks that everything [`populate`] did is there.
-async fn verify(client: &MasterClient) -> FsResult<()> {
+async fn verify(client: &MasterFsClient) -> FsResult<()> {
     let c = || ctx(RPC_DEADLINE);
     let root = InodeId::ROOT;
     let root_names = names(client, root).await?;
@@ -220,7 +220,7 @@ fn master_kill_9_and_restart_keeps_the_namespace() {
     let addr = cluster.master_addr();
     let tls = cluster.client_tls();
     block_on(async {
-        let client = connect_master(&addr, &tls, RPC_DEADLINE).await?;
+        let client = connect_master_fs(&addr, &tls, RPC_DEADLINE).await?;
         populate(&client).await?;
         verify(&client).await
     })
@@ -231,7 +231,7 @@ fn master_kill_9_and_restart_keeps_the_namespace() {
     cluster.restart_master();
 
     block_on(async {
-        let client = connect_master(&addr, &tls, RPC_DEADLINE).await?;
+        let client = connect_master_fs(&addr, &tls, RPC_DEADLINE).await?;
         verify(&client).await
     })
     .expect("the namespace after the restart");

@@ -227,7 +227,7 @@ async fn master_calls(rig: &Rig, method: &str) -> u64 {
     let text = common::metrics::scrape(addr, RPC_TIMEOUT)
         .await
         .expect("scrape the master");
-    let method = format!("Master.{method}");
+    let method = format!("MasterFs.{method}");
     common::metrics::sample(
         &text,
         "mosaic_master_rpc_request_duration_seconds_count",

@@ -23,7 +23,7 @@ fn replicas_by_index(cluster: &TestCluster, ino: InodeId) -> FsResult<BTreeMap<u
     let summary = cluster.master_summary()?;
     let (addr, tls) = (cluster.master_addr(), cluster.client_tls());
     mosaic_tests::cluster::block_on(async move {
-        let client = common::rpc::connect_master(&addr, &tls, RPC).await?;
+        let client = common::rpc::connect_master_admin(&addr, &tls, RPC).await?;
         let mut out = BTreeMap::new();
         for node in summary.nodes {
             let mut after = ChunkId(0);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::metrics::{sample, scrape};
-use common::rpc::{connect_master, ctx};
+use common::rpc::{connect_master_fs, ctx};
 use common::{ChunkId, InodeId, NodeId};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
 use mosaic_tests::{ClusterOptions, MountOptions, TestCluster, require_fuse, wait_for};
@@ -42,7 +42,7 @@ fn chunk_map(cluster: &TestCluster, path: &str) -> (InodeId, BTreeMap<ChunkId, B
     let tls = cluster.client_tls();
     let path = path.to_string();
     block_on(async move {
-        let client = connect_master(&addr, &tls, RPC_DEADLINE)
+        let client = connect_master_fs(&addr, &tls, RPC_DEADLINE)
             .await
             .expect("connect to the master");
         let mut ino = InodeId::ROOT;
@@ -145,9 +145,9 @@ fn metrics_and_node_files_show_what_was_written() {
     );
     assert_eq!(sample(&text, "mosaic_master_chunks_lost", &[]), Some(0.0));
     for method in [
-        "Master.prepare_write",
-        "Master.commit_write",
-        "Master.lookup",
+        "MasterFs.prepare_write",
+        "MasterFs.commit_write",
+        "MasterFs.lookup",
     ] {
         let count = sample(
             &text,

@@ -1,7 +1,8 @@
 //! Who gets in: mutual TLS with the cluster's own CA on every connection, roles, revocation,
 //! and bad bytes after a good handshake. Real daemons on loopback; every wait has a deadline.
 
-use common::rpc::{connect_chunkserver, connect_master, ctx};
+use common::preamble::{self, PROTOCOL_VERSION, Service};
+use common::rpc::{connect_chunkserver, connect_master_fs, connect_master_nodes, ctx};
 use common::tls::{Ca, CredentialPaths, Role, Tls};
 use mosaic_tests::bins::{self, bin};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
@@ -53,7 +54,7 @@ fn spawn_chunkserver(cluster: &TestCluster, data: &Path, credentials: &Path, log
 fn master_answers(cluster: &TestCluster, tls: &Tls) -> bool {
     let addr = cluster.master_addr();
     block_on(async move {
-        match connect_master(&addr, tls, RPC_DEADLINE).await {
+        match connect_master_fs(&addr, tls, RPC_DEADLINE).await {
             Ok(client) => matches!(client.statfs(ctx(RPC_DEADLINE)).await, Ok(Ok(_))),
             Err(_) => false,
         }
@@ -154,10 +155,11 @@ fn unknown_plaintext_and_wrong_role_peers_are_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("client certificate"), "{stderr}");
 
-    // A client credential cannot speak the node protocol (role check at the service).
+    // A client credential cannot speak the node protocol (role check at each method of the
+    // nodes' service).
     let client = cluster.client_tls();
     let refused = block_on(async {
-        let master = connect_master(&addr, &client, RPC_DEADLINE)
+        let master = connect_master_nodes(&addr, &client, RPC_DEADLINE)
             .await
             .expect("connect");
         master
@@ -181,8 +183,12 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
     });
     let tls = cluster.client_tls();
     let targets = [
-        (cluster.master_addr(), Role::Master),
-        (cluster.chunkserver_addr(0), Role::Chunkserver),
+        (cluster.master_addr(), Role::Master, Service::MasterFs),
+        (
+            cluster.chunkserver_addr(0),
+            Role::Chunkserver,
+            Service::ChunkServer,
+        ),
     ];
     // Each frame after a valid handshake: a length far over the limit (must not be
     // allocated), bytes that are no request, and an unknown enum variant.
@@ -200,11 +206,15 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
             f
         }),
     ];
-    for (addr, role) in &targets {
+    for (addr, role, service) in &targets {
         for (what, frame) in &frames {
             block_on(async {
                 let tcp = TcpStream::connect(addr).await.expect("connect");
                 let mut stream = tls.connect(tcp, *role, addr).await.expect("handshake");
+                // A good preamble, so the bad frame reaches the request decoder.
+                preamble::offer(&mut stream, *service, addr, RPC_DEADLINE)
+                    .await
+                    .expect("preamble");
                 stream.write_all(frame).await.expect("write");
                 stream.flush().await.expect("flush");
                 expect_closed(&mut stream, what).await;
@@ -215,6 +225,9 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
         block_on(async {
             let tcp = TcpStream::connect(addr).await.expect("connect");
             let mut stream = tls.connect(tcp, *role, addr).await.expect("handshake");
+            preamble::offer(&mut stream, *service, addr, RPC_DEADLINE)
+                .await
+                .expect("preamble");
             stream.write_all(&[0, 0, 1, 0, 9, 9]).await.expect("write");
             stream.shutdown().await.expect("shutdown");
             expect_closed(&mut stream, "a truncated frame").await;
@@ -225,6 +238,72 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
         chunkserver_answers(&cluster, 0, &tls),
         "the chunkserver still serves"
     );
+}
+
+#[test]
+fn peers_of_another_protocol_version_are_refused_with_both_versions_named() {
+    let cluster = TestCluster::start(ClusterOptions {
+        chunkservers: 1,
+        ..ClusterOptions::default()
+    });
+    let tls = cluster.client_tls();
+    let log = cluster.master_log();
+    let addr = cluster.master_addr();
+    // A caller of a later protocol: the master answers with its own version and a refusal,
+    // then closes.
+    let answer = block_on(async {
+        let tcp = TcpStream::connect(&addr).await.expect("connect");
+        let mut stream = tls
+            .connect(tcp, Role::Master, &addr)
+            .await
+            .expect("handshake");
+        let mut frame = b"MOSA".to_vec();
+        frame.extend((PROTOCOL_VERSION + 1).to_be_bytes());
+        frame.push(1);
+        stream.write_all(&frame).await.expect("write");
+        stream.flush().await.expect("flush");
+        let mut answer = [0u8; 5];
+        tokio::time::timeout(SETTLE, stream.read_exact(&mut answer))
+            .await
+            .expect("an answer within the deadline")
+            .expect("read the answer");
+        expect_closed(&mut stream, "a refused preamble").await;
+        answer
+    });
+    assert_eq!(
+        answer[..4],
+        PROTOCOL_VERSION.to_be_bytes(),
+        "the master names its version"
+    );
+    assert_ne!(answer[4], 0, "the master must not accept another version");
+    let named = format!(
+        "the peer speaks protocol version {}, this build speaks {PROTOCOL_VERSION}",
+        PROTOCOL_VERSION + 1
+    );
+    wait_until_logged(SETTLE, "the master to log both versions", &log, || {
+        read(&log).contains(&named)
+    });
+
+    // A caller of the first protocol (no preamble: its first bytes are a tarpc frame).
+    block_on(async {
+        let tcp = TcpStream::connect(&addr).await.expect("connect");
+        let mut stream = tls
+            .connect(tcp, Role::Master, &addr)
+            .await
+            .expect("handshake");
+        stream
+            .write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+            .await
+            .expect("write");
+        stream.flush().await.expect("flush");
+        expect_closed(&mut stream, "a version-1 frame").await;
+    });
+    wait_until_logged(SETTLE, "the master to log an older caller", &log, || {
+        read(&log).contains("not a MosaicFS preamble")
+    });
+
+    // (The caller's side, a server of another version, is `common::preamble`'s unit test.)
+    assert!(master_answers(&cluster, &tls), "the master still serves");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use super::{Better, Config, Figure, Outcome, pattern, per_second};
 use crate::stats::Latencies;
 use anyhow::{Context as _, anyhow};
 use common::ChunkId;
-use common::rpc::{connect_master, ctx};
+use common::rpc::{connect_master_admin, ctx};
 use common::tls::CredentialPaths;
 use std::io::Write as _;
 use std::path::Path;
@@ -23,7 +23,7 @@ const FILES: usize = 8;
 const FILE_SIZE: usize = 256 * 1024;
 
 /// One full sweep: the summary, then every node's listing. Returns replicas listed.
-async fn sweep(client: &common::rpc::MasterClient) -> anyhow::Result<u64> {
+async fn sweep(client: &common::rpc::MasterAdminClient) -> anyhow::Result<u64> {
     let summary = client
         .cluster_summary(ctx(RPC_TIMEOUT))
         .await
@@ -76,7 +76,7 @@ pub fn run(
         .context("build a tokio runtime")?;
     let limit = Duration::from_secs_f64(config.state_query_seconds);
     let (lat, sweeps, replicas, elapsed) = rt.block_on(async {
-        let client = connect_master(master, &tls, RPC_TIMEOUT)
+        let client = connect_master_admin(master, &tls, RPC_TIMEOUT)
             .await
             .map_err(|e| anyhow!("connect to master {master}: {e}"))?;
         let mut lat = Latencies::new();

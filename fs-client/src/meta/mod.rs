@@ -22,7 +22,7 @@ use serde_bytes::ByteBuf;
 pub type MetaFuture<'a, T> = BoxFuture<'a, FsResult<T>>;
 
 /// The master calls of a filesystem client. Each answers as the master's method of the same
-/// name does (see `common::rpc::Master`); application errors (`NotFound`, `Exists`, ...) come
+/// name does (see `common::rpc::MasterFs`); application errors (`NotFound`, `Exists`, ...) come
 /// back as they are.
 pub trait Metadata: Send + Sync + 'static {
     fn hello(&self, client_name: String) -> MetaFuture<'_, MountInfo>;

@@ -7,7 +7,7 @@
 //! are retried, because they usually pass when a node comes back.
 
 use super::{MetaFuture, Metadata};
-use common::rpc::{MasterClient, connect_master, ctx};
+use common::rpc::{MasterFsClient, connect_master_fs, ctx};
 use common::types::*;
 use common::{ChunkId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
 use parking_lot::Mutex;
@@ -27,7 +27,7 @@ pub struct MetaConn {
     /// The mount's client credential; `None` only for an in-process client (tests), which
     /// cannot reconnect.
     tls: Option<common::tls::Tls>,
-    client: Mutex<Option<MasterClient>>,
+    client: Mutex<Option<MasterFsClient>>,
     rpc_timeout: Duration,
     retry_window: Duration,
 }
@@ -50,7 +50,7 @@ impl MetaConn {
 
     /// Uses an existing client (tests: an in-process channel).
     pub fn with_client(
-        client: MasterClient,
+        client: MasterFsClient,
         rpc_timeout: Duration,
         retry_window: Duration,
     ) -> MetaConn {
@@ -67,14 +67,14 @@ impl MetaConn {
         &self.addr
     }
 
-    async fn client(&self) -> FsResult<MasterClient> {
+    async fn client(&self) -> FsResult<MasterFsClient> {
         if let Some(client) = self.client.lock().clone() {
             return Ok(client);
         }
         let tls = self.tls.as_ref().ok_or_else(|| {
             FsError::Unavailable("the in-process master connection is gone".into())
         })?;
-        let client = connect_master(&self.addr, tls, self.rpc_timeout).await?;
+        let client = connect_master_fs(&self.addr, tls, self.rpc_timeout).await?;
         *self.client.lock() = Some(client.clone());
         Ok(client)
     }
@@ -87,7 +87,7 @@ impl MetaConn {
     /// retry window has passed.
     async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> FsResult<T>
     where
-        F: Fn(MasterClient, Context) -> Fut,
+        F: Fn(MasterFsClient, Context) -> Fut,
         Fut: Future<Output = Result<FsResult<T>, RpcError>>,
     {
         let give_up = Instant::now() + self.retry_window;
