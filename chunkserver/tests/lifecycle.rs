@@ -85,6 +85,7 @@ impl Master for FakeMaster {
         set_node_drain(node: NodeId, drain: bool) -> NodeCondition;
         create_open(op: OpId, parent: InodeId, name: ByteBuf, node: NewNode) -> Attr;
         clear_bad_replica(chunk: ChunkId, node: NodeId) -> bool;
+        forget_node(node: NodeId) -> u64;
     }
 
     async fn report_bad_replica(

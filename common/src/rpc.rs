@@ -159,6 +159,14 @@ pub trait Master {
     /// pending deletion is cancelled. `NotFound` when the master records no such replica;
     /// `Ok(false)` when it was not marked bad. Sentinel role only.
     async fn clear_bad_replica(chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+
+    // Node administration (issue 12, forget)
+    /// An admin forgets `node` for good (`mosaic-sentinel forget`): only a stopped node that
+    /// is DEAD or DECOMMISSIONED and holds the last copy of nothing (`Invalid` otherwise,
+    /// saying why with the numbers; `NotFound` for an unknown node). Its replica rows,
+    /// condition and registry entry go; its id can never register again. Returns the
+    /// replica rows dropped. Sentinel role only.
+    async fn forget_node(node: NodeId) -> FsResult<u64>;
 }
 
 /// A chunkserver: stores sealed blocks of chunks, verifies them on every read.

@@ -206,6 +206,9 @@ pub fn allowed(role: Role, method: &str) -> bool {
     match method {
         "ChunkServer.verify_replica" => return role == Role::Master,
         "Master.clear_bad_replica" => return role == Role::Sentinel,
+        // Node administration (issue 12, forget): an admin command, run through the
+        // sentinel's credential as drains are.
+        "Master.forget_node" => return role == Role::Sentinel,
         _ => {}
     }
     match role {
@@ -818,6 +821,8 @@ mod tests {
             // Bad-replica evidence (issue 12)
             ("ChunkServer.verify_replica", [true, false, false, false]),
             ("Master.clear_bad_replica", [false, false, false, true]),
+            // Node administration (issue 12, forget)
+            ("Master.forget_node", [false, false, false, true]),
         ];
         for (method, expect) in table {
             for (role, want) in [Master, Chunkserver, Client, Sentinel].iter().zip(expect) {
