@@ -149,6 +149,15 @@ pub enum Event {
         addr: String,
         reason: String,
     },
+    /// An admin asked the master to forget a node (`mosaic-sentinel forget`); `result` is
+    /// `ok` or the refusal. `replicas`: the replica rows dropped.
+    NodeForgotten {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<Peer>,
+        replicas: u64,
+        result: String,
+    },
     /// A namespace mutation (flattened: `op`, `peer`, `uid`, ..., `result`).
     Mutation(Mutation),
 }

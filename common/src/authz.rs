@@ -75,7 +75,8 @@ pub fn roles(method: &str) -> &'static [Role] {
         }
         "MasterAdmin.report_node_health"
         | "MasterAdmin.set_node_drain"
-        | "MasterAdmin.clear_bad_replica" => SENTINEL,
+        | "MasterAdmin.clear_bad_replica"
+        | "MasterAdmin.forget_node" => SENTINEL,
 
         // Chunkservers. Destroying, replacing or verifying a whole replica is the master's
         // decision alone: a client (even a malicious one with a valid credential) may write
@@ -183,6 +184,7 @@ mod tests {
             ),
             ("MasterAdmin.set_node_drain", [false, false, false, true]),
             ("MasterAdmin.clear_bad_replica", [false, false, false, true]),
+            ("MasterAdmin.forget_node", [false, false, false, true]),
             ("ChunkServer.write_blocks", [true, false, true, false]),
             ("ChunkServer.read_blocks", [true, true, true, true]),
             ("ChunkServer.sync_chunks", [true, false, true, false]),

@@ -203,6 +203,11 @@ service! {
         /// pending deletion is cancelled. `NotFound` when the master records no such replica;
         /// `Ok(false)` when it was not marked bad. Sentinel role only.
         async fn clear_bad_replica(chunk: ChunkId, node: NodeId) -> FsResult<bool>;
+        /// Forgets a dead or decommissioned node (`mosaic-sentinel forget`): its registry
+        /// entry, condition, votes and replica rows go, and its id can never register again.
+        /// Refused while the node is in another condition, still reports in, or holds the last
+        /// copy of any chunk. Answers how many replica rows were dropped. Sentinel role only.
+        async fn forget_node(node: NodeId) -> FsResult<u64>;
     }
 }
 

@@ -80,6 +80,11 @@ impl Registry {
         }
     }
 
+    /// Drops a forgotten node; whether it was known.
+    pub fn forget(&mut self, node: NodeId) -> bool {
+        self.nodes.remove(&node).is_some()
+    }
+
     pub fn knows(&self, node: NodeId) -> bool {
         self.nodes.contains_key(&node)
     }

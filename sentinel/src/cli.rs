@@ -50,6 +50,11 @@ enum Command {
     /// clears the mark only if the node vouches for it; the replica then serves and counts
     /// again. Exit status 0 (also when it was not marked), 2 on failure or refusal.
     ClearBad(ClearBadArgs),
+    /// Forget a node for good: `status` no longer lists it and its id can never register
+    /// again. Only for a node that is DEAD or DECOMMISSIONED, stopped, and holds the last
+    /// copy of nothing (the master refuses otherwise, saying why). The end of "drain,
+    /// revoke, stop, forget". Exit status 0, 2 on failure or refusal.
+    Forget(DrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +198,10 @@ pub fn main() -> ExitCode {
             common::telemetry::init("off");
             ExitCode::from(clear_bad_command(args))
         }
+        Command::Forget(args) => {
+            common::telemetry::init("off");
+            ExitCode::from(forget_command(args))
+        }
     }
 }
 
@@ -309,6 +318,62 @@ fn drain_command(args: DrainArgs, drain: bool) -> u8 {
         Err(err) => {
             eprintln!(
                 "mosaic-sentinel: {verb} {node}: master {}: {err}",
+                args.master
+            );
+            FAILED
+        }
+    }
+}
+
+/// `forget`: one `Master::forget_node` call (the master checks the node may go).
+fn forget_command(args: DrainArgs) -> u8 {
+    const FAILED: u8 = 2;
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    args.tls.apply(&mut cert, &mut key, &mut ca);
+    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: {err:#}");
+            return FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
+            return FAILED;
+        }
+    };
+    let node = args.node;
+    let result = runtime.block_on(async {
+        let deadline = crate::STATUS_MASTER_DEADLINE;
+        let client = common::rpc::connect_master_admin(&args.master, &tls, deadline).await?;
+        client
+            .forget_node(common::rpc::ctx(deadline), node)
+            .await
+            .map_err(common::FsError::from)?
+    });
+    match result {
+        Ok(replicas) => {
+            emit(
+                &format!("node {node}: forgotten ({replicas} replica records dropped)\n"),
+                "",
+            );
+            0
+        }
+        Err(common::FsError::NotFound) => {
+            eprintln!(
+                "mosaic-sentinel: the master at {} knows no node {node}",
+                args.master
+            );
+            FAILED
+        }
+        Err(err) => {
+            eprintln!(
+                "mosaic-sentinel: forget {node}: master {}: {err}",
                 args.master
             );
             FAILED

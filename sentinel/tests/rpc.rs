@@ -266,6 +266,10 @@ impl MasterAdmin for SummaryOnly {
     async fn clear_bad_replica(self, _: Context, _: ChunkId, _: NodeId) -> FsResult<bool> {
         refused()
     }
+
+    async fn forget_node(self, _: Context, _: NodeId) -> FsResult<u64> {
+        refused()
+    }
 }
 
 fn node_info(id: u64, addr: &str) -> NodeInfo {

@@ -787,6 +787,28 @@ impl TestCluster {
         }
         Ok(out.stdout_text())
     }
+
+    /// Runs `mosaic-sentinel ARGS... --master ADDR --credentials SENTINEL` (an admin
+    /// command: `forget n3`, `status`); returns its stdout, `Err` with its output when it
+    /// exits non-zero.
+    pub fn sentinel_admin(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(bin(bins::SENTINEL));
+        cmd.args(args)
+            .arg("--master")
+            .arg(self.master_addr())
+            .arg("--credentials")
+            .arg(self.credentials(SENTINEL));
+        let out: CmdOutput = try_run(cmd, TOOL_DEADLINE)?;
+        if !out.status.success() {
+            return Err(format!(
+                "mosaic-sentinel {args:?} exited {}:\n{}{}",
+                out.status,
+                out.stdout_text(),
+                out.stderr_text()
+            ));
+        }
+        Ok(out.stdout_text())
+    }
 }
 
 /// A `mosaic-sentinel run` process ([`TestCluster::start_sentinel_with_metrics`]); killed

@@ -1,6 +1,7 @@
 //! What an admin meets in the first hour (issue 12): small nodes take many small files, a
 //! full cluster says ENOSPC at the point its space runs out and `status` says why writes are
-//! refused, and a goal or a drain the nodes can never satisfy is refused with the numbers.
+//! refused, a goal or a drain the nodes can never satisfy is refused with the numbers, and a
+//! node is removed for good by drain, stop, forget (refused for live nodes and last copies).
 //! Real daemons and a real FUSE mount on loopback; every wait has a deadline.
 
 use mosaic_tests::{ClusterOptions, MountedCluster, sh_in, sh_output, wait_for};
@@ -166,4 +167,139 @@ fn goals_and_drains_the_nodes_cannot_satisfy_are_refused_with_the_numbers() {
         status["verdict"], "HEALTHY",
         "nothing was queued: {status:#}"
     );
+}
+
+/// The node's condition in the master's summary (`None`: not listed).
+fn condition_of(
+    cluster: &mosaic_tests::TestCluster,
+    node: common::NodeId,
+) -> Option<common::types::NodeCondition> {
+    online_condition(cluster, node).map(|(_, c)| c)
+}
+
+/// Whether the master sees the node online, and its condition (`None`: not listed).
+fn online_condition(
+    cluster: &mosaic_tests::TestCluster,
+    node: common::NodeId,
+) -> Option<(bool, common::types::NodeCondition)> {
+    cluster
+        .master_summary()
+        .ok()?
+        .nodes
+        .iter()
+        .find(|n| n.node == node)
+        .map(|n| (n.online, n.condition))
+}
+
+#[test]
+fn forget_removes_a_drained_stopped_node_and_refuses_live_nodes_and_last_copies() {
+    use common::types::NodeCondition;
+    use mosaic_tests::{MountOptions, TestCluster, wait_until};
+    let Some(_fuse) = mosaic_tests::require_fuse(
+        "forget_removes_a_drained_stopped_node_and_refuses_live_nodes_and_last_copies",
+    ) else {
+        return;
+    };
+    // Goal 1: each chunk has one copy, so a dead node holds the last copy of its chunks.
+    let mut cluster = TestCluster::start(ClusterOptions {
+        chunkservers: 4,
+        replicas: Some(1),
+        write_quorum: Some(1),
+        read_quorum: Some(1),
+        ..ClusterOptions::default()
+    });
+    let mount = cluster.mount(MountOptions::default());
+    for i in 0..8 {
+        std::fs::write(
+            mount.path().join(format!("f{i}")),
+            vec![i as u8; 3 * mosaic_tests::TEST_CHUNK_SIZE as usize],
+        )
+        .expect("write");
+    }
+    cluster.wait_fully_replicated(SETTLE);
+    cluster.start_sentinel("s1", &["--probe-interval-ms", "500"]);
+    let nodes: Vec<common::NodeId> = (0..4).map(|i| cluster.chunkserver_node(i)).collect();
+    let held: Vec<usize> = nodes
+        .iter()
+        .map(|&n| cluster.node_contents(n).expect("contents").len())
+        .collect();
+    // The drained node is 0; the one killed with last copies is the fullest of the others.
+    let (drained, up) = (nodes[0], nodes[1]);
+    let last = (1..4).max_by_key(|&i| held[i]).expect("nodes");
+    assert!(
+        held[last] > 0,
+        "node {} holds replicas: {held:?}",
+        nodes[last]
+    );
+
+    // An up node is refused, with why.
+    let err = cluster
+        .sentinel_admin(&["forget", &up.to_string()])
+        .expect_err("an up node is forgotten");
+    assert!(err.contains(&format!("node {up} is UP")), "{err}");
+
+    // Drain, stop, forget.
+    cluster.sentinel_drain(drained, true).expect("drain");
+    wait_until(SETTLE * 3, "the drained node to be DECOMMISSIONED", || {
+        condition_of(&cluster, drained) == Some(NodeCondition::Decommissioned)
+    });
+    // Still running: refused.
+    let err = cluster
+        .sentinel_admin(&["forget", &drained.to_string()])
+        .expect_err("a running node is forgotten");
+    assert!(err.contains("still reports in"), "{err}");
+    cluster.stop_chunkserver(0);
+    let mut last_err = String::new();
+    wait_until(SETTLE, "the stopped node to be forgotten", || {
+        match cluster.sentinel_admin(&["forget", &drained.to_string()]) {
+            Ok(out) => {
+                assert!(out.contains("forgotten"), "{out}");
+                true
+            }
+            Err(e) => {
+                // Until the master sees it offline.
+                assert!(e.contains("still reports in"), "{e}");
+                last_err = e;
+                std::thread::sleep(Duration::from_millis(250));
+                false
+            }
+        }
+    });
+    let status = cluster.sentinel_status();
+    let listed: Vec<String> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !listed.contains(&drained.to_string()),
+        "{listed:?} ({last_err})"
+    );
+    assert_eq!(status["verdict"], "HEALTHY", "{status:#}");
+    cluster
+        .sentinel_admin(&["status"])
+        .expect("status exits 0 once the forgotten node is gone");
+    let err = cluster
+        .sentinel_admin(&["forget", &drained.to_string()])
+        .expect_err("forgotten twice");
+    assert!(err.contains("knows no node"), "{err}");
+
+    // A dead node holding the last copy of its chunks is refused with the number.
+    let victim = nodes[last];
+    cluster.kill_chunkserver(last);
+    wait_until(
+        SETTLE,
+        "the killed node to be declared DEAD and offline",
+        || online_condition(&cluster, victim) == Some((false, NodeCondition::Dead)),
+    );
+    let err = cluster
+        .sentinel_admin(&["forget", &victim.to_string()])
+        .expect_err("a node holding last copies is forgotten");
+    assert!(err.contains("holds the last copy of"), "{err}");
+    assert!(
+        condition_of(&cluster, victim).is_some(),
+        "still listed after the refusal"
+    );
+    drop(mount);
 }

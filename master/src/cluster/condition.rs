@@ -127,6 +127,11 @@ impl Votes {
         for_node.len()
     }
 
+    /// Drops every vote on a forgotten node.
+    pub fn forget(&mut self, node: NodeId) {
+        self.by_node.remove(&node);
+    }
+
     /// Withdraws `voter`'s dead vote for `node`; whether it had one.
     pub fn withdraw(&mut self, node: NodeId, voter: &str) -> bool {
         self.by_node

@@ -12,6 +12,7 @@
 //! namespace rule, and never hold a lock across a store call or an await.
 
 pub mod condition;
+pub mod forget;
 pub mod progress;
 mod replication;
 pub mod worker;
@@ -220,6 +221,39 @@ impl ClusterControl {
         Ok(self.condition_of(node))
     }
 
+    /// An admin's forget of `node` (`mosaic-sentinel forget`): allowed by [`forget::check`]
+    /// only for a stopped dead or decommissioned node that holds no last copy. Removes it
+    /// from the store (for good: its id can never register again), then from the registry,
+    /// the conditions and the votes. Returns the replica rows dropped.
+    pub async fn forget(&self, node: NodeId) -> FsResult<u64> {
+        let Some(view) = self.views().into_iter().find(|v| v.node == node) else {
+            return Err(FsError::NotFound);
+        };
+        let span = info_span!("forget_node", %node);
+        let last_copies = blocking(&self.store, span.clone(), move |s| s.last_copies(node)).await?;
+        forget::check(&forget::Candidate {
+            node,
+            condition: view.condition,
+            online: view.online,
+            last_copies,
+        })?;
+        let replicas = blocking(&self.store, span.clone(), move |s| {
+            s.forget_node(node, Timespec::now())
+        })
+        .await?;
+        self.registry.lock().forget(node);
+        self.conditions.lock().remove(&node);
+        self.votes.lock().forget(node);
+        span.in_scope(|| {
+            tracing::warn!(
+                condition = view.condition.as_str(),
+                replicas,
+                "node forgotten: it is no longer part of the cluster"
+            )
+        });
+        Ok(replicas)
+    }
+
     /// Runs the transition function for `event` on `node` now and applies its change, if
     /// any; returns the change.
     async fn decide(&self, node: NodeId, event: Event, votes: usize) -> FsResult<Option<Change>> {
@@ -373,5 +407,48 @@ mod tests {
             Err(FsError::Invalid(_))
         ));
         assert_eq!(recorded(&control)[0].1, NodeCondition::Dead);
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_node_removes_it_for_good() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (control, node) = control(dir.path());
+        assert_eq!(control.forget(NodeId(99)).await, Err(FsError::NotFound));
+        // Up (and never heard from since this master started): refused by its condition.
+        assert!(
+            matches!(control.forget(node).await, Err(FsError::Invalid(why)) if why.contains("UP"))
+        );
+        for sentinel in ["s1", "s2"] {
+            control
+                .report_health(node, sentinel.into(), false)
+                .await
+                .expect("vote");
+        }
+        assert_eq!(control.condition_of(node), NodeCondition::Dead);
+        assert_eq!(control.forget(node).await, Ok(0));
+        assert!(!control.knows(node));
+        assert!(control.views().is_empty());
+        assert_eq!(control.condition_of(node), NodeCondition::Up);
+        assert!(
+            control
+                .store
+                .node_conditions()
+                .expect("conditions")
+                .is_empty()
+        );
+        assert!(control.store.list_nodes().expect("nodes").is_empty());
+        // Its process may not bring it back under its old id.
+        assert!(matches!(
+            control
+                .store
+                .register_node(Some(node), "127.0.0.1:1", Timespec { sec: 2, nsec: 0 }),
+            Err(FsError::WrongCluster(why)) if why.contains("forgotten")
+        ));
+        // A new node gets a new id.
+        let fresh = control
+            .store
+            .register_node(None, "127.0.0.1:2", Timespec { sec: 2, nsec: 0 })
+            .expect("register");
+        assert_ne!(fresh, node);
     }
 }

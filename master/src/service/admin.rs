@@ -130,4 +130,29 @@ impl MasterAdmin for MasterService {
     async fn clear_bad_replica(self, _: Context, chunk: ChunkId, node: NodeId) -> FsResult<bool> {
         crate::evidence::clear_bad(&self, self.connect.as_ref(), chunk, node).await
     }
+
+    // Node administration (issue 12, forget)
+    async fn forget_node(self, _: Context, node: NodeId) -> FsResult<u64> {
+        let admin = self.peer_name();
+        let span = info_span!("forget_node", %node, admin = %admin);
+        let result = self
+            .inner
+            .cluster
+            .forget(node)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.in_scope(|| tracing::warn!(error = %e, "forget refused"));
+        }
+        self.audit.record(Event::NodeForgotten {
+            node: node.to_string(),
+            peer: self.peer.as_deref().map(Into::into),
+            replicas: *result.as_ref().unwrap_or(&0),
+            result: match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => common::audit::clip(&e.to_string()),
+            },
+        });
+        result
+    }
 }

@@ -181,6 +181,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records a node (a known id keeps it; `None` allocates one) at `addr`.
     fn register_node(&self, node: Option<NodeId>, addr: &str, now: Timespec) -> FsResult<NodeId>;
     fn list_nodes(&self) -> FsResult<Vec<(NodeId, String)>>;
+    /// Committed chunks with a replica row on `node` (any version, bad or not) of which no
+    /// other node holds a healthy current replica: what forgetting `node` would lose.
+    fn last_copies(&self, node: NodeId) -> FsResult<u64>;
+    /// Forgets `node` in one transaction: its replica rows, queued deletions, condition and
+    /// node row go, and its id is recorded so that it can never register again. Refused
+    /// (`Invalid`) while [`Self::last_copies`] is not 0. Returns the replica rows removed.
+    fn forget_node(&self, node: NodeId, now: Timespec) -> FsResult<u64>;
     /// Hands out (and removes from the queue) up to `max` replica deletions for `node`.
     fn take_gc(&self, node: NodeId, max: usize) -> FsResult<Vec<ChunkId>>;
     /// Compares a node's full inventory with the replica table; returns what it must delete.

@@ -176,7 +176,17 @@ CREATE TABLE node_conditions (
 );
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// V6: nodes an admin forgot (`mosaic-sentinel forget`). Their id is never reused (AUTOINCREMENT)
+/// and a process that still holds one is refused at registration rather than silently
+/// recreating the node.
+const V6: &str = r#"
+CREATE TABLE forgotten_nodes (
+    id            INTEGER PRIMARY KEY,
+    forgotten_sec INTEGER NOT NULL
+);
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

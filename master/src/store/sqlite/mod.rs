@@ -265,6 +265,14 @@ impl MetaStore for SqliteStore {
         SqliteStore::list_nodes(self)
     }
 
+    fn last_copies(&self, node: NodeId) -> FsResult<u64> {
+        SqliteStore::last_copies(self, node)
+    }
+
+    fn forget_node(&self, node: NodeId, now: Timespec) -> FsResult<u64> {
+        SqliteStore::forget_node(self, node, now)
+    }
+
     fn take_gc(&self, node: NodeId, max: usize) -> FsResult<Vec<ChunkId>> {
         SqliteStore::take_gc(self, node, max)
     }

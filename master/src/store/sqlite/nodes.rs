@@ -55,6 +55,20 @@ pub(super) fn chunk_replica_rows(
     Ok(out)
 }
 
+/// Committed chunks with a row on `node` and no healthy current replica on any other node.
+fn last_copies(c: &Connection, node: NodeId) -> R<u64> {
+    let n: i64 = c
+        .prepare_cached(
+            "SELECT count(*) FROM replicas mine JOIN chunks ch ON ch.id = mine.chunk
+             WHERE mine.node = ?1 AND ch.confirmed > 0
+               AND NOT EXISTS (SELECT 1 FROM replicas r
+                               WHERE r.chunk = ch.id AND r.node != ?1
+                                 AND r.version = ch.confirmed AND r.bad = 0)",
+        )?
+        .query_row([node.0 as i64], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 impl SqliteStore {
     pub(super) fn mark_bad_replica(&self, chunk: ChunkId, node: NodeId) -> FsResult<bool> {
         self.write(|c| {
@@ -94,6 +108,18 @@ impl SqliteStore {
                 if id.0 == 0 || id.0 > i64::MAX as u64 {
                     return Err(FsError::Invalid(format!("node id {id:?} out of range")).into());
                 }
+                // A forgotten node's process (its data directory) must not recreate the node
+                // behind the admin's back: final, as a foreign cluster's directory is.
+                let forgotten: bool = c
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM forgotten_nodes WHERE id = ?1)")?
+                    .query_row([id.0 as i64], |r| r.get(0))?;
+                if forgotten {
+                    return Err(FsError::WrongCluster(format!(
+                        "node {id} was forgotten by an admin (`mosaic-sentinel forget`): this \
+                         data directory must not rejoin; empty it to join as a new node"
+                    ))
+                    .into());
+                }
                 c.prepare_cached(
                     "INSERT INTO nodes (id, addr, registered_sec) VALUES (?1, ?2, ?3)
                      ON CONFLICT (id) DO UPDATE SET addr = excluded.addr",
@@ -119,6 +145,43 @@ impl SqliteStore {
                 Ok((NodeId(r.get::<_, i64>(0)? as u64), r.get::<_, String>(1)?))
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn last_copies(&self, node: NodeId) -> FsResult<u64> {
+        self.read(|c| last_copies(c, node))
+    }
+
+    pub(super) fn forget_node(&self, node: NodeId, now: Timespec) -> FsResult<u64> {
+        self.write(|c| {
+            // Checked again inside the transaction: a copy may have been dropped since the
+            // caller's check.
+            let last = last_copies(c, node)?;
+            if last > 0 {
+                return Err(FsError::Invalid(format!(
+                    "node {node} holds the last copy of {last} chunk(s)"
+                ))
+                .into());
+            }
+            let id = node.0 as i64;
+            let replicas = c
+                .prepare_cached("DELETE FROM replicas WHERE node = ?1")?
+                .execute([id])?;
+            c.prepare_cached("DELETE FROM gc_queue WHERE node = ?1")?
+                .execute([id])?;
+            c.prepare_cached("DELETE FROM node_conditions WHERE node = ?1")?
+                .execute([id])?;
+            let known = c
+                .prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+                .execute([id])?;
+            if known == 0 {
+                return Err(FsError::NotFound.into());
+            }
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO forgotten_nodes (id, forgotten_sec) VALUES (?1, ?2)",
+            )?
+            .execute(params![id, now.sec])?;
+            Ok(replicas as u64)
         })
     }
 
