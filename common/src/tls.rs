@@ -311,38 +311,25 @@ impl CredentialPaths {
     }
 }
 
-/// The TLS flags every daemon and the mount take (`#[command(flatten)]`). Flags override
-/// the config file's `tls_*_file` fields; `--credentials DIR` is short for the three files
-/// of a directory made by `mosaic-master issue`.
-#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+/// The TLS flags every daemon and the mount take, as plain values: each binary's `cli.rs`
+/// declares them for clap (so this crate carries no command-line parser) and hands them over
+/// as this struct. Flags override the config file's `tls_*_file` fields; `credentials` (DIR)
+/// is short for the three files of a directory made by `mosaic-master issue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsArgs {
-    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
-    #[arg(long, value_name = "DIR")]
+    /// Credential directory holding cert.pem, key.pem and ca.pem.
     pub credentials: Option<PathBuf>,
     /// This process's certificate (PEM); overrides DIR/cert.pem.
-    #[arg(long = "tls-cert", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
-    #[arg(long = "tls-key", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
-    #[arg(long = "tls-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
-    /// no certificate yet, redeem it at --join and write the credential there first.
-    /// Prefer --join-token-file: a command line is visible to other local users.
-    #[arg(long, value_name = "TOKEN", requires = "join")]
+    /// A one-time join token to redeem into `credentials` when it holds no certificate yet.
     pub join_token: Option<String>,
-    /// A file holding the join token (read, then used as --join-token).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "join",
-        conflicts_with = "join_token"
-    )]
+    /// A file holding the join token.
     pub join_token_file: Option<PathBuf>,
-    /// The master's join endpoint (its `join_listen` address) for --join-token.
-    #[arg(long, value_name = "ADDR")]
+    /// The master's join endpoint (its `join_listen` address).
     pub join: Option<String>,
 }
 

@@ -49,7 +49,7 @@ pub struct ReencryptCli {
     #[arg(long, value_name = "BYTES")]
     pub rate: Option<u64>,
     #[command(flatten)]
-    pub tls: common::tls::TlsArgs,
+    pub tls: crate::cli::TlsFlags,
 }
 
 impl ReencryptCli {
@@ -73,7 +73,7 @@ impl ReencryptCli {
         if let Some(key_file) = self.key_file {
             config.key_file = key_file;
         }
-        self.tls.apply(
+        self.tls.args().apply(
             &mut config.tls_cert_file,
             &mut config.tls_key_file,
             &mut config.tls_ca_file,

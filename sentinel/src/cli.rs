@@ -76,7 +76,7 @@ struct DrainArgs {
     master: String,
     /// A sentinel credential: `mosaic-master issue sentinel NAME --out DIR`.
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -115,7 +115,7 @@ struct RunArgs {
     #[arg(long, value_name = "PATH", requires = "metrics_addr")]
     metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -145,7 +145,57 @@ struct StatusArgs {
     files: bool,
     /// A sentinel (or client) credential: `mosaic-master issue sentinel NAME --out DIR`.
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
+}
+
+/// The TLS and join flags (`#[command(flatten)]`), handed to `common` as a plain
+/// [`common::tls::TlsArgs`]. Every binary that dials the cluster declares this same set:
+/// the wire crate carries no command-line parser.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
+    /// This process's certificate (PEM); overrides DIR/cert.pem.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+}
+
+impl TlsFlags {
+    /// The flags as `common` takes them.
+    pub fn args(&self) -> common::tls::TlsArgs {
+        common::tls::TlsArgs {
+            credentials: self.credentials.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            join_token: self.join_token.clone(),
+            join_token_file: self.join_token_file.clone(),
+            join: self.join.clone(),
+        }
+    }
 }
 
 fn parse_chunk(text: &str) -> Result<common::ChunkId, String> {
@@ -201,7 +251,7 @@ fn clear_bad_command(args: ClearBadArgs) -> u8 {
     const FAILED: u8 = 2;
     let ClearBadArgs { chunk, target } = args;
     let (mut cert, mut key, mut ca) = (None, None, None);
-    target.tls.apply(&mut cert, &mut key, &mut ca);
+    target.tls.args().apply(&mut cert, &mut key, &mut ca);
     let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
@@ -266,7 +316,7 @@ const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     const FAILED: u8 = 2;
     let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
+    args.tls.args().apply(&mut cert, &mut key, &mut ca);
     let verb = if drain { "drain" } else { "undrain" };
     let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
         Ok(tls) => tls,
@@ -334,7 +384,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             report: true,
         },
     };
-    args.tls.apply(
+    args.tls.args().apply(
         &mut config.tls_cert_file,
         &mut config.tls_key_file,
         &mut config.tls_ca_file,
@@ -367,6 +417,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
 
 fn run_command(args: RunArgs) -> anyhow::Result<()> {
     args.tls
+        .args()
         .join_if_asked_blocking(common::tls::Role::Sentinel)?;
     let config = run_config(&args)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
@@ -480,7 +531,7 @@ fn status_command(args: StatusArgs) -> u8 {
 async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
     let failed = Verdict::Unavailable.exit_code();
     let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
+    args.tls.args().apply(&mut cert, &mut key, &mut ca);
     let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => return (String::new(), format!("mosaic-sentinel: {err:#}\n"), failed),
@@ -513,7 +564,7 @@ async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
 /// One report: (stdout text, stderr text, verdict).
 async fn one_status(args: &StatusArgs) -> (String, String, Verdict) {
     let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
+    args.tls.args().apply(&mut cert, &mut key, &mut ca);
     let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => {
