@@ -140,18 +140,11 @@ impl Cli {
                 sync_every_write: false,
                 scrub_bytes_per_sec: common::config::DEFAULT_SCRUB_BYTES_PER_SEC,
                 scrub_period_ms: common::config::DEFAULT_SCRUB_PERIOD_MS,
-                tls_cert_file: None,
-                tls_key_file: None,
-                tls_ca_file: None,
-                metrics_addr: None,
+                shared: common::config::SharedConfig::default(),
                 direct_io: common::config::DEFAULT_DIRECT_IO,
             },
         };
-        self.tls.args().apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&self.tls.args());
         if let Some(master) = &self.master {
             config.master = master.clone();
         }
@@ -177,7 +170,7 @@ impl Cli {
             config.sync_every_write = true;
         }
         if let Some(addr) = self.metrics_addr {
-            config.metrics_addr = Some(addr);
+            config.shared.metrics_addr = Some(addr);
         }
         if let Some(direct) = self.direct_io {
             config.direct_io = direct;

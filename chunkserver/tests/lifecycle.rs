@@ -202,9 +202,7 @@ fn cs_config(master: String, data: std::path::PathBuf) -> ChunkserverConfig {
             .expect("write credential")
     };
     let mut config = ChunkserverConfig::for_tests(master, data);
-    config.tls_cert_file = Some(paths.cert);
-    config.tls_key_file = Some(paths.key);
-    config.tls_ca_file = Some(paths.ca);
+    config.shared.set_credentials(paths);
     config
 }
 

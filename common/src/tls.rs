@@ -243,26 +243,6 @@ impl CredentialPaths {
         }
     }
 
-    /// From a config's three optional `tls_*_file` fields; all three or none.
-    pub fn from_fields(
-        cert: &Option<PathBuf>,
-        key: &Option<PathBuf>,
-        ca: &Option<PathBuf>,
-    ) -> anyhow::Result<Option<CredentialPaths>> {
-        match (cert, key, ca) {
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(CredentialPaths {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: ca.clone(),
-            })),
-            (None, None, None) => Ok(None),
-            _ => anyhow::bail!(
-                "tls_cert_file, tls_key_file and tls_ca_file go together: give all three \
-                 (or --credentials DIR)"
-            ),
-        }
-    }
-
     /// Loads and checks the credential and builds both TLS ends from it.
     pub fn load(&self) -> anyhow::Result<Tls> {
         let chain = load_certs(&self.cert)?;
@@ -331,47 +311,6 @@ pub struct TlsArgs {
     pub join_token_file: Option<PathBuf>,
     /// The master's join endpoint (its `join_listen` address).
     pub join: Option<String>,
-}
-
-/// The join flags are acted on in `crate::join` (`TlsArgs::join_if_asked`), which depends
-/// on this module, not the other way round.
-impl TlsArgs {
-    /// Writes the flags over a config's three `tls_*_file` fields.
-    pub fn apply(
-        &self,
-        cert: &mut Option<PathBuf>,
-        key: &mut Option<PathBuf>,
-        ca: &mut Option<PathBuf>,
-    ) {
-        if let Some(dir) = &self.credentials {
-            let paths = CredentialPaths::in_dir(dir);
-            *cert = Some(paths.cert);
-            *key = Some(paths.key);
-            *ca = Some(paths.ca);
-        }
-        for (flag, field) in [(&self.cert, cert), (&self.key, key), (&self.ca, ca)] {
-            if let Some(path) = flag {
-                *field = Some(path.clone());
-            }
-        }
-    }
-}
-
-/// Loads the credential named by a config's `tls_*_file` fields; `what` names the process
-/// in the error that says how to get one when they are missing.
-pub fn load_configured(
-    cert: &Option<PathBuf>,
-    key: &Option<PathBuf>,
-    ca: &Option<PathBuf>,
-    what: &str,
-) -> anyhow::Result<Tls> {
-    let paths = CredentialPaths::from_fields(cert, key, ca)?.with_context(|| {
-        format!(
-            "{what} has no TLS credential: give --credentials DIR (made by `mosaic-master issue \
-             ROLE NAME --out DIR`) or tls_cert_file, tls_key_file and tls_ca_file"
-        )
-    })?;
-    paths.load()
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -245,11 +245,7 @@ impl Cli {
         }
         config.allow_other |= allow_other;
         config.direct_io |= direct_io;
-        tls.apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&tls);
         if let Some(v) = attr {
             config.attr_timeout_ms = v;
         }
@@ -266,7 +262,7 @@ impl Cli {
             config.hedge_delay_ms = v;
         }
         if let Some(addr) = metrics_addr {
-            config.metrics_addr = Some(addr);
+            config.shared.metrics_addr = Some(addr);
         }
         let background = self.background || (helper_form && !self.foreground);
         Ok(Plan {

@@ -73,11 +73,7 @@ impl ReencryptCli {
         if let Some(key_file) = self.key_file {
             config.key_file = key_file;
         }
-        self.tls.args().apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&self.tls.args());
         if self.rate == Some(0) {
             anyhow::bail!("--rate must be at least 1 byte per second");
         }

@@ -250,9 +250,9 @@ pub fn main() -> ExitCode {
 fn clear_bad_command(args: ClearBadArgs) -> u8 {
     const FAILED: u8 = 2;
     let ClearBadArgs { chunk, target } = args;
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    target.tls.args().apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&target.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("mosaic-sentinel: {err:#}");
@@ -315,10 +315,10 @@ const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 /// `drain` / `undrain`: one `Master::set_node_drain` call; prints the node's condition.
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     const FAILED: u8 = 2;
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.args().apply(&mut cert, &mut key, &mut ca);
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
     let verb = if drain { "drain" } else { "undrain" };
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+    let tls = match shared.load_tls("mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("mosaic-sentinel: {err:#}");
@@ -376,19 +376,12 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             })?,
             probe_interval_ms: DEFAULT_HEARTBEAT_MS,
             dead_after_ms: crate::STATUS_DEAD_AFTER_MS,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
-            metrics_addr: None,
+            shared: common::config::SharedConfig::default(),
             probe_addrs: Default::default(),
             report: true,
         },
     };
-    args.tls.args().apply(
-        &mut config.tls_cert_file,
-        &mut config.tls_key_file,
-        &mut config.tls_ca_file,
-    );
+    config.shared.apply_tls_flags(&args.tls.args());
     if let Some(master) = &args.master {
         config.master = master.clone();
     }
@@ -399,7 +392,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
         config.dead_after_ms = ms;
     }
     if let Some(addr) = args.metrics_addr {
-        config.metrics_addr = Some(addr);
+        config.shared.metrics_addr = Some(addr);
     }
     for pair in &args.probe_addr {
         let (node, addr) = pair
@@ -530,9 +523,9 @@ fn status_command(args: StatusArgs) -> u8 {
 /// `status --node N --files`: (stdout text, stderr text, exit status).
 async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
     let failed = Verdict::Unavailable.exit_code();
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.args().apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => return (String::new(), format!("mosaic-sentinel: {err:#}\n"), failed),
     };
@@ -563,9 +556,9 @@ async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
 
 /// One report: (stdout text, stderr text, verdict).
 async fn one_status(args: &StatusArgs) -> (String, String, Verdict) {
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.args().apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => {
             return (
