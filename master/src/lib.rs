@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod blocking;
+pub mod ca;
 pub mod cluster;
 pub mod evidence;
 pub mod keystate;

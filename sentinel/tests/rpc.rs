@@ -4,9 +4,10 @@
 //! stops mid-way.
 
 use common::rpc::{self, ChunkServer, Master};
-use common::tls::{Ca, Role, Tls};
+use common::tls::{Role, Tls};
 use common::types::*;
 use common::{ChunkId, ClusterId, FsError, FsResult, InodeId, NodeId, SessionId, Version};
+use master::ca::Ca;
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
 use serde_bytes::ByteBuf;

@@ -2,7 +2,8 @@
 //! and bad bytes after a good handshake. Real daemons on loopback; every wait has a deadline.
 
 use common::rpc::{connect_chunkserver, connect_master, ctx};
-use common::tls::{Ca, CredentialPaths, Role, Tls};
+use common::tls::{CredentialPaths, Role, Tls};
+use master::ca::Ca;
 use mosaic_tests::bins::{self, bin};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
 use mosaic_tests::{ClusterOptions, TestCluster, log_tail, wait_until_logged};
