@@ -64,11 +64,61 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", requires = "metrics_addr")]
     pub metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: common::tls::TlsArgs,
+    pub tls: TlsFlags,
     /// Block slot I/O with O_DIRECT, bypassing the page cache (true or false). Default
     /// true; a filesystem that refuses O_DIRECT gets buffered I/O (logged once).
     #[arg(long, value_name = "BOOL")]
     pub direct_io: Option<bool>,
+}
+
+/// The TLS and join flags (`#[command(flatten)]`), handed to `common` as a plain
+/// [`common::tls::TlsArgs`]. Every binary that dials the cluster declares this same set:
+/// the wire crate carries no command-line parser.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
+    /// This process's certificate (PEM); overrides DIR/cert.pem.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+}
+
+impl TlsFlags {
+    /// The flags as `common` takes them.
+    pub fn args(&self) -> common::tls::TlsArgs {
+        common::tls::TlsArgs {
+            credentials: self.credentials.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            join_token: self.join_token.clone(),
+            join_token_file: self.join_token_file.clone(),
+            join: self.join.clone(),
+        }
+    }
 }
 
 impl Cli {
@@ -90,18 +140,11 @@ impl Cli {
                 sync_every_write: false,
                 scrub_bytes_per_sec: common::config::DEFAULT_SCRUB_BYTES_PER_SEC,
                 scrub_period_ms: common::config::DEFAULT_SCRUB_PERIOD_MS,
-                tls_cert_file: None,
-                tls_key_file: None,
-                tls_ca_file: None,
-                metrics_addr: None,
+                shared: common::config::SharedConfig::default(),
                 direct_io: common::config::DEFAULT_DIRECT_IO,
             },
         };
-        self.tls.apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&self.tls.args());
         if let Some(master) = &self.master {
             config.master = master.clone();
         }
@@ -127,7 +170,7 @@ impl Cli {
             config.sync_every_write = true;
         }
         if let Some(addr) = self.metrics_addr {
-            config.metrics_addr = Some(addr);
+            config.shared.metrics_addr = Some(addr);
         }
         if let Some(direct) = self.direct_io {
             config.direct_io = direct;
@@ -138,6 +181,7 @@ impl Cli {
     /// Runs the chunkserver until SIGINT or SIGTERM.
     pub async fn execute(self) -> anyhow::Result<()> {
         self.tls
+            .args()
             .join_if_asked(common::tls::Role::Chunkserver)
             .await?;
         let config = self.config()?;

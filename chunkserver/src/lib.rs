@@ -111,12 +111,7 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
         chunks = status.chunk_count, used_bytes = status.used_bytes,
         capacity_bytes = status.capacity_bytes, "data directory opened");
 
-    let tls = common::tls::load_configured(
-        &config.tls_cert_file,
-        &config.tls_key_file,
-        &config.tls_ca_file,
-        "mosaic-chunkserver",
-    )?;
+    let tls = config.shared.load_tls("mosaic-chunkserver")?;
     if tls.identity().role != common::tls::Role::Chunkserver {
         anyhow::bail!(
             "the credential given to this chunkserver is a {} certificate ({}): issue one with \
@@ -149,7 +144,7 @@ pub async fn start(config: ChunkserverConfig) -> anyhow::Result<RunningChunkserv
 
     let metrics = metrics::ChunkserverMetrics::new();
     let rpc_metrics = metrics.rpc.clone();
-    let metrics_server = match config.metrics_addr {
+    let metrics_server = match config.shared.metrics_addr {
         Some(metrics_addr) => {
             let server =
                 common::metrics::serve(metrics_addr, scrape(store.clone(), metrics)).await?;

@@ -202,7 +202,7 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let ca = common::tls::Ca::generate("test").expect("CA");
+        let ca = master::ca::Ca::generate("test").expect("CA");
         let tls = |role, name| {
             ca.issue(role, name)
                 .expect("issue")

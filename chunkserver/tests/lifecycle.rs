@@ -8,9 +8,10 @@ use chunkserver::store::{ENTRY_LEN, HEADER_LEN, Store, StoreOptions};
 use common::block::{DataKey, seal};
 use common::config::ChunkserverConfig;
 use common::rpc::{MasterNodes, ctx};
-use common::tls::{Ca, Role, Tls};
+use common::tls::{Role, Tls};
 use common::types::*;
 use common::{ChunkId, ClusterId, FsError, FsResult, NodeId, Version};
+use master::ca::Ca;
 use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -152,9 +153,7 @@ fn cs_config(master: String, data: std::path::PathBuf) -> ChunkserverConfig {
             .expect("write credential")
     };
     let mut config = ChunkserverConfig::for_tests(master, data);
-    config.tls_cert_file = Some(paths.cert);
-    config.tls_key_file = Some(paths.key);
-    config.tls_ca_file = Some(paths.ca);
+    config.shared.set_credentials(paths);
     config
 }
 

@@ -3,6 +3,7 @@
 //! typo never silently falls back to a default. Secrets are never inline: they are read from
 //! the file a `*_file` field names.
 
+use crate::tls::{CredentialPaths, Tls, TlsArgs};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,85 @@ fn default_attr_timeout() -> u64 {
     DEFAULT_ATTR_TIMEOUT_MS
 }
 
+/// The keys every daemon config shares, flattened into each (`#[serde(flatten)]`), so the
+/// TOML keys stay top-level: `tls_cert_file`, `tls_key_file`, `tls_ca_file`, `metrics_addr`.
+///
+/// No `deny_unknown_fields` here: serde hands a flattened struct only the keys it names,
+/// and each outer config refuses the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedConfig {
+    /// This process's TLS certificate (PEM), issued by `mosaic-master issue`. The master's
+    /// default is the credential `init` wrote, `STATE/pki/master/cert.pem` (and `key.pem`,
+    /// `ca.pem`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): only peers it signed are accepted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
+    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
+    /// served where an admin asked for it (a loopback or monitoring-network address).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl SharedConfig {
+    /// The three `tls_*_file` fields as one credential; all three or none.
+    pub fn credential_paths(&self) -> anyhow::Result<Option<CredentialPaths>> {
+        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(CredentialPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "tls_cert_file, tls_key_file and tls_ca_file go together: give all three \
+                 (or --credentials DIR)"
+            ),
+        }
+    }
+
+    /// Loads the configured credential; `what` names the process in the error that says
+    /// how to get one when none is configured.
+    pub fn load_tls(&self, what: &str) -> anyhow::Result<Tls> {
+        let paths = self.credential_paths()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} has no TLS credential: give --credentials DIR (made by `mosaic-master \
+                 issue ROLE NAME --out DIR`) or tls_cert_file, tls_key_file and tls_ca_file"
+            )
+        })?;
+        paths.load()
+    }
+
+    /// Writes the TLS flags over the `tls_*_file` fields: `--credentials DIR` first, then
+    /// any single-file flag over it. An absent flag leaves the file's value alone.
+    pub fn apply_tls_flags(&mut self, flags: &TlsArgs) {
+        if let Some(dir) = &flags.credentials {
+            self.set_credentials(CredentialPaths::in_dir(dir));
+        }
+        for (flag, field) in [
+            (&flags.cert, &mut self.tls_cert_file),
+            (&flags.key, &mut self.tls_key_file),
+            (&flags.ca, &mut self.tls_ca_file),
+        ] {
+            if let Some(path) = flag {
+                *field = Some(path.clone());
+            }
+        }
+    }
+
+    /// Points the three `tls_*_file` fields at one credential.
+    pub fn set_credentials(&mut self, paths: CredentialPaths) {
+        self.tls_cert_file = Some(paths.cert);
+        self.tls_key_file = Some(paths.key);
+        self.tls_ca_file = Some(paths.ca);
+    }
+}
+
 /// `mosaic-master` configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,21 +191,9 @@ pub struct MasterConfig {
     /// acknowledged operation survives power loss, not just a crash of the master.
     #[serde(default = "default_true")]
     pub durable_commits: bool,
-    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`. Default: the master
-    /// credential `init` wrote, `STATE/pki/master/cert.pem` (and `key.pem`, `ca.pem`).
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key of `tls_cert_file` (PEM, mode 0600).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// The cluster CA certificate (PEM): only peers it signed are accepted.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
-    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
-    /// served where an admin asked for it (a loopback or monitoring-network address).
-    #[serde(default)]
-    pub metrics_addr: Option<SocketAddr>,
+    /// The TLS credential files and the metrics endpoint: the keys every daemon shares.
+    #[serde(flatten)]
+    pub shared: SharedConfig,
     /// Distinct sentinels that must vote a node dead (within `dead_vote_window_ms`) before
     /// the master declares it dead and re-replicates its chunks. Default 1 (one sentinel);
     /// with several, a sentinel with a broken link alone cannot start a replication storm.
@@ -232,10 +300,7 @@ impl MasterConfig {
             heartbeat_interval_ms: 200,
             node_offline_ms: 2_000,
             durable_commits: false,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
-            metrics_addr: None,
+            shared: SharedConfig::default(),
             dead_quorum: DEFAULT_DEAD_QUORUM,
             dead_vote_window_ms: DEFAULT_DEAD_VOTE_WINDOW_MS,
             maintenance_window_ms: DEFAULT_MAINTENANCE_WINDOW_MS,
@@ -301,20 +366,9 @@ pub struct ChunkserverConfig {
     /// milliseconds: an idle node does not re-read its disk more often. Default 1 hour.
     #[serde(default = "default_scrub_period")]
     pub scrub_period_ms: u64,
-    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key of `tls_cert_file` (PEM, mode 0600).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// The cluster CA certificate (PEM): only peers it signed are accepted.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
-    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
-    /// served where an admin asked for it (a loopback or monitoring-network address).
-    #[serde(default)]
-    pub metrics_addr: Option<SocketAddr>,
+    /// The TLS credential files and the metrics endpoint: the keys every daemon shares.
+    #[serde(flatten)]
+    pub shared: SharedConfig,
     /// Read and write block slots with O_DIRECT, bypassing the page cache: large aligned
     /// requests from reused buffers instead of copies into fresh page-cache pages. A
     /// filesystem that refuses O_DIRECT gets buffered I/O instead (logged once). Chunk
@@ -350,9 +404,7 @@ fn default_any_port() -> SocketAddr {
 impl ChunkserverConfig {
     pub fn for_tests(master: String, data_dir: PathBuf) -> ChunkserverConfig {
         ChunkserverConfig {
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
+            shared: SharedConfig::default(),
             listen: default_any_port(),
             advertise: None,
             master,
@@ -361,7 +413,6 @@ impl ChunkserverConfig {
             sync_every_write: false,
             scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             scrub_period_ms: DEFAULT_SCRUB_PERIOD_MS,
-            metrics_addr: None,
             direct_io: DEFAULT_DIRECT_IO,
         }
     }
@@ -399,19 +450,9 @@ pub struct MountConfig {
     /// replica (hedging); the first answer wins. Default 20.
     #[serde(default = "default_hedge_delay")]
     pub hedge_delay_ms: u64,
-    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key of `tls_cert_file` (PEM, mode 0600).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// The cluster CA certificate (PEM): only peers it signed are accepted.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`): bytes and
-    /// latency of the mount's reads, writes, flushes and fsyncs. Default: none, no endpoint.
-    #[serde(default)]
-    pub metrics_addr: Option<SocketAddr>,
+    /// The TLS credential files and the metrics endpoint: the keys every daemon shares.
+    #[serde(flatten)]
+    pub shared: SharedConfig,
     /// Open files with FUSE's direct I/O (`-o direct_io`): reads and writes bypass the
     /// kernel page cache of the mount (no copy into fresh cache pages, but no kernel
     /// readahead or read caching either). Default: off.
@@ -441,9 +482,7 @@ impl MountConfig {
     /// Defaults for everything but the two required fields.
     pub fn for_cli(master: String, key_file: PathBuf) -> MountConfig {
         MountConfig {
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
+            shared: SharedConfig::default(),
             master,
             key_file,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
@@ -453,16 +492,13 @@ impl MountConfig {
             flush_threshold_bytes: default_flush_threshold(),
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
-            metrics_addr: None,
             direct_io: false,
         }
     }
 
     pub fn for_tests(master: String, key_file: PathBuf) -> MountConfig {
         MountConfig {
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
+            shared: SharedConfig::default(),
             master,
             key_file,
             rpc_timeout_ms: 2_000,
@@ -472,7 +508,6 @@ impl MountConfig {
             flush_threshold_bytes: default_flush_threshold(),
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             hedge_delay_ms: DEFAULT_HEDGE_DELAY_MS,
-            metrics_addr: None,
             direct_io: false,
         }
     }
@@ -490,20 +525,9 @@ pub struct SentinelConfig {
     /// Silence after which a node is DEAD, in milliseconds. Default 10000.
     #[serde(default = "default_dead_after")]
     pub dead_after_ms: u64,
-    /// This node's TLS certificate (PEM), issued by `mosaic-master issue`.
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key of `tls_cert_file` (PEM, mode 0600).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// The cluster CA certificate (PEM): only peers it signed are accepted.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Address of the Prometheus metrics endpoint (plain HTTP, `GET /metrics`); port 0
-    /// picks a free port. Default: none, no endpoint. It is unauthenticated, so it is only
-    /// served where an admin asked for it (a loopback or monitoring-network address).
-    #[serde(default)]
-    pub metrics_addr: Option<SocketAddr>,
+    /// The TLS credential files and the metrics endpoint: the keys every daemon shares.
+    #[serde(flatten)]
+    pub shared: SharedConfig,
     /// Probe these nodes at another address than the one they registered with, keyed by
     /// node id (`"n2" = "10.1.0.2:9430"`): for a sentinel that reaches a node through
     /// another network. Pointing one at a closed port is how tests make a sentinel that
@@ -570,6 +594,60 @@ mod tests {
         assert!(cfg.policy().validate().is_ok());
         let cfg: MountConfig = toml::from_str("master = 'a:1'\nkey_file = '/k'\n").expect("parses");
         assert_eq!(cfg.attr_timeout_ms, DEFAULT_ATTR_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn the_shared_keys_stay_top_level_and_unknown_keys_are_still_refused() {
+        let cfg: SentinelConfig = toml::from_str(
+            "master = 'a:1'\ntls_cert_file = '/c'\ntls_key_file = '/k'\ntls_ca_file = '/a'\n\
+             metrics_addr = '127.0.0.1:9'\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.shared.tls_cert_file.as_deref(), Some(Path::new("/c")));
+        assert_eq!(cfg.shared.tls_ca_file.as_deref(), Some(Path::new("/a")));
+        assert_eq!(cfg.shared.metrics_addr, Some(([127, 0, 0, 1], 9).into()));
+        for text in [
+            "state_dir = '/x'\ntls_cert_fil = '/c'\n",
+            "state_dir = '/x'\nmetrics_addr = '127.0.0.1:9'\nbogus = 1\n",
+        ] {
+            let err = toml::from_str::<MasterConfig>(text).expect_err(text);
+            assert!(err.to_string().contains("unknown field"), "{err}");
+        }
+        let err = toml::from_str::<ChunkserverConfig>(
+            "master = 'a:1'\ndata_dir = '/d'\nmetrics_addr = 'nowhere'\n",
+        )
+        .expect_err("bad address");
+        assert!(
+            err.to_string().contains("metrics_addr") || err.to_string().contains("address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_flags_override_the_file_and_go_together() {
+        let mut shared = SharedConfig {
+            tls_cert_file: Some("/file/cert.pem".into()),
+            ..SharedConfig::default()
+        };
+        assert!(
+            shared.credential_paths().is_err(),
+            "one of three is an error"
+        );
+        shared.apply_tls_flags(&TlsArgs {
+            credentials: Some("/dir".into()),
+            ca: Some("/other/ca.pem".into()),
+            ..TlsArgs::default()
+        });
+        let paths = shared.credential_paths().expect("all three").expect("some");
+        assert_eq!(paths.cert, Path::new("/dir/cert.pem"));
+        assert_eq!(paths.key, Path::new("/dir/key.pem"));
+        assert_eq!(paths.ca, Path::new("/other/ca.pem"));
+        assert!(
+            SharedConfig::default()
+                .credential_paths()
+                .expect("none")
+                .is_none()
+        );
     }
 
     proptest::proptest! {

@@ -452,6 +452,81 @@ pub async fn serve_audited<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
     F: Clone + Send + 'static,
 {
+    let acceptor = tls.acceptor().clone();
+    let on_handshake = {
+        let audit = audit.clone();
+        move |stream: ServerStream, peer: SocketAddr| {
+            let revoked = revoked.clone();
+            let handle = handle.clone();
+            let audit = audit.clone();
+            async move {
+                let addr = peer.to_string();
+                let identity = match crate::tls::peer_identity(&stream) {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "connection refused: unreadable certificate");
+                        audit.record(AuditEvent::ConnectionRefused {
+                            addr,
+                            peer: None,
+                            reason: crate::audit::clip(&format!("unreadable certificate: {e}")),
+                        });
+                        return;
+                    }
+                };
+                if revoked.contains(&identity.serial) {
+                    tracing::warn!(%peer, %identity, "connection refused: certificate revoked");
+                    audit.record(AuditEvent::ConnectionRefused {
+                        addr,
+                        peer: Some(AuditPeer::from(&identity)),
+                        reason: "certificate revoked".into(),
+                    });
+                    return;
+                }
+                tracing::debug!(%peer, %identity, "connection accepted");
+                audit.record(AuditEvent::ConnectionAccepted {
+                    addr: addr.clone(),
+                    peer: AuditPeer::from(&identity),
+                });
+                let serial = identity.serial.clone();
+                let who = AuditPeer::from(&identity);
+                // Dropping the connection's future drops its transport: the socket
+                // closes and requests in flight get no answer.
+                tokio::select! {
+                    () = handle(stream, identity) => {}
+                    () = revoked.until_revoked(&serial) => {
+                        tracing::warn!(%peer, serial, "connection closed: certificate revoked");
+                        audit.record(AuditEvent::ConnectionClosed {
+                            addr,
+                            peer: who,
+                            reason: "certificate revoked".into(),
+                        });
+                    }
+                }
+            }
+        }
+    };
+    accept_loop(listener, acceptor, audit, on_handshake, shutdown).await
+}
+
+/// The one TLS accept loop, for the mutual-TLS RPC endpoints ([`serve_audited`]) and the
+/// master's server-authenticated join endpoint alike: accepts on `listener` until
+/// `shutdown` resolves, and gives each connection its own task that runs the `acceptor`'s
+/// handshake, bounded by [`HANDSHAKE_TIMEOUT`] so a silent peer holds nothing but its
+/// socket. A failed handshake is logged and recorded in `audit`; a completed one goes to
+/// `on_handshake` with the peer's address. What differs between endpoints (client
+/// certificates, revocation, which service runs) is the acceptor's configuration and
+/// `on_handshake`. Open connections are dropped when the loop ends.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    audit: Audit,
+    on_handshake: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(ServerStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+    F: Clone + Send + 'static,
+{
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -468,16 +543,14 @@ pub async fn serve_audited<F, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let acceptor = tls.acceptor().clone();
-                let revoked = revoked.clone();
-                let handle = handle.clone();
+                let acceptor = acceptor.clone();
+                let on_handshake = on_handshake.clone();
                 let audit = audit.clone();
                 connections.spawn(async move {
-                    let addr = peer.to_string();
-                    let refuse = |peer: Option<&Identity>, reason: String| {
+                    let refuse = |reason: String| {
                         audit.record(AuditEvent::ConnectionRefused {
-                            addr: addr.clone(),
-                            peer: peer.map(AuditPeer::from),
+                            addr: peer.to_string(),
+                            peer: None,
                             reason: crate::audit::clip(&reason),
                         });
                     };
@@ -485,48 +558,16 @@ pub async fn serve_audited<F, Fut>(
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "connection refused: TLS handshake failed");
-                            refuse(None, format!("TLS handshake failed: {e}"));
+                            refuse(format!("TLS handshake failed: {e}"));
                             return;
                         }
                         Err(_) => {
                             tracing::warn!(%peer, "connection refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
-                            refuse(None, format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"));
+                            refuse(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"));
                             return;
                         }
                     };
-                    let identity = match crate::tls::peer_identity(&stream) {
-                        Ok(identity) => identity,
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "connection refused: unreadable certificate");
-                            refuse(None, format!("unreadable certificate: {e}"));
-                            return;
-                        }
-                    };
-                    if revoked.contains(&identity.serial) {
-                        tracing::warn!(%peer, %identity, "connection refused: certificate revoked");
-                        refuse(Some(&identity), "certificate revoked".into());
-                        return;
-                    }
-                    tracing::debug!(%peer, %identity, "connection accepted");
-                    audit.record(AuditEvent::ConnectionAccepted {
-                        addr: addr.clone(),
-                        peer: AuditPeer::from(&identity),
-                    });
-                    let serial = identity.serial.clone();
-                    let who = AuditPeer::from(&identity);
-                    // Dropping the connection's future drops its transport: the socket
-                    // closes and requests in flight get no answer.
-                    tokio::select! {
-                        () = handle(stream, identity) => {}
-                        () = revoked.until_revoked(&serial) => {
-                            tracing::warn!(%peer, serial, "connection closed: certificate revoked");
-                            audit.record(AuditEvent::ConnectionClosed {
-                                addr,
-                                peer: who,
-                                reason: "certificate revoked".into(),
-                            });
-                        }
-                    }
+                    on_handshake(stream, peer).await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -1,4 +1,5 @@
-//! Cluster identity: the certificate authority, credentials, mutual TLS 1.3 and roles.
+//! Cluster identity: credentials, mutual TLS 1.3 and roles. The certificate authority that
+//! signs credentials is the master's (`master::ca`); this module only loads and checks them.
 //!
 //! Every MosaicFS connection is TLS 1.3 with a certificate on both ends, each signed by the
 //! cluster's own CA (made by `mosaic-master init`). A certificate names one peer: its
@@ -34,14 +35,6 @@ pub const CA_FILE: &str = "ca.pem";
 /// The DNS name suffix of every cluster certificate: `master.mosaic`, `chunkserver.mosaic`.
 /// Not a real domain: these names only ever meet the cluster's own CA.
 const DNS_SUFFIX: &str = "mosaic";
-/// Leaf certificates live ten years: revocation, not expiry, is how a node is shut out,
-/// and an expiry in the middle of the night would stop a cluster for no security gain.
-const LEAF_VALIDITY_DAYS: i64 = 3650;
-/// The CA outlives every leaf it can sign.
-const CA_VALIDITY_DAYS: i64 = 2 * LEAF_VALIDITY_DAYS;
-/// Clocks of different machines disagree a little; a certificate is valid from an hour
-/// before it was made so a peer whose clock is behind does not refuse it.
-const CLOCK_SKEW: time::Duration = time::Duration::hours(1);
 /// Longest accepted peer name: fits a DNS label, a file name and a log line.
 const MAX_NAME_LEN: usize = 63;
 
@@ -172,26 +165,6 @@ impl CredentialPaths {
         }
     }
 
-    /// From a config's three optional `tls_*_file` fields; all three or none.
-    pub fn from_fields(
-        cert: &Option<PathBuf>,
-        key: &Option<PathBuf>,
-        ca: &Option<PathBuf>,
-    ) -> anyhow::Result<Option<CredentialPaths>> {
-        match (cert, key, ca) {
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(CredentialPaths {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: ca.clone(),
-            })),
-            (None, None, None) => Ok(None),
-            _ => anyhow::bail!(
-                "tls_cert_file, tls_key_file and tls_ca_file go together: give all three \
-                 (or --credentials DIR)"
-            ),
-        }
-    }
-
     /// Loads and checks the credential and builds both TLS ends from it.
     pub fn load(&self) -> anyhow::Result<Tls> {
         let chain = load_certs(&self.cert)?;
@@ -240,80 +213,26 @@ impl CredentialPaths {
     }
 }
 
-/// The TLS flags every daemon and the mount take (`#[command(flatten)]`). Flags override
-/// the config file's `tls_*_file` fields; `--credentials DIR` is short for the three files
-/// of a directory made by `mosaic-master issue`.
-#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+/// The TLS flags every daemon and the mount take, as plain values: each binary's `cli.rs`
+/// declares them for clap (so this crate carries no command-line parser) and hands them over
+/// as this struct. Flags override the config file's `tls_*_file` fields; `credentials` (DIR)
+/// is short for the three files of a directory made by `mosaic-master issue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsArgs {
-    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
-    #[arg(long, value_name = "DIR")]
+    /// Credential directory holding cert.pem, key.pem and ca.pem.
     pub credentials: Option<PathBuf>,
     /// This process's certificate (PEM); overrides DIR/cert.pem.
-    #[arg(long = "tls-cert", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
-    #[arg(long = "tls-key", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
-    #[arg(long = "tls-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
-    /// no certificate yet, redeem it at --join and write the credential there first.
-    /// Prefer --join-token-file: a command line is visible to other local users.
-    #[arg(long, value_name = "TOKEN", requires = "join")]
+    /// A one-time join token to redeem into `credentials` when it holds no certificate yet.
     pub join_token: Option<String>,
-    /// A file holding the join token (read, then used as --join-token).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "join",
-        conflicts_with = "join_token"
-    )]
+    /// A file holding the join token.
     pub join_token_file: Option<PathBuf>,
-    /// The master's join endpoint (its `join_listen` address) for --join-token.
-    #[arg(long, value_name = "ADDR")]
+    /// The master's join endpoint (its `join_listen` address).
     pub join: Option<String>,
-}
-
-/// The join flags are acted on in `crate::join` (`TlsArgs::join_if_asked`), which depends
-/// on this module, not the other way round.
-impl TlsArgs {
-    /// Writes the flags over a config's three `tls_*_file` fields.
-    pub fn apply(
-        &self,
-        cert: &mut Option<PathBuf>,
-        key: &mut Option<PathBuf>,
-        ca: &mut Option<PathBuf>,
-    ) {
-        if let Some(dir) = &self.credentials {
-            let paths = CredentialPaths::in_dir(dir);
-            *cert = Some(paths.cert);
-            *key = Some(paths.key);
-            *ca = Some(paths.ca);
-        }
-        for (flag, field) in [(&self.cert, cert), (&self.key, key), (&self.ca, ca)] {
-            if let Some(path) = flag {
-                *field = Some(path.clone());
-            }
-        }
-    }
-}
-
-/// Loads the credential named by a config's `tls_*_file` fields; `what` names the process
-/// in the error that says how to get one when they are missing.
-pub fn load_configured(
-    cert: &Option<PathBuf>,
-    key: &Option<PathBuf>,
-    ca: &Option<PathBuf>,
-    what: &str,
-) -> anyhow::Result<Tls> {
-    let paths = CredentialPaths::from_fields(cert, key, ca)?.with_context(|| {
-        format!(
-            "{what} has no TLS credential: give --credentials DIR (made by `mosaic-master issue \
-             ROLE NAME --out DIR`) or tls_cert_file, tls_key_file and tls_ca_file"
-        )
-    })?;
-    paths.load()
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -565,146 +484,6 @@ pub fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// The cluster certificate authority: signs credentials. Its key stays with the admin
-/// (in the master's state directory), never on chunkservers or clients.
-pub struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-    pem: String,
-}
-
-fn random_serial() -> rcgen::SerialNumber {
-    let mut bytes: [u8; 16] = rand::random();
-    // Positive and without a leading zero octet, so the DER bytes are exactly these 16
-    // and the hex a peer reads back is the hex `issue` printed.
-    bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    rcgen::SerialNumber::from_slice(&bytes)
-}
-
-fn validity(params: &mut rcgen::CertificateParams, days: i64) {
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - CLOCK_SKEW;
-    params.not_after = now + time::Duration::days(days);
-}
-
-impl Ca {
-    /// A new CA for the cluster named `cluster` (shown in its subject).
-    pub fn generate(cluster: &str) -> anyhow::Result<Ca> {
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("MosaicFS cluster CA {cluster}"),
-        );
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "MosaicFS");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        validity(&mut params, CA_VALIDITY_DAYS);
-        let key = rcgen::KeyPair::generate().context("generate the CA key")?;
-        let cert = params.self_signed(&key).context("self-sign the CA")?;
-        let pem = cert.pem();
-        Ok(Ca { cert, key, pem })
-    }
-
-    /// Loads a CA written by [`Ca::write_to`].
-    pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Ca> {
-        let pem = std::fs::read_to_string(cert_path)
-            .with_context(|| format!("read CA certificate {}", cert_path.display()))?;
-        check_key_permissions(key_path)?;
-        let key_pem = std::fs::read_to_string(key_path)
-            .with_context(|| format!("read CA key {}", key_path.display()))?;
-        let key = rcgen::KeyPair::from_pem(&key_pem)
-            .with_context(|| format!("parse CA key {}", key_path.display()))?;
-        let params = rcgen::CertificateParams::from_ca_cert_pem(&pem)
-            .with_context(|| format!("parse CA certificate {}", cert_path.display()))?;
-        // Re-signing with the same key and subject yields an equivalent issuer for the
-        // leaves; the file's own bytes stay the CA that peers trust.
-        let cert = params
-            .self_signed(&key)
-            .with_context(|| format!("CA key {} does not sign", key_path.display()))?;
-        Ok(Ca { cert, key, pem })
-    }
-
-    /// Writes the CA certificate (0644) and key (0600); neither may exist yet.
-    pub fn write_to(&self, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
-        write_new(key_path, &self.key.serialize_pem(), 0o600)?;
-        write_new(cert_path, &self.pem, 0o644)
-    }
-
-    pub fn cert_pem(&self) -> &str {
-        &self.pem
-    }
-
-    /// Signs a new credential for `name` in `role`.
-    pub fn issue(&self, role: Role, name: &str) -> anyhow::Result<IssuedCredential> {
-        let key = rcgen::KeyPair::generate().context("generate a key")?;
-        let (cert_pem, serial) = self.sign(role, name, &key)?;
-        Ok(IssuedCredential {
-            cert_pem,
-            key_pem: key.serialize_pem(),
-            ca_pem: self.pem.clone(),
-            serial,
-        })
-    }
-
-    /// Signs a certificate for `name` in `role` over the public key of a PEM certificate
-    /// signing request (the join endpoint: the private key stays with the node). Only the
-    /// request's key is used (its signature proves the requester holds the private key);
-    /// role and name come from the caller, never from the request. Returns the
-    /// certificate (PEM) and its serial.
-    pub fn sign_request(
-        &self,
-        role: Role,
-        name: &str,
-        csr_pem: &str,
-    ) -> anyhow::Result<(String, String)> {
-        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .context("parse and verify the certificate signing request")?;
-        self.sign(role, name, &csr.public_key)
-    }
-
-    fn sign(
-        &self,
-        role: Role,
-        name: &str,
-        public_key: &impl rcgen::PublicKeyData,
-    ) -> anyhow::Result<(String, String)> {
-        check_name(name)?;
-        let mut params = rcgen::CertificateParams::new(vec![role.dns_name()])
-            .context("certificate parameters")?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationalUnitName, role.as_str());
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "MosaicFS");
-        // Every node both dials and accepts (chunkservers dial the master and serve
-        // clients; a client only dials, but one kind of certificate keeps issuing simple).
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        let serial = random_serial();
-        let serial_hex = hex(serial.as_ref());
-        params.serial_number = Some(serial);
-        validity(&mut params, LEAF_VALIDITY_DAYS);
-        let cert = params
-            .signed_by(public_key, &self.cert, &self.key)
-            .context("sign the certificate")?;
-        Ok((cert.pem(), serial_hex))
-    }
-}
-
 /// Seconds since the epoch, for records of issued and revoked credentials.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -725,56 +504,6 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(64)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn issued_certificates_carry_role_name_and_serial() {
-        let ca = Ca::generate("test").expect("ca");
-        let issued = ca.issue(Role::Chunkserver, "cs1").expect("issue");
-        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("pem");
-        let id = Identity::from_der(&der).expect("identity");
-        assert_eq!(
-            id,
-            Identity {
-                role: Role::Chunkserver,
-                name: "cs1".into(),
-                serial: issued.serial.clone()
-            }
-        );
-        assert_eq!(id.serial.len(), 32);
-    }
-
-    #[test]
-    fn a_loaded_ca_signs_certificates_the_original_ca_verifies() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::generate("test").expect("ca");
-        ca.write_to(&dir.path().join("ca.pem"), &dir.path().join("ca.key"))
-            .expect("write");
-        let loaded =
-            Ca::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key")).expect("load");
-        let paths = loaded
-            .issue(Role::Client, "c")
-            .expect("issue")
-            .write_to(&dir.path().join("c"))
-            .expect("write");
-        // The written ca.pem is the original CA's; loading builds the verifiers from it.
-        let tls = paths.load().expect("load credential");
-        assert_eq!(tls.identity().role, Role::Client);
-    }
-
-    #[test]
-    fn a_readable_key_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::generate("test").expect("ca");
-        let paths = ca
-            .issue(Role::Client, "c")
-            .expect("issue")
-            .write_to(dir.path())
-            .expect("write");
-        std::fs::set_permissions(&paths.key, std::fs::Permissions::from_mode(0o644))
-            .expect("chmod");
-        let err = paths.load().expect_err("must refuse");
-        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[tokio::test]

@@ -76,10 +76,60 @@ pub struct Cli {
     #[arg(long)]
     pub foreground: bool,
     #[command(flatten)]
-    pub tls: common::tls::TlsArgs,
+    pub tls: TlsFlags,
     /// [SOURCE] MOUNTPOINT. SOURCE is the master's address (helper form).
     #[arg(required = true, num_args = 1..=2, value_name = "[SOURCE] MOUNTPOINT")]
     pub paths: Vec<PathBuf>,
+}
+
+/// The TLS and join flags (`#[command(flatten)]`), handed to `common` as a plain
+/// [`common::tls::TlsArgs`]. Every binary that dials the cluster declares this same set:
+/// the wire crate carries no command-line parser.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
+    /// This process's certificate (PEM); overrides DIR/cert.pem.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+}
+
+impl TlsFlags {
+    /// The flags as `common` takes them.
+    pub fn args(&self) -> common::tls::TlsArgs {
+        common::tls::TlsArgs {
+            credentials: self.credentials.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            join_token: self.join_token.clone(),
+            join_token_file: self.join_token_file.clone(),
+            join: self.join.clone(),
+        }
+    }
 }
 
 /// What to do: the configuration, where to mount, and whether to detach.
@@ -131,7 +181,7 @@ impl Cli {
         };
         let mut master = self.master.or(source);
         let mut key_file = self.key_file;
-        let mut tls = self.tls;
+        let mut tls = self.tls.args();
         let mut allow_other = self.allow_other;
         let mut attr = self.attr_timeout_ms;
         let mut rpc = self.rpc_timeout_ms;
@@ -195,11 +245,7 @@ impl Cli {
         }
         config.allow_other |= allow_other;
         config.direct_io |= direct_io;
-        tls.apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&tls);
         if let Some(v) = attr {
             config.attr_timeout_ms = v;
         }
@@ -216,7 +262,7 @@ impl Cli {
             config.hedge_delay_ms = v;
         }
         if let Some(addr) = metrics_addr {
-            config.metrics_addr = Some(addr);
+            config.shared.metrics_addr = Some(addr);
         }
         let background = self.background || (helper_form && !self.foreground);
         Ok(Plan {

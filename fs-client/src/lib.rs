@@ -26,12 +26,7 @@ pub use crate::core::{ClientCore, CoreConfig};
 /// Connects to the cluster: loads the key, says hello, checks the key against the cluster.
 pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
     let keys = KeyRing::load(&config.key_file)?;
-    let tls = common::tls::load_configured(
-        &config.tls_cert_file,
-        &config.tls_key_file,
-        &config.tls_ca_file,
-        "mosaic-mount",
-    )?;
+    let tls = config.shared.load_tls("mosaic-mount")?;
     if tls.identity().role != common::tls::Role::Client {
         bail!(
             "the credential given to mosaic-mount is a {} certificate ({}): issue one with \
@@ -71,7 +66,7 @@ pub async fn connect(config: &MountConfig) -> anyhow::Result<Arc<ClientCore>> {
 }
 
 /// Mounts and serves until unmounted (fusermount3 -u, umount, or SIGINT/SIGTERM).
-/// `ready` is called once the mount is live. With `config.metrics_addr`, the metrics
+/// `ready` is called once the mount is live. With `config.shared.metrics_addr`, the metrics
 /// endpoint's bound address is written to `metrics_addr_file` (when given) before mounting.
 pub fn mount(
     config: MountConfig,
@@ -85,7 +80,7 @@ pub fn mount(
         .build()
         .context("start the async runtime")?;
     let core = runtime.block_on(connect(&config))?;
-    let _metrics = match config.metrics_addr {
+    let _metrics = match config.shared.metrics_addr {
         Some(addr) => {
             let server = runtime.block_on(common::metrics::serve(addr, core.metrics().render()))?;
             tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics)");

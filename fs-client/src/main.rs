@@ -10,7 +10,11 @@ fn main() {
     // argument is a mountpoint or a source, never this word alone).
     if std::env::args_os().nth(1).is_some_and(|a| a == "reencrypt") {
         let cli = fs_client::reencrypt::ReencryptCli::parse_from(std::env::args_os().skip(1));
-        if let Err(e) = cli.tls.join_if_asked_blocking(common::tls::Role::Client) {
+        if let Err(e) = cli
+            .tls
+            .args()
+            .join_if_asked_blocking(common::tls::Role::Client)
+        {
             eprintln!("mosaic-mount reencrypt: {e:#}");
             std::process::exit(2);
         }
@@ -32,7 +36,11 @@ fn main() {
     }
     let cli = fs_client::cli::Cli::parse();
     // Before the fork: a join token is redeemed in the foreground, its errors on stderr.
-    if let Err(e) = cli.tls.join_if_asked_blocking(common::tls::Role::Client) {
+    if let Err(e) = cli
+        .tls
+        .args()
+        .join_if_asked_blocking(common::tls::Role::Client)
+    {
         eprintln!("mosaic-mount: {e:#}");
         std::process::exit(2);
     }

@@ -49,7 +49,7 @@ pub struct ReencryptCli {
     #[arg(long, value_name = "BYTES")]
     pub rate: Option<u64>,
     #[command(flatten)]
-    pub tls: common::tls::TlsArgs,
+    pub tls: crate::cli::TlsFlags,
 }
 
 impl ReencryptCli {
@@ -73,11 +73,7 @@ impl ReencryptCli {
         if let Some(key_file) = self.key_file {
             config.key_file = key_file;
         }
-        self.tls.apply(
-            &mut config.tls_cert_file,
-            &mut config.tls_key_file,
-            &mut config.tls_ca_file,
-        );
+        config.shared.apply_tls_flags(&self.tls.args());
         if self.rate == Some(0) {
             anyhow::bail!("--rate must be at least 1 byte per second");
         }

@@ -256,12 +256,14 @@ impl RunArgs {
             listen, replicas, write_quorum, read_quorum, dead_quorum, dead_vote_window_ms,
             maintenance_window_ms, repair_max_copies, repair_max_copies_per_node,
             repair_bytes_per_sec, rebalance_threshold_percent;
-            optional: metrics_addr, join_listen);
+            optional: join_listen);
+        if let Some(addr) = self.metrics_addr {
+            config.shared.metrics_addr = Some(addr);
+        }
         if let Some(dir) = &self.credentials {
-            let paths = common::tls::CredentialPaths::in_dir(dir);
-            config.tls_cert_file = Some(paths.cert);
-            config.tls_key_file = Some(paths.key);
-            config.tls_ca_file = Some(paths.ca);
+            config
+                .shared
+                .set_credentials(common::tls::CredentialPaths::in_dir(dir));
         }
         Ok(config)
     }

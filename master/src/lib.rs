@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod blocking;
+pub mod ca;
 pub mod cluster;
 pub mod evidence;
 pub mod keystate;
@@ -286,11 +287,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
         keep = audit_config.keep, "audit log opened");
     let service = service.with_audit(audit.clone());
 
-    let credential = match common::tls::CredentialPaths::from_fields(
-        &config.tls_cert_file,
-        &config.tls_key_file,
-        &config.tls_ca_file,
-    )? {
+    let credential = match config.shared.credential_paths()? {
         Some(paths) => paths,
         None => pki::master_credentials(&config.state_dir),
     };
@@ -316,7 +313,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
 
     let metrics = metrics::MasterMetrics::new(service.cluster().repair_metrics());
     let rpc_metrics = metrics.rpc.clone();
-    let metrics_server = match config.metrics_addr {
+    let metrics_server = match config.shared.metrics_addr {
         Some(metrics_addr) => {
             let server =
                 common::metrics::serve(metrics_addr, scrape(service.clone(), metrics)).await?;

@@ -13,8 +13,9 @@
 //! The running master re-reads `revoked` every [`REVOCATION_POLL`] and hands the list to
 //! chunkservers in heartbeat replies. This module never touches the data key.
 
+use crate::ca::Ca;
 use anyhow::Context as _;
-use common::tls::{Ca, CredentialPaths, IssuedCredential, Role};
+use common::tls::{CredentialPaths, IssuedCredential, Role};
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

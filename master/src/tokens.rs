@@ -236,7 +236,10 @@ impl common::rpc::Join for JoinService {
 }
 
 /// Serves the join endpoint on `listener` until `shutdown` resolves: server-authenticated
-/// TLS (`acceptor`, from `CredentialPaths::join_acceptor`), then only the `Join` service.
+/// TLS (`acceptor`, from `CredentialPaths::join_acceptor`), then only the `Join` service,
+/// through the common accept loop ([`common::rpc::accept_loop`]). Handshake failures are
+/// logged, not audited: a joiner has no identity yet, and redemptions are audited by the
+/// [`Redeemer`].
 pub async fn serve_join(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -246,51 +249,28 @@ pub async fn serve_join(
     use common::rpc::Join as _;
     use futures::StreamExt as _;
     use tarpc::server::Channel as _;
-    tokio::pin!(shutdown);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "join endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let service = JoinService { redeemer: redeemer.clone(), addr: peer.to_string() };
-                connections.spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        common::rpc::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    );
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%peer, error = %e, "join endpoint: TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(%peer, "join endpoint: no TLS handshake in time");
-                            return;
-                        }
-                    };
-                    tarpc::server::BaseChannel::with_defaults(common::rpc::transport(stream))
-                        .execute(service.serve())
-                        .for_each(|request| async move {
-                            tokio::spawn(request);
-                        })
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    let on_handshake = move |stream: common::rpc::ServerStream, peer: std::net::SocketAddr| {
+        let service = JoinService {
+            redeemer: redeemer.clone(),
+            addr: peer.to_string(),
+        };
+        async move {
+            tarpc::server::BaseChannel::with_defaults(common::rpc::transport(stream))
+                .execute(service.serve())
+                .for_each(|request| async move {
+                    tokio::spawn(request);
+                })
+                .await;
         }
-    }
-    connections.abort_all();
+    };
+    common::rpc::accept_loop(
+        listener,
+        acceptor,
+        Audit::disabled(),
+        on_handshake,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ struct DrainArgs {
     master: String,
     /// A sentinel credential: `mosaic-master issue sentinel NAME --out DIR`.
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -120,7 +120,7 @@ struct RunArgs {
     #[arg(long, value_name = "PATH", requires = "metrics_addr")]
     metrics_addr_file: Option<PathBuf>,
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +150,57 @@ struct StatusArgs {
     files: bool,
     /// A sentinel (or client) credential: `mosaic-master issue sentinel NAME --out DIR`.
     #[command(flatten)]
-    tls: common::tls::TlsArgs,
+    tls: TlsFlags,
+}
+
+/// The TLS and join flags (`#[command(flatten)]`), handed to `common` as a plain
+/// [`common::tls::TlsArgs`]. Every binary that dials the cluster declares this same set:
+/// the wire crate carries no command-line parser.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// Credential directory holding cert.pem, key.pem and ca.pem (from `mosaic-master issue`).
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
+    /// This process's certificate (PEM); overrides DIR/cert.pem.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600); overrides DIR/key.pem.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM); overrides DIR/ca.pem.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A one-time join token (from `mosaic-master issue-token`): when --credentials DIR holds
+    /// no certificate yet, redeem it at --join and write the credential there first.
+    /// Prefer --join-token-file: a command line is visible to other local users.
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub join_token: Option<String>,
+    /// A file holding the join token (read, then used as --join-token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "join",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+    /// The master's join endpoint (its `join_listen` address) for --join-token.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+}
+
+impl TlsFlags {
+    /// The flags as `common` takes them.
+    pub fn args(&self) -> common::tls::TlsArgs {
+        common::tls::TlsArgs {
+            credentials: self.credentials.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            join_token: self.join_token.clone(),
+            join_token_file: self.join_token_file.clone(),
+            join: self.join.clone(),
+        }
+    }
 }
 
 fn parse_chunk(text: &str) -> Result<common::ChunkId, String> {
@@ -209,9 +259,9 @@ pub fn main() -> ExitCode {
 fn clear_bad_command(args: ClearBadArgs) -> u8 {
     const FAILED: u8 = 2;
     let ClearBadArgs { chunk, target } = args;
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    target.tls.apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&target.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("mosaic-sentinel: {err:#}");
@@ -274,10 +324,10 @@ const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 /// `drain` / `undrain`: one `MasterAdmin::set_node_drain` call; prints the node's condition.
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     const FAILED: u8 = 2;
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
     let verb = if drain { "drain" } else { "undrain" };
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+    let tls = match shared.load_tls("mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("mosaic-sentinel: {err:#}");
@@ -325,12 +375,12 @@ fn drain_command(args: DrainArgs, drain: bool) -> u8 {
     }
 }
 
-/// `forget`: one `Master::forget_node` call (the master checks the node may go).
+/// `forget`: one `MasterAdmin::forget_node` call (the master checks the node may go).
 fn forget_command(args: DrainArgs) -> u8 {
     const FAILED: u8 = 2;
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel") {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("mosaic-sentinel: {err:#}");
@@ -391,19 +441,12 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
             })?,
             probe_interval_ms: DEFAULT_HEARTBEAT_MS,
             dead_after_ms: crate::STATUS_DEAD_AFTER_MS,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
-            metrics_addr: None,
+            shared: common::config::SharedConfig::default(),
             probe_addrs: Default::default(),
             report: true,
         },
     };
-    args.tls.apply(
-        &mut config.tls_cert_file,
-        &mut config.tls_key_file,
-        &mut config.tls_ca_file,
-    );
+    config.shared.apply_tls_flags(&args.tls.args());
     if let Some(master) = &args.master {
         config.master = master.clone();
     }
@@ -414,7 +457,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
         config.dead_after_ms = ms;
     }
     if let Some(addr) = args.metrics_addr {
-        config.metrics_addr = Some(addr);
+        config.shared.metrics_addr = Some(addr);
     }
     for pair in &args.probe_addr {
         let (node, addr) = pair
@@ -432,6 +475,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<SentinelConfig> {
 
 fn run_command(args: RunArgs) -> anyhow::Result<()> {
     args.tls
+        .args()
         .join_if_asked_blocking(common::tls::Role::Sentinel)?;
     let config = run_config(&args)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
@@ -544,9 +588,9 @@ fn status_command(args: StatusArgs) -> u8 {
 /// `status --node N --files`: (stdout text, stderr text, exit status).
 async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
     let failed = Verdict::Unavailable.exit_code();
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => return (String::new(), format!("mosaic-sentinel: {err:#}\n"), failed),
     };
@@ -577,9 +621,9 @@ async fn files_report(args: &StatusArgs, node: NodeId) -> (String, String, u8) {
 
 /// One report: (stdout text, stderr text, verdict).
 async fn one_status(args: &StatusArgs) -> (String, String, Verdict) {
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    args.tls.apply(&mut cert, &mut key, &mut ca);
-    let tls = match common::tls::load_configured(&cert, &key, &ca, "mosaic-sentinel status") {
+    let mut shared = common::config::SharedConfig::default();
+    shared.apply_tls_flags(&args.tls.args());
+    let tls = match shared.load_tls("mosaic-sentinel status") {
         Ok(tls) => tls,
         Err(err) => {
             return (

@@ -592,10 +592,7 @@ mod tests {
             master: "127.0.0.1:1".into(),
             probe_interval_ms: 500,
             dead_after_ms: 7_000,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
-            metrics_addr: None,
+            shared: common::config::SharedConfig::default(),
             probe_addrs: Default::default(),
             report: true,
         };

@@ -44,12 +44,7 @@ pub const STATUS_DEAD_AFTER_MS: u64 = 10_000;
 /// call [`Sentinel::run`].
 pub fn sentinel(config: &SentinelConfig) -> anyhow::Result<Sentinel<RpcCluster>> {
     let interval = Duration::from_millis(config.probe_interval_ms);
-    let tls = common::tls::load_configured(
-        &config.tls_cert_file,
-        &config.tls_key_file,
-        &config.tls_ca_file,
-        "mosaic-sentinel",
-    )?;
+    let tls = config.shared.load_tls("mosaic-sentinel")?;
     let cluster = RpcCluster::new(
         config.master.clone(),
         tls,
@@ -73,13 +68,13 @@ pub async fn run(config: SentinelConfig, shutdown: impl Future<Output = ()>) -> 
     Ok(())
 }
 
-/// Starts the metrics endpoint over `sentinel`'s view when `config.metrics_addr` is set;
+/// Starts the metrics endpoint over `sentinel`'s view when `config.shared.metrics_addr` is set;
 /// it serves until the returned server is dropped.
 pub async fn serve_metrics<C: Cluster>(
     config: &SentinelConfig,
     sentinel: &Sentinel<C>,
 ) -> anyhow::Result<Option<common::metrics::MetricsServer>> {
-    let Some(addr) = config.metrics_addr else {
+    let Some(addr) = config.shared.metrics_addr else {
         return Ok(None);
     };
     let server = common::metrics::serve(addr, metrics::render(sentinel.view())).await?;
@@ -94,10 +89,7 @@ pub async fn status(master: &str, tls: &common::tls::Tls) -> Result<StatusReport
         master: master.to_string(),
         probe_interval_ms: common::config::DEFAULT_HEARTBEAT_MS,
         dead_after_ms: STATUS_DEAD_AFTER_MS,
-        tls_cert_file: None,
-        tls_key_file: None,
-        tls_ca_file: None,
-        metrics_addr: None,
+        shared: common::config::SharedConfig::default(),
         probe_addrs: Default::default(),
         report: true,
     };

@@ -443,10 +443,7 @@ mod tests {
             master: "fake".into(),
             probe_interval_ms: 100,
             dead_after_ms: 1_000,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_ca_file: None,
-            metrics_addr: None,
+            shared: common::config::SharedConfig::default(),
             probe_addrs: Default::default(),
             report: true,
         }

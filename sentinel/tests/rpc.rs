@@ -4,9 +4,10 @@
 //! stops mid-way.
 
 use common::rpc::{self, ChunkServer, MasterAdmin};
-use common::tls::{Ca, Role, Tls};
+use common::tls::{Role, Tls};
 use common::types::*;
 use common::{ChunkId, ClusterId, FsError, FsResult, NodeId, Version};
+use master::ca::Ca;
 use sentinel::Cluster as _;
 use sentinel::health::ProbeOutcome;
 use std::net::SocketAddr;

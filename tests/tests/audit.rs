@@ -4,9 +4,10 @@
 
 use common::audit::{Event, Record};
 use common::rpc::{connect_chunkserver, connect_master_fs, connect_master_nodes, ctx};
-use common::tls::{Ca, CredentialPaths, Role};
+use common::tls::{CredentialPaths, Role};
 use common::types::{Caller, FileKind, NewNode, OpId};
 use common::{FsError, InodeId};
+use master::ca::Ca;
 use mosaic_tests::bins::{self, bin};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
 use mosaic_tests::{ClusterOptions, TestCluster, log_tail, wait_until_logged};

@@ -29,7 +29,7 @@ async fn rig(n: u32, w: u32, r: u32, retry_window: Duration) -> Rig {
         config.write_quorum = w;
         config.read_quorum = r;
         // Its per-method RPC counters tell how many master calls an operation costs.
-        config.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+        config.shared.metrics_addr = Some(([127, 0, 0, 1], 0).into());
     })
     .await;
     let (addr, client_tls) = (cluster.addr.clone(), cluster.client_tls.clone());

@@ -3,7 +3,8 @@
 
 use common::preamble::{self, PROTOCOL_VERSION, Service};
 use common::rpc::{connect_chunkserver, connect_master_fs, connect_master_nodes, ctx};
-use common::tls::{Ca, CredentialPaths, Role, Tls};
+use common::tls::{CredentialPaths, Role, Tls};
+use master::ca::Ca;
 use mosaic_tests::bins::{self, bin};
 use mosaic_tests::cluster::{RPC_DEADLINE, block_on};
 use mosaic_tests::{ClusterOptions, TestCluster, log_tail, wait_until_logged};
