@@ -12,16 +12,62 @@
 //! `mark_bad_replica`, which never removes the last current copy. The same node check
 //! guards the admin's `clear_bad_replica`.
 
-use crate::cluster::worker::Connector;
-use crate::service::MasterService;
-use crate::store::ReplicaRecord;
+use crate::cluster::ClusterControl;
+use crate::cluster::worker::{Connector, RepairHost as _};
+use crate::store::{MetaStore, ReplicaRecord};
 use common::rpc::ctx;
 use common::types::ReplicaCheck;
 use common::{ChunkId, FsError, FsResult, NodeId, Version};
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tracing::info_span;
+use tokio::sync::{Notify, watch};
+use tracing::{Span, info_span};
+
+/// What the confirmation worker and the admin's clear work with: the suspects queue and its
+/// wake-up, the store and the cluster control (node addresses, the repair worker's wake-up).
+/// The service holds one and queues reports into it; this module never sees the service.
+pub struct Evidence {
+    suspects: Mutex<Suspects>,
+    wake: Notify,
+    store: Arc<dyn MetaStore>,
+    cluster: Arc<ClusterControl>,
+}
+
+impl Evidence {
+    pub fn new(store: Arc<dyn MetaStore>, cluster: Arc<ClusterControl>) -> Evidence {
+        Evidence {
+            suspects: Mutex::new(Suspects::default()),
+            wake: Notify::new(),
+            store,
+            cluster,
+        }
+    }
+
+    /// Queues a report against `replica` for its node's verdict and wakes the worker.
+    pub fn report(&self, replica: Replica) -> Admission {
+        let admitted = self.suspects.lock().add(replica, Instant::now());
+        self.wake.notify_one();
+        admitted
+    }
+
+    fn node_addr(&self, node: NodeId) -> Option<String> {
+        self.cluster
+            .views()
+            .into_iter()
+            .find(|v| v.node == node)
+            .map(|v| v.addr)
+    }
+
+    async fn store<T: Send + 'static>(
+        &self,
+        span: Span,
+        f: impl FnOnce(&dyn MetaStore) -> FsResult<T> + Send + 'static,
+    ) -> FsResult<T> {
+        crate::blocking::blocking(&self.store, span, f).await
+    }
+}
 
 /// Reports waiting for their node's verdict. Bounds the memory and disk reads a flood of
 /// reports (forged, or one per block of a large failing read) can cost: past it, reports
@@ -140,13 +186,13 @@ pub fn verdict(check: &ReplicaCheck) -> Option<String> {
 
 /// Asks `node` for its verdict on its replica of `chunk` at `version`.
 async fn ask_node(
-    service: &MasterService,
+    ev: &Evidence,
     connect: &Connector,
     chunk: ChunkId,
     node: NodeId,
     version: Version,
 ) -> FsResult<ReplicaCheck> {
-    let addr = service
+    let addr = ev
         .node_addr(node)
         .ok_or_else(|| FsError::Unavailable(format!("node {node} is not registered")))?;
     let client = connect(addr).await?;
@@ -157,10 +203,10 @@ async fn ask_node(
 }
 
 /// Verifies one suspect and records a confirmed bad mark.
-async fn confirm(service: &MasterService, connect: &Connector, (chunk, node): Replica) -> Outcome {
+async fn confirm(ev: &Evidence, connect: &Connector, (chunk, node): Replica) -> Outcome {
     let span = info_span!("confirm_bad_replica", %chunk, %node);
-    let record = service
-        .blocking(span.clone(), move |s| s.replica_record(chunk, node))
+    let record = ev
+        .store(span.clone(), move |s| s.replica_record(chunk, node))
         .await;
     let version = match record {
         Ok(record) => match to_verify(record) {
@@ -175,7 +221,7 @@ async fn confirm(service: &MasterService, connect: &Connector, (chunk, node): Re
         // Logged by the store wrapper.
         Err(_) => return Outcome::Retry,
     };
-    let check = match ask_node(service, connect, chunk, node, version).await {
+    let check = match ask_node(ev, connect, chunk, node, version).await {
         Ok(check) => check,
         Err(e) => {
             span.in_scope(|| {
@@ -189,14 +235,13 @@ async fn confirm(service: &MasterService, connect: &Connector, (chunk, node): Re
         span.in_scope(|| tracing::info!("node vouches for its replica: the report is ignored"));
         return Outcome::Vouched;
     };
-    match service
-        .blocking(span.clone(), move |s| s.mark_bad_replica(chunk, node))
+    match ev
+        .store(span.clone(), move |s| s.mark_bad_replica(chunk, node))
         .await
     {
         Ok(known) => {
             span.in_scope(|| tracing::warn!(known, %reason, "replica confirmed bad by its node"));
-            crate::cluster::worker::RepairHost::repair_wake(service.cluster().as_ref())
-                .notify_one();
+            ev.cluster.repair_wake().notify_one();
             Outcome::Settled
         }
         Err(_) => Outcome::Retry,
@@ -205,30 +250,22 @@ async fn confirm(service: &MasterService, connect: &Connector, (chunk, node): Re
 
 /// Verifies reported replicas ([`VERIFY_CONCURRENCY`] at a time) as they arrive, until
 /// `stop` changes.
-pub async fn confirm_loop(
-    service: MasterService,
-    connect: Connector,
-    mut stop: watch::Receiver<bool>,
-) {
-    let wake = service.suspects_wake();
+pub async fn confirm_loop(ev: Arc<Evidence>, connect: Connector, mut stop: watch::Receiver<bool>) {
     let mut running = tokio::task::JoinSet::new();
     loop {
         while running.len() < VERIFY_CONCURRENCY {
-            let Some(replica) = service.suspects().lock().next_due(Instant::now()) else {
+            let Some(replica) = ev.suspects.lock().next_due(Instant::now()) else {
                 break;
             };
-            let (service, connect) = (service.clone(), connect.clone());
+            let (ev, connect) = (Arc::clone(&ev), connect.clone());
             running.spawn(async move {
-                let outcome = confirm(&service, &connect, replica).await;
-                service
-                    .suspects()
-                    .lock()
-                    .done(replica, outcome, Instant::now());
+                let outcome = confirm(&ev, &connect, replica).await;
+                ev.suspects.lock().done(replica, outcome, Instant::now());
             });
         }
         tokio::select! {
             _ = stop.changed() => break,
-            _ = wake.notified() => {}
+            _ = ev.wake.notified() => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
             // Retries come due without a new report.
             _ = tokio::time::sleep(RETRY_AFTER) => {}
@@ -241,14 +278,14 @@ pub async fn confirm_loop(
 /// vouches for its replica (every block's checksum verified there), so a clear can never
 /// put a damaged copy back into service. `Ok(false)` when it was not marked bad.
 pub async fn clear_bad(
-    service: &MasterService,
+    ev: &Evidence,
     connect: Option<&Connector>,
     chunk: ChunkId,
     node: NodeId,
 ) -> FsResult<bool> {
     let span = info_span!("clear_bad_replica", %chunk, %node);
-    let record = service
-        .blocking(span.clone(), move |s| s.replica_record(chunk, node))
+    let record = ev
+        .store(span.clone(), move |s| s.replica_record(chunk, node))
         .await?
         .ok_or(FsError::NotFound)?;
     if !record.bad {
@@ -257,15 +294,15 @@ pub async fn clear_bad(
     let connect = connect.ok_or_else(|| {
         FsError::Unavailable("this master has no credential to reach chunkservers".into())
     })?;
-    let check = ask_node(service, connect, chunk, node, record.version).await?;
+    let check = ask_node(ev, connect, chunk, node, record.version).await?;
     if let Some(reason) = verdict(&check) {
         return Err(FsError::Invalid(format!(
             "node {node} does not vouch for its replica of chunk {chunk} ({reason}): the bad \
              mark stays"
         )));
     }
-    let cleared = service
-        .blocking(span.clone(), move |s| s.clear_bad_replica(chunk, node))
+    let cleared = ev
+        .store(span.clone(), move |s| s.clear_bad_replica(chunk, node))
         .await?
         .ok_or(FsError::NotFound)?;
     span.in_scope(|| {
@@ -274,7 +311,7 @@ pub async fn clear_bad(
             "bad mark cleared by an admin; the node vouched for the replica"
         )
     });
-    crate::cluster::worker::RepairHost::repair_wake(service.cluster().as_ref()).notify_one();
+    ev.cluster.repair_wake().notify_one();
     Ok(cleared)
 }
 

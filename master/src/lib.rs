@@ -330,7 +330,7 @@ pub async fn start(config: MasterConfig) -> anyhow::Result<RunningMaster> {
         stop_rx.clone(),
     ));
     let confirmer = tokio::spawn(evidence::confirm_loop(
-        service.clone(),
+        service.evidence(),
         cluster::worker::connector(tls.clone()),
         stop_rx.clone(),
     ));

@@ -128,7 +128,7 @@ impl MasterAdmin for MasterService {
     // Bad-replica evidence (issue 12)
 
     async fn clear_bad_replica(self, _: Context, chunk: ChunkId, node: NodeId) -> FsResult<bool> {
-        crate::evidence::clear_bad(&self, self.connect.as_ref(), chunk, node).await
+        crate::evidence::clear_bad(&self.inner.evidence, self.connect.as_ref(), chunk, node).await
     }
 
     // Node administration (issue 12, forget)

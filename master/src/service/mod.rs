@@ -55,8 +55,7 @@ struct Inner {
     revoked: common::tls::Revoked,
     /// Reported replicas waiting for their node's verdict (see `evidence`), and the wake-up
     /// of the worker that asks.
-    suspects: Mutex<crate::evidence::Suspects>,
-    suspects_wake: Arc<tokio::sync::Notify>,
+    evidence: Arc<crate::evidence::Evidence>,
     /// Where `rotate-key --state` records the cluster's current key (`keystate`).
     state_dir: std::path::PathBuf,
     /// New chunks refused for lack of space, for the log, the metrics and the summary.
@@ -103,6 +102,10 @@ impl MasterService {
         // Locks of the sessions that were alive keep holding: clients reconnect to the same
         // session after a master restart and expect their locks to be there.
         let locks = LockTable::restore(&store.load_locks()?);
+        let evidence = Arc::new(crate::evidence::Evidence::new(
+            Arc::clone(&store),
+            Arc::clone(&cluster),
+        ));
         Ok(MasterService {
             inner: Arc::new(Inner {
                 store,
@@ -113,8 +116,7 @@ impl MasterService {
                 session_ttl_ms: config.session_ttl_ms,
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 revoked: common::tls::Revoked::default(),
-                suspects: Mutex::new(crate::evidence::Suspects::default()),
-                suspects_wake: Arc::new(tokio::sync::Notify::new()),
+                evidence,
                 state_dir: config.state_dir.clone(),
                 space: Mutex::default(),
             }),
@@ -137,23 +139,9 @@ impl MasterService {
         self
     }
 
-    /// Bad-replica evidence (issue 12): the suspects queue, its worker's wake-up and the
-    /// address a node registered with, for `evidence`.
-    pub(crate) fn suspects(&self) -> &Mutex<crate::evidence::Suspects> {
-        &self.inner.suspects
-    }
-
-    pub(crate) fn suspects_wake(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.inner.suspects_wake)
-    }
-
-    pub(crate) fn node_addr(&self, node: NodeId) -> Option<String> {
-        self.inner
-            .cluster
-            .views()
-            .into_iter()
-            .find(|v| v.node == node)
-            .map(|v| v.addr)
+    /// Bad-replica evidence (issue 12): the suspects queue the confirmation worker drains.
+    pub fn evidence(&self) -> Arc<crate::evidence::Evidence> {
+        Arc::clone(&self.inner.evidence)
     }
 
     /// A copy serving the connection of `peer`: its mutations are audited under its name.
@@ -317,12 +305,7 @@ impl MasterService {
     fn suspect_replica(&self, chunk: ChunkId, node: NodeId, reason: String) {
         let reason: String = reason.chars().take(REASON_MAX).collect();
         let span = info_span!("report_bad_replica", %chunk, %node);
-        let admitted = self
-            .inner
-            .suspects
-            .lock()
-            .add((chunk, node), Instant::now());
-        self.inner.suspects_wake.notify_one();
+        let admitted = self.inner.evidence.report((chunk, node));
         let peer = self.peer.as_deref().map(ToString::to_string);
         span.in_scope(|| {
             tracing::warn!(?peer, reason = %reason, ?admitted,

@@ -7,7 +7,6 @@
 //! node queries hand out).
 
 use super::rows::{attr_at, attr_cols, find_attr, get_attr, write_attr};
-use super::sessions::is_open;
 use super::{R, SqliteStore};
 use crate::store::Freed;
 use crate::store::rules::{self, LINK_MAX};
@@ -19,6 +18,16 @@ use common::{FsError, FsResult, InodeId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
+
+/// Whether any session holds `ino` open (an unlinked inode's data is kept until none does).
+/// Here rather than with the sessions: the namespace asks it when it frees an inode, and the
+/// sessions call back into the namespace (`free_if_unused`) when a descriptor closes.
+pub(super) fn is_open(c: &Connection, ino: InodeId) -> R<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM open_files WHERE ino = ?1)")?
+            .query_row([ino.0 as i64], |r| r.get(0))?,
+    )
+}
 
 /// Deepest directory chain a rename loop check walks before declaring the tree corrupt.
 pub(super) const MAX_TREE_DEPTH: usize = 1 << 20;

@@ -13,13 +13,6 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 /// Longest client name stored with a session; it is only for humans.
 pub(super) const CLIENT_NAME_MAX: usize = 256;
 
-pub(super) fn is_open(c: &Connection, ino: InodeId) -> R<bool> {
-    Ok(
-        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM open_files WHERE ino = ?1)")?
-            .query_row([ino.0 as i64], |r| r.get(0))?,
-    )
-}
-
 /// Counts one more descriptor of `ino` open in `session`.
 pub(super) fn register_open(c: &Connection, session: SessionId, ino: InodeId) -> R<()> {
     c.prepare_cached(
