@@ -255,65 +255,85 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `clear-bad`: one `MasterAdmin::clear_bad_replica` call (the master checks with the node).
-fn clear_bad_command(args: ClearBadArgs) -> u8 {
-    const FAILED: u8 = 2;
-    let ClearBadArgs { chunk, target } = args;
+/// Runs one call on the master's admin service for an admin subcommand: loads the sentinel
+/// credential from `target`'s flags, starts a runtime, connects within `deadline` and hands
+/// the client to `call`. `Err` carries the message for a failure before the call (no
+/// credential, no runtime); the call's own result, connection errors included, is `Ok`.
+fn admin_call<T, F, Fut>(
+    target: &DrainArgs,
+    deadline: Duration,
+    call: F,
+) -> Result<common::FsResult<T>, String>
+where
+    F: FnOnce(common::rpc::MasterAdminClient, tarpc::context::Context) -> Fut,
+    Fut: std::future::Future<Output = Result<common::FsResult<T>, tarpc::client::RpcError>>,
+{
     let mut shared = common::config::SharedConfig::default();
     shared.apply_tls_flags(&target.tls.args());
-    let tls = match shared.load_tls("mosaic-sentinel") {
-        Ok(tls) => tls,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: {err:#}");
-            return FAILED;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let tls = shared
+        .load_tls("mosaic-sentinel")
+        .map_err(|err| format!("{err:#}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
-            return FAILED;
-        }
-    };
-    let node = target.node;
-    let result = runtime.block_on(async {
-        // The node reads and checks the whole chunk before the master answers.
-        let deadline = crate::STATUS_MASTER_DEADLINE + CLEAR_BAD_VERIFY_ALLOWANCE;
+        .map_err(|err| format!("cannot start the async runtime: {err}"))?;
+    Ok(runtime.block_on(async {
         let client = common::rpc::connect_master_admin(&target.master, &tls, deadline).await?;
-        client
-            .clear_bad_replica(common::rpc::ctx(deadline), chunk, node)
+        call(client, common::rpc::ctx(deadline))
             .await
             .map_err(common::FsError::from)?
+    }))
+}
+
+/// The exit status and message of an admin subcommand's failure: `NotFound` is said as
+/// `not_found`, anything else names the command (`what`) and the master.
+fn admin_failure(target: &DrainArgs, what: &str, not_found: &str, err: common::FsError) -> u8 {
+    match err {
+        common::FsError::NotFound => {
+            eprintln!(
+                "mosaic-sentinel: the master at {} {not_found}",
+                target.master
+            )
+        }
+        err => eprintln!("mosaic-sentinel: {what}: master {}: {err}", target.master),
+    }
+    ADMIN_FAILED
+}
+
+/// Exit status of an admin subcommand the master refused or that could not reach it.
+const ADMIN_FAILED: u8 = 2;
+
+/// `clear-bad`: one `MasterAdmin::clear_bad_replica` call (the master checks with the node).
+fn clear_bad_command(args: ClearBadArgs) -> u8 {
+    let ClearBadArgs { chunk, target } = args;
+    let node = target.node;
+    // The node reads and checks the whole chunk before the master answers.
+    let deadline = crate::STATUS_MASTER_DEADLINE + CLEAR_BAD_VERIFY_ALLOWANCE;
+    let result = admin_call(&target, deadline, |c, cx| async move {
+        c.clear_bad_replica(cx, chunk, node).await
     });
     match result {
-        Ok(true) => {
+        Err(msg) => {
+            eprintln!("mosaic-sentinel: {msg}");
+            ADMIN_FAILED
+        }
+        Ok(Ok(true)) => {
             emit(
                 &format!("{chunk} on {node}: bad mark cleared (the node vouched for it)\n"),
                 "",
             );
             0
         }
-        Ok(false) => {
+        Ok(Ok(false)) => {
             emit(&format!("{chunk} on {node}: was not marked bad\n"), "");
             0
         }
-        Err(common::FsError::NotFound) => {
-            eprintln!(
-                "mosaic-sentinel: the master at {} records no replica of {chunk} on {node}",
-                target.master
-            );
-            FAILED
-        }
-        Err(err) => {
-            eprintln!(
-                "mosaic-sentinel: clear-bad {chunk} {node}: master {}: {err}",
-                target.master
-            );
-            FAILED
-        }
+        Ok(Err(err)) => admin_failure(
+            &target,
+            &format!("clear-bad {chunk} {node}"),
+            &format!("records no replica of {chunk} on {node}"),
+            err,
+        ),
     }
 }
 
@@ -323,111 +343,53 @@ const CLEAR_BAD_VERIFY_ALLOWANCE: Duration = Duration::from_secs(120);
 
 /// `drain` / `undrain`: one `MasterAdmin::set_node_drain` call; prints the node's condition.
 fn drain_command(args: DrainArgs, drain: bool) -> u8 {
-    const FAILED: u8 = 2;
-    let mut shared = common::config::SharedConfig::default();
-    shared.apply_tls_flags(&args.tls.args());
     let verb = if drain { "drain" } else { "undrain" };
-    let tls = match shared.load_tls("mosaic-sentinel") {
-        Ok(tls) => tls,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: {err:#}");
-            return FAILED;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
-            return FAILED;
-        }
-    };
     let node = args.node;
-    let result = runtime.block_on(async {
-        let deadline = crate::STATUS_MASTER_DEADLINE;
-        let client = common::rpc::connect_master_admin(&args.master, &tls, deadline).await?;
-        client
-            .set_node_drain(common::rpc::ctx(deadline), node, drain)
-            .await
-            .map_err(common::FsError::from)?
+    let result = admin_call(&args, crate::STATUS_MASTER_DEADLINE, |c, cx| async move {
+        c.set_node_drain(cx, node, drain).await
     });
     match result {
-        Ok(condition) => {
+        Err(msg) => {
+            eprintln!("mosaic-sentinel: {msg}");
+            ADMIN_FAILED
+        }
+        Ok(Ok(condition)) => {
             emit(&format!("node {node}: {}\n", condition.as_str()), "");
             0
         }
-        Err(common::FsError::NotFound) => {
-            eprintln!(
-                "mosaic-sentinel: the master at {} knows no node {node}",
-                args.master
-            );
-            FAILED
-        }
-        Err(err) => {
-            eprintln!(
-                "mosaic-sentinel: {verb} {node}: master {}: {err}",
-                args.master
-            );
-            FAILED
-        }
+        Ok(Err(err)) => admin_failure(
+            &args,
+            &format!("{verb} {node}"),
+            &format!("knows no node {node}"),
+            err,
+        ),
     }
 }
 
 /// `forget`: one `MasterAdmin::forget_node` call (the master checks the node may go).
 fn forget_command(args: DrainArgs) -> u8 {
-    const FAILED: u8 = 2;
-    let mut shared = common::config::SharedConfig::default();
-    shared.apply_tls_flags(&args.tls.args());
-    let tls = match shared.load_tls("mosaic-sentinel") {
-        Ok(tls) => tls,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: {err:#}");
-            return FAILED;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mosaic-sentinel: cannot start the async runtime: {err}");
-            return FAILED;
-        }
-    };
     let node = args.node;
-    let result = runtime.block_on(async {
-        let deadline = crate::STATUS_MASTER_DEADLINE;
-        let client = common::rpc::connect_master_admin(&args.master, &tls, deadline).await?;
-        client
-            .forget_node(common::rpc::ctx(deadline), node)
-            .await
-            .map_err(common::FsError::from)?
+    let result = admin_call(&args, crate::STATUS_MASTER_DEADLINE, |c, cx| async move {
+        c.forget_node(cx, node).await
     });
     match result {
-        Ok(replicas) => {
+        Err(msg) => {
+            eprintln!("mosaic-sentinel: {msg}");
+            ADMIN_FAILED
+        }
+        Ok(Ok(replicas)) => {
             emit(
                 &format!("node {node}: forgotten ({replicas} replica records dropped)\n"),
                 "",
             );
             0
         }
-        Err(common::FsError::NotFound) => {
-            eprintln!(
-                "mosaic-sentinel: the master at {} knows no node {node}",
-                args.master
-            );
-            FAILED
-        }
-        Err(err) => {
-            eprintln!(
-                "mosaic-sentinel: forget {node}: master {}: {err}",
-                args.master
-            );
-            FAILED
-        }
+        Ok(Err(err)) => admin_failure(
+            &args,
+            &format!("forget {node}"),
+            &format!("knows no node {node}"),
+            err,
+        ),
     }
 }
 
